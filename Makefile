@@ -1,0 +1,90 @@
+# luasip - build, test and demo. Every variable has a ?= default so the
+# Makefile works as is, from a checkout and from `luarocks make`.
+
+LUA ?= lua5.4
+LUA_VERSION ?= 5.4
+PKG_CONFIG ?= pkg-config
+LUA_INCDIR ?= $(shell $(PKG_CONFIG) --variable=includedir lua$(LUA_VERSION) 2>/dev/null || echo /usr/include)/lua$(LUA_VERSION)
+OSIP2_INCDIR ?= /usr/include
+LIBEV_INCDIR ?= /usr/include
+OPENSSL_INCDIR ?= /usr/include
+OSIP2_LIBDIR ?= /usr/lib
+LIBEV_LIBDIR ?= /usr/lib
+OPENSSL_LIBDIR ?= /usr/lib
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
+       -Wmissing-prototypes -Wno-unused-parameter
+ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden \
+             -I$(LUA_INCDIR) -I$(OSIP2_INCDIR) -I$(LIBEV_INCDIR) -I$(OPENSSL_INCDIR) -Icsrc/core -Icsrc
+LIBFLAG ?= -shared
+LIBS = -L$(OSIP2_LIBDIR) -L$(LIBEV_LIBDIR) -L$(OPENSSL_LIBDIR) -losipparser2 -lev -lcrypto -lssl
+
+CORE_SRC = $(wildcard csrc/core/*.c)
+BIND_SRC = $(wildcard csrc/l_*.c)
+OBJ = $(CORE_SRC:.c=.o) $(BIND_SRC:.c=.o)
+HDR = $(wildcard csrc/core/*.h) $(wildcard csrc/*.h)
+CORE_SO = sip/core.so
+
+# installation (luarocks passes LIBDIR, LUADIR, BINDIR)
+LIBDIR ?= /usr/local/lib/lua/$(LUA_VERSION)
+LUADIR ?= /usr/local/share/lua/$(LUA_VERSION)
+BINDIR ?= /usr/local/bin
+
+DEB_PKGS = liblua5.4-dev lua5.4 libosip2-dev libev-dev libssl-dev luarocks lua-busted \
+           lua-check sip-tester kamailio pkg-config gcc make openssl
+BUSTED = $(LUA) /usr/bin/busted
+
+.PHONY: all deps build check test lint demo install clean bench bench-smoke
+
+all: build
+
+# Installs what is missing from Debian, and nothing when all is there.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+build: $(CORE_SO)
+
+$(CORE_SO): $(OBJ)
+	@mkdir -p sip
+	$(CC) $(LIBFLAG) -o $@ $(OBJ) $(LIBS) $(LDFLAGS)
+
+%.o: %.c $(HDR)
+	@echo "  CC $<"; $(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+lint:
+	luacheck -q lua bin/luasip examples spec bench
+
+test: build
+	$(BUSTED) $(BUSTED_ARGS)
+
+check: deps build
+	$(BUSTED) $(BUSTED_ARGS)
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory bench-smoke
+
+demo: deps build
+	./bin/luasip examples/demo.lua
+
+bench: deps build
+	$(LUA) bench/run.lua
+
+bench-smoke: build
+	$(LUA) bench/run.lua --smoke
+
+install: build
+	install -d $(DESTDIR)$(LIBDIR)/sip $(DESTDIR)$(LUADIR)/sip $(DESTDIR)$(BINDIR)
+	install -m 755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/sip/core.so
+	install -m 644 lua/sip/*.lua $(DESTDIR)$(LUADIR)/sip/
+	install -m 755 bin/luasip $(DESTDIR)$(BINDIR)/luasip
+
+clean:
+	rm -f $(OBJ) $(CORE_SO)

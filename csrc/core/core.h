@@ -1,0 +1,135 @@
+/*
+ * core.h - private to csrc/core: the structures the UA, the transports and
+ * the transaction layer share.
+ */
+#ifndef SIP_CORE_INT_H
+#define SIP_CORE_INT_H
+
+#include <ev.h>
+#include "ua.h"
+
+struct sip_listener {
+	struct sip_ua *ua;
+	struct sip_listener *next;
+	int proto;
+	int fd;
+	struct sip_addr addr;           /* bound address, real port */
+	char host[INET6_ADDRSTRLEN + 2];/* Via/Contact host, IPv6 in brackets */
+	ev_io io;
+};
+
+struct sip_conn {
+	struct sip_hnode hn;            /* in ua->conns, keyed by peer */
+	char key[80];
+	struct sip_ua *ua;
+	struct sip_conn *next, *prev;   /* ua->conn_list */
+	int proto;
+	int fd;
+	int connecting;
+	int closing;
+	struct sip_addr peer;
+	struct sip_listener *lst;       /* listener of the same protocol, if any */
+	ev_io rio, wio;
+	ev_timer idle;
+	char *in;
+	size_t inlen, incap;
+	struct sip_buf out;
+	size_t outoff;
+	struct sip_txn *txns;           /* transactions bound to this connection */
+};
+
+enum sip_txn_kind { TXN_ICT, TXN_NICT, TXN_IST, TXN_NIST };
+enum sip_txn_state {
+	TS_CALLING, TS_TRYING, TS_PROCEEDING, TS_COMPLETED, TS_CONFIRMED,
+	TS_ACCEPTED, TS_TERMINATED
+};
+
+struct sip_txn {
+	struct sip_hnode hn;            /* in ua->txns */
+	char *key;
+	struct sip_ua *ua;
+	int kind, state;
+	struct sip_msg *req;
+	char *out;                      /* client: request; server: last response */
+	size_t outlen;
+	char *ack;                      /* ICT: ACK for a non-2xx final */
+	size_t acklen;
+	int proto;
+	struct sip_addr dst;
+	struct sip_listener *lst;
+	struct sip_conn *conn;
+	struct sip_txn *cnext, *cprev;  /* conn->txns */
+	ev_timer tretx, tlife;
+	unsigned retx_weak : 1, life_weak : 1;
+	double interval;
+	int last_status;
+	char to_tag[24];                /* server: our To tag */
+	sip_response_cb cb;             /* client TU */
+	void *cb_arg;
+	sip_txn_gone_cb gone;           /* server TU */
+	void *gone_arg;
+};
+
+struct sip_ua {
+	struct sip_env *env;
+	struct sip_ua_cfg cfg;
+	struct sip_listener *listeners;
+	struct sip_htab txns;
+	struct sip_htab conns;
+	struct sip_conn *conn_list;
+	size_t nconns, nclient, nserver;
+	sip_request_cb on_request;
+	void *tu_arg;
+	char **served;
+	size_t nserved;
+	uint64_t rx, tx, dropped, retransmits;
+};
+
+/* ua.c: the receive path, shared by every transport */
+void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct sip_conn *c,
+                    const struct sip_addr *src, const char *buf, size_t len);
+void sip_ua_drop(struct sip_ua *ua, const struct sip_addr *src, const char *why);
+void sip_ua_trace(struct sip_ua *ua, int out, int proto, const struct sip_addr *peer,
+                  const char *buf, size_t len);
+struct sip_listener *sip_ua_listener_for(struct sip_ua *ua, int proto, int family);
+/* an ICMP error came back with this datagram of ours */
+void sip_ua_icmp_error(struct sip_ua *ua, const char *buf, size_t len, const char *why);
+
+/* transport_udp.c */
+int sip_udp_open(struct sip_listener *l, char *err, size_t errlen);
+void sip_udp_close(struct sip_listener *l);
+int sip_udp_send(struct sip_listener *l, const struct sip_addr *dst, const char *buf, size_t len);
+
+/* transport_stream.c */
+int sip_stream_listen(struct sip_listener *l, char *err, size_t errlen);
+void sip_stream_listener_close(struct sip_listener *l);
+/* a connection to dst: an open one (reuse) or a new one being opened */
+int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, struct sip_conn **out);
+int sip_conn_send(struct sip_conn *c, const char *buf, size_t len);
+void sip_conn_close(struct sip_conn *c, const char *why);
+void sip_conn_close_all(struct sip_ua *ua);
+
+/* txn.c */
+struct sip_txn *sip_txn_match_server(struct sip_ua *ua, struct sip_msg *req, const char *method);
+struct sip_txn *sip_txn_match_client(struct sip_ua *ua, struct sip_msg *res);
+int sip_txn_new_server(struct sip_ua *ua, struct sip_msg *req, int proto, struct sip_listener *l,
+                       struct sip_conn *c, struct sip_txn **out);
+int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_t len,
+                       int proto, const struct sip_addr *dst, struct sip_listener *l,
+                       sip_response_cb cb, void *arg, struct sip_txn **out);
+void sip_txn_server_retransmit(struct sip_txn *st, struct sip_msg *req);
+void sip_txn_client_response(struct sip_txn *ct, struct sip_msg *res);
+void sip_txn_transport_error(struct sip_txn *t, const char *why);
+void sip_txn_conn_closed(struct sip_conn *c, const char *why);
+void sip_txn_free_all(struct sip_ua *ua);
+/* send bytes the way a transaction sends (its connection or datagram) */
+int sip_txn_send(struct sip_txn *t, const char *buf, size_t len);
+
+#endif
+
+/* txn.c, called by ua.c */
+int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len);
+/* IST in Accepted: the dialog saw the ACK, stop retransmitting the 2xx */
+void sip_txn_ack_seen(struct sip_txn *st);
+struct sip_txn *sip_txn_find_key(struct sip_ua *ua, const char *key);
+int sip_txn_server_key(struct sip_msg *req, const char *method, char *buf, size_t n);

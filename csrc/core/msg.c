@@ -1,0 +1,265 @@
+/*
+ * msg.c - parsing (libosip2) and in-place header access for SIP messages.
+ */
+#define _GNU_SOURCE
+#include "msg.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const struct { char c; const char *name; } compact[] = {
+	{ 'a', "Accept-Contact" }, { 'b', "Referred-By" }, { 'c', "Content-Type" },
+	{ 'd', "Request-Disposition" }, { 'e', "Content-Encoding" }, { 'f', "From" },
+	{ 'i', "Call-ID" }, { 'j', "Reject-Contact" }, { 'k', "Supported" },
+	{ 'l', "Content-Length" }, { 'm', "Contact" }, { 'o', "Event" },
+	{ 'r', "Refer-To" }, { 's', "Subject" }, { 't', "To" }, { 'u', "Allow-Events" },
+	{ 'v', "Via" }, { 'x', "Session-Expires" }, { 'y', "Identity" },
+};
+
+const char *sip_header_long_name(const char *name, size_t n)
+{
+	size_t i;
+
+	if (n != 1)
+		return NULL;
+	for (i = 0; i < sizeof compact / sizeof compact[0]; i++)
+		if ((name[0] | 0x20) == compact[i].c)
+			return compact[i].name;
+	return NULL;
+}
+
+int sip_header_value_bad(const char *v, size_t n)
+{
+	return memchr(v, '\r', n) || memchr(v, '\n', n) || memchr(v, '\0', n);
+}
+
+/* Locate the end of the header section; returns the body offset or 0. */
+static size_t find_body(const char *raw, size_t len)
+{
+	const char *p = raw, *end = raw + len;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			return 0;
+		if (nl + 1 < end && nl[1] == '\n')
+			return (size_t)(nl + 2 - raw);
+		if (nl + 2 < end && nl[1] == '\r' && nl[2] == '\n')
+			return (size_t)(nl + 3 - raw);
+		p = nl + 1;
+	}
+	return 0;
+}
+
+static struct sip_msg *msg_alloc(void)
+{
+	struct sip_msg *m = calloc(1, sizeof *m);
+
+	if (m)
+		m->refs = 1;
+	return m;
+}
+
+static int msg_check(struct sip_msg *m, const char **why)
+{
+	osip_message_t *s = m->m;
+
+	if (!s->call_id || !s->call_id->number) { *why = "missing Call-ID"; return -EINVAL; }
+	if (!s->from || !s->from->url) { *why = "missing or bad From"; return -EINVAL; }
+	if (!s->to || !s->to->url) { *why = "missing or bad To"; return -EINVAL; }
+	if (!s->cseq || !s->cseq->number || !s->cseq->method) { *why = "missing or bad CSeq"; return -EINVAL; }
+	if (osip_list_size(&s->vias) < 1) { *why = "missing Via"; return -EINVAL; }
+	if (MSG_IS_REQUEST(s)) {
+		if (!s->req_uri || !s->sip_method) { *why = "bad request line"; return -EINVAL; }
+		if (strcmp(s->sip_method, s->cseq->method)) {
+			*why = "CSeq method does not match the request method";
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why)
+{
+	struct sip_msg *m;
+	size_t off;
+	long cl = -1;
+	const char *v;
+	size_t vlen;
+
+	*out = NULL;
+	*why = "out of memory";
+	m = msg_alloc();
+	if (!m)
+		return -ENOMEM;
+	m->raw = malloc(len + 1);
+	if (!m->raw)
+		goto fail;
+	memcpy(m->raw, buf, len);
+	m->raw[len] = '\0';
+	m->len = len;
+	off = find_body(m->raw, len);
+	if (!off) {
+		*why = "no end of headers";
+		goto fail;
+	}
+	m->body_off = off;
+	m->body_len = len - off;
+	if (osip_message_init(&m->m) != 0)
+		goto fail;
+	if (osip_message_parse(m->m, m->raw, len) != 0) {
+		*why = "unparsable message";
+		goto fail;
+	}
+	if (msg_check(m, why)) {
+		/* parsed but invalid: the caller may still answer 400 */
+		*out = m;
+		return -EPROTO;
+	}
+	v = sip_msg_header(m, "Content-Length", 0, &vlen);
+	if (v) {
+		char *end;
+		cl = strtol(v, &end, 10);
+		if (end == v || cl < 0) {
+			*why = "bad Content-Length";
+			*out = m;
+			return -EPROTO;
+		}
+		if ((size_t)cl > m->body_len) {
+			*why = "Content-Length larger than the body";
+			*out = m;
+			return -EPROTO;
+		}
+		/* extra bytes after the declared body are ignored (RFC 3261 18.3) */
+		m->body_len = (size_t)cl;
+	}
+	*out = m;
+	return 0;
+fail:
+	sip_msg_unref(m);
+	return -EINVAL;
+}
+
+int sip_msg_from_text(char *text, size_t len, struct sip_msg **out)
+{
+	const char *why;
+	int rc = sip_msg_parse(text, len, out, &why);
+
+	free(text);
+	if (rc && *out) {
+		sip_msg_unref(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
+struct sip_msg *sip_msg_ref(struct sip_msg *m)
+{
+	m->refs++;
+	return m;
+}
+
+void sip_msg_unref(struct sip_msg *m)
+{
+	if (!m || --m->refs > 0)
+		return;
+	if (m->m)
+		osip_message_free(m->m);
+	free(m->tls);
+	free(m->raw);
+	free(m);
+}
+
+int sip_msg_is_request(const struct sip_msg *m)
+{
+	return MSG_IS_REQUEST(m->m);
+}
+
+const char *sip_msg_method(const struct sip_msg *m)
+{
+	if (MSG_IS_REQUEST(m->m))
+		return m->m->sip_method;
+	return m->m->cseq ? m->m->cseq->method : NULL;
+}
+
+int sip_msg_status(const struct sip_msg *m)
+{
+	return m->m->status_code;
+}
+
+static int name_matches(const char *line, size_t n, const char *want)
+{
+	const char *l = sip_header_long_name(line, n);
+
+	if (l)
+		return !strcasecmp(l, want);
+	return n == strlen(want) && !strncasecmp(line, want, n);
+}
+
+const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, size_t *vlen)
+{
+	const char *p, *end, *want;
+
+	if (!m->raw)
+		return NULL;
+	want = sip_header_long_name(name, strlen(name));
+	if (!want)
+		want = name;
+	end = m->raw + (m->body_off ? m->body_off : m->len);
+	p = memchr(m->raw, '\n', (size_t)(end - m->raw));   /* skip start line */
+	if (!p)
+		return NULL;
+	p++;
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *colon, *v, *ve;
+		if (!eol)
+			eol = end;
+		/* a folded header continues while the next line starts with SP/HT */
+		while (eol + 1 < end && (eol[1] == ' ' || eol[1] == '\t')) {
+			const char *n2 = memchr(eol + 1, '\n', (size_t)(end - eol - 1));
+			eol = n2 ? n2 : end;
+		}
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon) {
+			const char *ne = colon;
+			while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
+				ne--;
+			if (name_matches(p, (size_t)(ne - p), want) && idx-- == 0) {
+				v = colon + 1;
+				ve = eol;
+				while (v < ve && (*v == ' ' || *v == '\t'))
+					v++;
+				while (ve > v && (ve[-1] == '\r' || ve[-1] == '\n' || ve[-1] == ' ' || ve[-1] == '\t'))
+					ve--;
+				*vlen = (size_t)(ve - v);
+				return v;
+			}
+		}
+		p = eol + 1;
+	}
+	return NULL;
+}
+
+const char *sip_msg_branch(const struct sip_msg *m)
+{
+	osip_via_t *via = osip_list_get(&m->m->vias, 0);
+	osip_generic_param_t *br = NULL;
+
+	if (!via)
+		return NULL;
+	osip_via_param_get_byname(via, "branch", &br);
+	return br ? br->gvalue : NULL;
+}
+
+const char *sip_msg_tag(const osip_from_t *f)
+{
+	osip_generic_param_t *tag = NULL;
+
+	if (!f)
+		return NULL;
+	osip_from_get_tag((osip_from_t *)f, &tag);
+	return tag ? tag->gvalue : NULL;
+}

@@ -1,0 +1,49 @@
+/*
+ * msg.h - a parsed SIP message shared by reference between the transaction
+ * layer and the Lua binding. The raw bytes are kept: header lookups by
+ * name and the body read them in place instead of re-serialising.
+ */
+#ifndef SIP_MSG_H
+#define SIP_MSG_H
+
+#include "sip_core.h"
+#include <osipparser2/osip_parser.h>
+
+struct sip_msg {
+	int refs;
+	osip_message_t *m;
+	char *raw;              /* NUL-terminated wire text */
+	size_t len;
+	size_t body_off;        /* offset of the body in raw */
+	size_t body_len;
+	int proto;              /* transport it came in on (received messages) */
+	struct sip_addr src;    /* peer address (received messages) */
+	unsigned received : 1;
+	struct sip_tls_info *tls; /* peer certificate facts, TLS only */
+};
+
+/* parse wire bytes; on failure *why names the reason. -EPROTO: parsed
+ * but invalid (missing header, bad CSeq), *out set so a 400 can be built;
+ * -EINVAL: unparsable, *out NULL */
+int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why);
+/* take ownership of a serialised message (built by the UA) */
+int sip_msg_from_text(char *text, size_t len, struct sip_msg **out);
+struct sip_msg *sip_msg_ref(struct sip_msg *m);
+void sip_msg_unref(struct sip_msg *m);
+
+int sip_msg_is_request(const struct sip_msg *m);
+const char *sip_msg_method(const struct sip_msg *m);  /* request method, or CSeq method of a response */
+int sip_msg_status(const struct sip_msg *m);
+/* idx-th header line of that name (compact forms understood); value is
+ * trimmed, folded lines joined by the caller's buffer rules: returns a
+ * pointer into raw and its length, or NULL */
+const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, size_t *vlen);
+const char *sip_msg_branch(const struct sip_msg *m);
+const char *sip_msg_tag(const osip_from_t *f);
+
+/* header name -> long form for compact names, NULL otherwise */
+const char *sip_header_long_name(const char *name, size_t n);
+/* 1 when a header value contains CR, LF or NUL (header injection) */
+int sip_header_value_bad(const char *v, size_t n);
+
+#endif

@@ -1,0 +1,442 @@
+/*
+ * transport_stream.c - TCP listeners and connections: non-blocking connect,
+ * connection reuse by peer address, framing by Content-Length (RFC 3261
+ * 18.3), CRLF keep-alive pings answered (RFC 5626 4.4.1), bounded buffers
+ * and an idle timeout. TLS rides on the same code.
+ */
+#define _GNU_SOURCE
+#include "core.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void conn_key(char *key, size_t n, int proto, const struct sip_addr *a)
+{
+	char s[64];
+
+	sip_addr_str((const struct sockaddr *)&a->ss, s, sizeof s);
+	snprintf(key, n, "%d/%s", proto, s);
+}
+
+static void conn_touch(struct sip_conn *c)
+{
+	ev_timer_again(c->ua->env->loop, &c->idle);
+}
+
+void sip_conn_close(struct sip_conn *c, const char *why)
+{
+	struct ev_loop *loop = c->ua->env->loop;
+	struct sip_ua *ua = c->ua;
+	char peer[64];
+
+	if (c->closing == 2) {
+		/* inside conn_frame: it finishes the close when receive returns */
+		c->closing = 1;
+		return;
+	}
+	if (c->closing)
+		return;
+	c->closing = 1;
+	sip_addr_str((const struct sockaddr *)&c->peer.ss, peer, sizeof peer);
+	if (why)
+		SIP_LOGD(ua->env, "%s connection %s closed: %s", sip_proto_name(c->proto), peer, why);
+	sip_htab_remove(&ua->conns, &c->hn);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		ua->conn_list = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	ua->nconns--;
+	ev_ref(loop);
+	ev_io_stop(loop, &c->rio);
+	if (ev_is_active(&c->wio)) {
+		ev_ref(loop);
+		ev_io_stop(loop, &c->wio);
+	}
+	ev_ref(loop);
+	ev_timer_stop(loop, &c->idle);
+	/* transactions on this connection fail or forget it */
+	sip_txn_conn_closed(c, why ? why : "connection closed");
+	close(c->fd);
+	free(c->in);
+	sip_buf_free(&c->out);
+	free(c);
+}
+
+static void conn_flush(struct sip_conn *c)
+{
+	struct ev_loop *loop = c->ua->env->loop;
+
+	while (c->outoff < c->out.len) {
+		ssize_t n = send(c->fd, c->out.p + c->outoff, c->out.len - c->outoff, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			if (errno == EINTR)
+				continue;
+			char why[96];
+			snprintf(why, sizeof why, "transport: %s", strerror(errno));
+			sip_conn_close(c, why);
+			return;
+		}
+		c->outoff += (size_t)n;
+	}
+	if (c->outoff == c->out.len) {
+		c->out.len = c->outoff = 0;
+		if (ev_is_active(&c->wio)) {
+			ev_ref(loop);
+			ev_io_stop(loop, &c->wio);
+		}
+	} else if (!ev_is_active(&c->wio)) {
+		ev_io_start(loop, &c->wio);
+		ev_unref(loop);
+	}
+}
+
+static void conn_wcb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct sip_conn *c = w->data;
+
+	(void)loop;
+	(void)revents;
+	if (c->connecting) {
+		int err = 0;
+		socklen_t len = sizeof err;
+		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (err) {
+			char why[96];
+			snprintf(why, sizeof why, "transport: %s", strerror(err));
+			sip_conn_close(c, why);
+			return;
+		}
+		c->connecting = 0;
+	}
+	conn_flush(c);
+}
+
+/* Content-Length of a header block, -1 when absent, -2 when malformed */
+static long stream_content_length(const char *h, size_t n)
+{
+	const char *p = h, *end = h + n;
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *colon;
+		if (!eol)
+			eol = end;
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon) {
+			const char *ne = colon;
+			while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
+				ne--;
+			if (((ne - p) == 14 && !strncasecmp(p, "Content-Length", 14)) ||
+			    ((ne - p) == 1 && (*p | 0x20) == 'l')) {
+				const char *v = colon + 1;
+				long cl = 0;
+				while (v < eol && (*v == ' ' || *v == '\t'))
+					v++;
+				if (v >= eol || *v < '0' || *v > '9')
+					return -2;
+				while (v < eol && *v >= '0' && *v <= '9') {
+					cl = cl * 10 + (*v++ - '0');
+					if (cl > 100000000)
+						return -2;
+				}
+				return cl;
+			}
+		}
+		p = eol + 1;
+	}
+	return -1;
+}
+
+/* Deliver every complete message in the input buffer. */
+static void conn_frame(struct sip_conn *c)
+{
+	struct sip_ua *ua = c->ua;
+	size_t off = 0;
+
+	while (off < c->inlen) {
+		char *p = c->in + off;
+		size_t avail = c->inlen - off;
+		char *hend;
+		size_t hlen;
+		long cl;
+
+		/* CRLF keep-alive: a double CRLF ping gets a single CRLF pong */
+		if (p[0] == '\r' || p[0] == '\n') {
+			if (avail >= 4 && !memcmp(p, "\r\n\r\n", 4)) {
+				sip_conn_send(c, "\r\n", 2);
+				off += 4;
+				continue;
+			}
+			if (avail < 4 && !memcmp(p, "\r\n\r\n", avail))
+				break;
+			off++;
+			continue;
+		}
+		hend = memmem(p, avail, "\r\n\r\n", 4);
+		if (!hend) {
+			if (avail > ua->cfg.max_stream_msg) {
+				sip_ua_drop(ua, &c->peer, "header section larger than the stream limit");
+				sip_conn_close(c, "message too large");
+				return;
+			}
+			break;
+		}
+		hlen = (size_t)(hend - p) + 4;
+		cl = stream_content_length(p, hlen);
+		if (cl < 0) {
+			/* without a length a stream cannot be framed (18.3): close */
+			sip_ua_drop(ua, &c->peer, cl == -1 ? "no Content-Length on a stream"
+			                                    : "bad Content-Length on a stream");
+			sip_conn_close(c, "unframeable message");
+			return;
+		}
+		if (hlen + (size_t)cl > ua->cfg.max_stream_msg) {
+			sip_ua_drop(ua, &c->peer, "Content-Length beyond the stream limit");
+			sip_conn_close(c, "message too large");
+			return;
+		}
+		if (avail < hlen + (size_t)cl)
+			break;
+		c->closing = 2;         /* receive may close us: defer the free */
+		sip_ua_receive(ua, c->proto, c->lst, c, &c->peer, p, hlen + (size_t)cl);
+		if (c->closing == 1) {
+			c->closing = 0;
+			sip_conn_close(c, NULL);
+			return;
+		}
+		c->closing = 0;
+		off += hlen + (size_t)cl;
+	}
+	if (off) {
+		memmove(c->in, c->in + off, c->inlen - off);
+		c->inlen -= off;
+	}
+}
+
+static void conn_rcb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct sip_conn *c = w->data;
+	ssize_t n;
+
+	(void)loop;
+	(void)revents;
+	if (c->incap - c->inlen < 4096) {
+		size_t cap = c->incap ? c->incap * 2 : 8192;
+		char *p;
+		if (cap > c->ua->cfg.max_stream_msg + 8192)
+			cap = c->ua->cfg.max_stream_msg + 8192;
+		if (cap <= c->inlen) {
+			sip_conn_close(c, "input buffer full");
+			return;
+		}
+		p = realloc(c->in, cap);
+		if (!p) {
+			sip_conn_close(c, "out of memory");
+			return;
+		}
+		c->in = p;
+		c->incap = cap;
+	}
+	n = recv(c->fd, c->in + c->inlen, c->incap - c->inlen, 0);
+	if (n == 0) {
+		sip_conn_close(c, "closed by peer");
+		return;
+	}
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		char why[96];
+		snprintf(why, sizeof why, "transport: %s", strerror(errno));
+		sip_conn_close(c, why);
+		return;
+	}
+	c->inlen += (size_t)n;
+	conn_touch(c);
+	conn_frame(c);
+}
+
+static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	sip_conn_close(w->data, "idle timeout");
+}
+
+static struct sip_conn *conn_new(struct sip_ua *ua, int proto, int fd, const struct sip_addr *peer)
+{
+	struct ev_loop *loop = ua->env->loop;
+	struct sip_conn *c = calloc(1, sizeof *c);
+	int on = 1;
+
+	if (!c)
+		return NULL;
+	c->ua = ua;
+	c->proto = proto;
+	c->fd = fd;
+	c->peer = *peer;
+	c->lst = sip_ua_listener_for(ua, proto, peer->ss.ss_family);
+	sip_buf_init(&c->out, 1024);
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+	conn_key(c->key, sizeof c->key, proto, peer);
+	c->hn.key = c->key;
+	sip_htab_insert(&ua->conns, &c->hn);
+	c->next = ua->conn_list;
+	if (c->next)
+		c->next->prev = c;
+	ua->conn_list = c;
+	ua->nconns++;
+	ev_io_init(&c->rio, conn_rcb, fd, EV_READ);
+	ev_io_init(&c->wio, conn_wcb, fd, EV_WRITE);
+	c->rio.data = c->wio.data = c;
+	ev_init(&c->idle, conn_idle_cb);
+	c->idle.repeat = ua->cfg.idle_timeout;
+	c->idle.data = c;
+	ev_io_start(loop, &c->rio);
+	ev_unref(loop);
+	ev_timer_again(loop, &c->idle);
+	ev_unref(loop);
+	return c;
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct sip_listener *l = w->data;
+	struct sip_ua *ua = l->ua;
+	int i;
+
+	(void)loop;
+	(void)revents;
+	for (i = 0; i < 32; i++) {
+		struct sip_addr peer;
+		int fd;
+		peer.len = sizeof peer.ss;
+		fd = accept4(l->fd, (struct sockaddr *)&peer.ss, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		if ((int)ua->nconns >= ua->cfg.max_conns) {
+			sip_ua_drop(ua, &peer, "connection limit reached");
+			close(fd);
+			continue;
+		}
+		struct sip_hnode *old;
+		char key[80];
+		/* a second connection from the same address replaces the index
+		 * entry of the first; the first keeps working until it closes */
+		conn_key(key, sizeof key, l->proto, &peer);
+		old = sip_htab_find(&ua->conns, key);
+		if (old)
+			sip_conn_close((struct sip_conn *)old, "replaced by a new connection");
+		if (!conn_new(ua, l->proto, fd, &peer))
+			close(fd);
+	}
+}
+
+int sip_stream_listen(struct sip_listener *l, char *err, size_t errlen)
+{
+	int fd, on = 1;
+	socklen_t alen;
+
+	fd = socket(l->addr.ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	if (l->addr.ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+	if (bind(fd, (struct sockaddr *)&l->addr.ss, l->addr.len) < 0 || listen(fd, 1024) < 0)
+		goto fail;
+	alen = sizeof l->addr.ss;
+	getsockname(fd, (struct sockaddr *)&l->addr.ss, &alen);
+	l->addr.len = alen;
+	l->fd = fd;
+	ev_io_init(&l->io, accept_cb, fd, EV_READ);
+	l->io.data = l;
+	ev_io_start(l->ua->env->loop, &l->io);
+	ev_unref(l->ua->env->loop);
+	return 0;
+fail:
+	snprintf(err, errlen, "%s", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -errno;
+}
+
+void sip_stream_listener_close(struct sip_listener *l)
+{
+	if (l->fd < 0)
+		return;
+	ev_ref(l->ua->env->loop);
+	ev_io_stop(l->ua->env->loop, &l->io);
+	close(l->fd);
+	l->fd = -1;
+}
+
+int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, struct sip_conn **out)
+{
+	char key[80];
+	struct sip_hnode *n;
+	struct sip_conn *c;
+	int fd;
+
+	conn_key(key, sizeof key, proto, dst);
+	n = sip_htab_find(&ua->conns, key);
+	if (n) {
+		*out = (struct sip_conn *)n;
+		return 0;
+	}
+	if ((int)ua->nconns >= ua->cfg.max_conns)
+		return -EMFILE;
+	fd = socket(dst->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)&dst->ss, dst->len) < 0 && errno != EINPROGRESS) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	c = conn_new(ua, proto, fd, dst);
+	if (!c) {
+		close(fd);
+		return -ENOMEM;
+	}
+	c->connecting = 1;
+	ev_io_start(ua->env->loop, &c->wio);
+	ev_unref(ua->env->loop);
+	*out = c;
+	return 0;
+}
+
+int sip_conn_send(struct sip_conn *c, const char *buf, size_t len)
+{
+	if (c->closing == 1)
+		return -EPIPE;
+	if (c->out.len - c->outoff + len > c->ua->cfg.max_stream_msg * 4)
+		return -ENOBUFS;
+	sip_buf_add(&c->out, buf, len);
+	if (c->out.oom)
+		return -ENOMEM;
+	if (len > 2) {
+		c->ua->tx++;
+		sip_ua_trace(c->ua, 1, c->proto, &c->peer, buf, len);
+	}
+	conn_touch(c);
+	if (!c->connecting && !ev_is_active(&c->wio))
+		conn_flush(c);
+	return 0;
+}
+
+void sip_conn_close_all(struct sip_ua *ua)
+{
+	while (ua->conn_list)
+		sip_conn_close(ua->conn_list, "user agent closed");
+}

@@ -1,0 +1,677 @@
+/*
+ * txn.c - the four transaction state machines of RFC 3261 section 17 with
+ * the RFC 6026 changes (Accepted states, 2xx handled above the INVITE
+ * transactions).
+ *
+ * Our own FSMs drive them, not libosip2's: osip's FSMs are reached through
+ * global lists (osip_find_transaction, osip_timers_*_execute) that walk
+ * every live transaction on each message and timer tick. Here a
+ * transaction is found through one hash table keyed by branch (RFC 2543
+ * fallback key otherwise) and every timer is a libev timer armed and
+ * disarmed by the transaction that owns it; no scans, so the cost of a
+ * message does not grow with the number of live transactions.
+ *
+ * Timer ownership: a client transaction's timers keep sip.run alive while
+ * a transaction user waits on it; all other timers are weak (ev_unref) so
+ * lingering Timer J/K/D never delay a script's exit.
+ */
+#define _GNU_SOURCE
+#include "core.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define T1(t) ((t)->ua->cfg.t1)
+#define T2(t) ((t)->ua->cfg.t2)
+#define T4(t) ((t)->ua->cfg.t4)
+#define RELIABLE(t) ((t)->proto != SIP_UDP)
+
+static void timer_stop(struct sip_txn *t, ev_timer *w, unsigned weak)
+{
+	struct ev_loop *loop = t->ua->env->loop;
+
+	if (!ev_is_active(w))
+		return;
+	if (weak)
+		ev_ref(loop);
+	ev_timer_stop(loop, w);
+}
+
+static void retx_stop(struct sip_txn *t)
+{
+	timer_stop(t, &t->tretx, t->retx_weak);
+}
+
+static void life_stop(struct sip_txn *t)
+{
+	timer_stop(t, &t->tlife, t->life_weak);
+}
+
+/* a timer is strong only while a client TU waits for the outcome */
+static int txn_weak(const struct sip_txn *t)
+{
+	return !t->cb || (t->kind != TXN_ICT && t->kind != TXN_NICT) ||
+	       t->state >= TS_COMPLETED;
+}
+
+static void retx_arm(struct sip_txn *t, double after)
+{
+	struct ev_loop *loop = t->ua->env->loop;
+
+	retx_stop(t);
+	ev_timer_set(&t->tretx, after, 0.);
+	ev_timer_start(loop, &t->tretx);
+	t->retx_weak = (unsigned)txn_weak(t);
+	if (t->retx_weak)
+		ev_unref(loop);
+}
+
+static void life_arm(struct sip_txn *t, double after)
+{
+	struct ev_loop *loop = t->ua->env->loop;
+
+	life_stop(t);
+	ev_timer_set(&t->tlife, after, 0.);
+	ev_timer_start(loop, &t->tlife);
+	t->life_weak = (unsigned)txn_weak(t);
+	if (t->life_weak)
+		ev_unref(loop);
+}
+
+static void conn_unlink(struct sip_txn *t)
+{
+	if (!t->conn)
+		return;
+	if (t->cprev)
+		t->cprev->cnext = t->cnext;
+	else
+		t->conn->txns = t->cnext;
+	if (t->cnext)
+		t->cnext->cprev = t->cprev;
+	t->conn = NULL;
+	t->cnext = t->cprev = NULL;
+}
+
+static void conn_link(struct sip_txn *t, struct sip_conn *c)
+{
+	conn_unlink(t);
+	t->conn = c;
+	t->cprev = NULL;
+	t->cnext = c->txns;
+	if (c->txns)
+		c->txns->cprev = t;
+	c->txns = t;
+}
+
+static void txn_free(struct sip_txn *t)
+{
+	struct sip_ua *ua = t->ua;
+
+	retx_stop(t);
+	life_stop(t);
+	conn_unlink(t);
+	sip_htab_remove(&ua->txns, &t->hn);
+	if (t->kind == TXN_ICT || t->kind == TXN_NICT)
+		ua->nclient--;
+	else
+		ua->nserver--;
+	if (t->gone)
+		t->gone(t->gone_arg, t);
+	sip_msg_unref(t->req);
+	free(t->out);
+	free(t->ack);
+	free(t->key);
+	free(t);
+}
+
+static void terminate(struct sip_txn *t)
+{
+	t->state = TS_TERMINATED;
+	txn_free(t);
+}
+
+/* Tell the client TU; returns 0 when the transaction may be touched after */
+static void notify(struct sip_txn *t, struct sip_msg *res, const char *err, int last)
+{
+	sip_response_cb cb = t->cb;
+	void *arg = t->cb_arg;
+
+	if (!cb)
+		return;
+	if (last) {
+		t->cb = NULL;
+		t->cb_arg = NULL;
+	}
+	cb(arg, t, res, err);
+}
+
+int sip_txn_send(struct sip_txn *t, const char *buf, size_t len)
+{
+	struct sip_ua *ua = t->ua;
+	int rc;
+
+	if (t->proto == SIP_UDP) {
+		if (!t->lst)
+			return -ENOTCONN;
+		return sip_udp_send(t->lst, &t->dst, buf, len);
+	}
+	if (!t->conn) {
+		struct sip_conn *c;
+		rc = sip_conn_get(ua, t->proto, &t->dst, &c);
+		if (rc)
+			return rc;
+		conn_link(t, c);
+	}
+	return sip_conn_send(t->conn, buf, len);
+}
+
+static void send_or_fail(struct sip_txn *t, const char *buf, size_t len)
+{
+	int rc = sip_txn_send(t, buf, len);
+
+	if (rc) {
+		char why[96];
+		snprintf(why, sizeof why, "transport: %s", strerror(-rc));
+		sip_txn_transport_error(t, why);
+	}
+}
+
+/* ---- timers ---- */
+
+static void retx_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sip_txn *t = w->data;
+	double next;
+
+	(void)loop;
+	(void)revents;
+	/* libev stopped the fired one-shot timer, which drops the loop's
+	 * reference count again: give back the one we took at arm time */
+	if (t->retx_weak) {
+		ev_ref(loop);
+		t->retx_weak = 0;
+	}
+	switch (t->kind) {
+	case TXN_ICT:           /* Timer A: doubling, no cap */
+		if (t->state != TS_CALLING)
+			return;
+		t->interval *= 2;
+		next = t->interval;
+		break;
+	case TXN_NICT:          /* Timer E: doubling up to T2; T2 once proceeding */
+		if (t->state != TS_TRYING && t->state != TS_PROCEEDING)
+			return;
+		t->interval = t->state == TS_PROCEEDING ? T2(t) : t->interval * 2;
+		if (t->interval > T2(t))
+			t->interval = T2(t);
+		next = t->interval;
+		break;
+	case TXN_IST:           /* Timer G (non-2xx) and 2xx resends in Accepted */
+		if (t->state != TS_COMPLETED && t->state != TS_ACCEPTED)
+			return;
+		t->interval *= 2;
+		if (t->interval > T2(t))
+			t->interval = T2(t);
+		next = t->interval;
+		break;
+	default:
+		return;
+	}
+	retx_arm(t, next);
+	t->ua->retransmits++;
+	if (t->out)
+		send_or_fail(t, t->out, t->outlen);     /* may free t: last */
+}
+
+static void life_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sip_txn *t = w->data;
+
+	(void)revents;
+	if (t->life_weak) {
+		ev_ref(loop);
+		t->life_weak = 0;
+	}
+	switch (t->state) {
+	case TS_CALLING:        /* Timer B */
+	case TS_TRYING:         /* Timer F */
+	case TS_PROCEEDING:
+		if (t->kind == TXN_ICT || t->kind == TXN_NICT) {
+			notify(t, NULL, "timeout", 1);
+			terminate(t);
+			return;
+		}
+		break;
+	case TS_COMPLETED:
+		if (t->kind == TXN_IST) {
+			/* Timer H: no ACK for our non-2xx final */
+			SIP_LOGD(t->ua->env, "no ACK for %d (Timer H)", t->last_status);
+		}
+		break;
+	case TS_ACCEPTED:
+		if (t->kind == TXN_IST && t->gone) {
+			/* Timer L with the 2xx never ACKed: the owner (dialog)
+			 * learns through gone(), with last_status still 2xx */
+		}
+		break;
+	default:
+		break;
+	}
+	terminate(t);           /* Timers D, I, J, K, L, M */
+}
+
+/* ---- keys and matching ---- */
+
+static int is_rfc3261_branch(const char *b)
+{
+	return b && !strncmp(b, "z9hG4bK", 7);
+}
+
+int sip_txn_server_key(struct sip_msg *req, const char *method, char *buf, size_t n)
+{
+	osip_message_t *m = req->m;
+	const char *branch = sip_msg_branch(req);
+	osip_via_t *via = osip_list_get(&m->vias, 0);
+	int w;
+
+	if (!strcmp(method, "ACK"))
+		method = "INVITE";
+	if (is_rfc3261_branch(branch)) {
+		w = snprintf(buf, n, "s%s;%s:%s;%s", branch, via->host ? via->host : "",
+		             via->port ? via->port : "", method);
+	} else {
+		/* RFC 2543 peers: Request-URI, From tag, Call-ID, CSeq number
+		 * and top Via identify the transaction (17.2.3) */
+		char *uri = NULL;
+		const char *ftag = sip_msg_tag(m->from);
+		osip_uri_to_str(m->req_uri, &uri);
+		w = snprintf(buf, n, "S%s;%s;%s;%s;%s:%s;%s", uri ? uri : "", ftag ? ftag : "",
+		             m->call_id->number, m->cseq->number, via->host ? via->host : "",
+		             via->port ? via->port : "", method);
+		osip_free(uri);
+	}
+	return (w < 0 || (size_t)w >= n) ? -ENAMETOOLONG : 0;
+}
+
+struct sip_txn *sip_txn_find_key(struct sip_ua *ua, const char *key)
+{
+	return (struct sip_txn *)sip_htab_find(&ua->txns, key);
+}
+
+struct sip_txn *sip_txn_match_server(struct sip_ua *ua, struct sip_msg *req, const char *method)
+{
+	char key[512];
+
+	if (sip_txn_server_key(req, method, key, sizeof key))
+		return NULL;
+	return sip_txn_find_key(ua, key);
+}
+
+struct sip_txn *sip_txn_match_client(struct sip_ua *ua, struct sip_msg *res)
+{
+	char key[300];
+	const char *branch = sip_msg_branch(res);
+	const char *method = sip_msg_method(res);
+
+	if (!branch || !method)
+		return NULL;
+	if (snprintf(key, sizeof key, "c%s;%s", branch, method) >= (int)sizeof key)
+		return NULL;
+	return sip_txn_find_key(ua, key);
+}
+
+static struct sip_txn *txn_alloc(struct sip_ua *ua, int kind, const char *key)
+{
+	struct sip_txn *t = calloc(1, sizeof *t);
+
+	if (!t)
+		return NULL;
+	t->key = strdup(key);
+	if (!t->key) {
+		free(t);
+		return NULL;
+	}
+	t->ua = ua;
+	t->kind = kind;
+	t->hn.key = t->key;
+	ev_init(&t->tretx, retx_cb);
+	ev_init(&t->tlife, life_cb);
+	t->tretx.data = t->tlife.data = t;
+	sip_htab_insert(&ua->txns, &t->hn);
+	if (kind == TXN_ICT || kind == TXN_NICT)
+		ua->nclient++;
+	else
+		ua->nserver++;
+	return t;
+}
+
+/* ---- server transactions ---- */
+
+int sip_txn_new_server(struct sip_ua *ua, struct sip_msg *req, int proto, struct sip_listener *l,
+                       struct sip_conn *c, struct sip_txn **out)
+{
+	char key[512];
+	struct sip_txn *t;
+	osip_via_t *via = osip_list_get(&req->m->vias, 0);
+	osip_generic_param_t *rport = NULL;
+	int is_invite = !strcmp(req->m->sip_method, "INVITE");
+
+	if (sip_txn_server_key(req, req->m->sip_method, key, sizeof key))
+		return -ENAMETOOLONG;
+	t = txn_alloc(ua, is_invite ? TXN_IST : TXN_NIST, key);
+	if (!t)
+		return -ENOMEM;
+	t->req = sip_msg_ref(req);
+	t->proto = proto;
+	t->lst = l;
+	t->state = is_invite ? TS_PROCEEDING : TS_TRYING;
+	if (c)
+		conn_link(t, c);
+	/* 18.2.2: responses go to the source address; the port is the
+	 * source port with rport, else the sent-by port */
+	t->dst = req->src;
+	osip_via_param_get_byname(via, "rport", &rport);
+	if (!rport && proto == SIP_UDP)
+		sip_addr_set_port(&t->dst, via->port ? atoi(via->port) : 5060);
+	sip_random_token(t->to_tag, 12);
+	*out = t;
+	return 0;
+}
+
+void sip_txn_server_retransmit(struct sip_txn *st, struct sip_msg *req)
+{
+	(void)req;
+	switch (st->state) {
+	case TS_PROCEEDING:
+	case TS_COMPLETED:
+	case TS_ACCEPTED:
+		/* the last response answers a retransmitted request; 2xx
+		 * resends in Accepted are paced by our own timer instead */
+		if (st->out && st->state != TS_ACCEPTED) {
+			st->ua->retransmits++;
+			sip_txn_send(st, st->out, st->outlen);
+		}
+		break;
+	default:
+		break;          /* Trying: the TU has not answered yet */
+	}
+}
+
+int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len)
+{
+	int rc;
+
+	if (st->state != TS_TRYING && st->state != TS_PROCEEDING) {
+		free(text);
+		return -EALREADY;
+	}
+	free(st->out);
+	st->out = text;
+	st->outlen = len;
+	st->last_status = status;
+	rc = sip_txn_send(st, text, len);
+	if (status < 200) {
+		st->state = TS_PROCEEDING;
+		return rc;
+	}
+	if (st->kind == TXN_NIST) {
+		st->state = TS_COMPLETED;
+		life_arm(st, RELIABLE(st) ? 0. : 64 * T1(st));      /* Timer J */
+	} else if (status >= 300) {
+		st->state = TS_COMPLETED;
+		st->interval = T1(st);
+		if (!RELIABLE(st))
+			retx_arm(st, st->interval);                 /* Timer G */
+		life_arm(st, 64 * T1(st));                          /* Timer H */
+	} else {
+		/* RFC 6026 Accepted: absorb INVITE retransmissions and resend
+		 * the 2xx until the dialog sees the ACK (Timer L bounds it) */
+		st->state = TS_ACCEPTED;
+		st->interval = T1(st);
+		if (!RELIABLE(st))
+			retx_arm(st, st->interval);
+		life_arm(st, 64 * T1(st));
+	}
+	return rc;
+}
+
+void sip_txn_ack_seen(struct sip_txn *st)
+{
+	if (st->kind != TXN_IST)
+		return;
+	if (st->state == TS_COMPLETED) {
+		/* ACK for a non-2xx final: Confirmed, Timer I */
+		st->state = TS_CONFIRMED;
+		retx_stop(st);
+		life_arm(st, RELIABLE(st) ? 0. : T4(st));
+	} else if (st->state == TS_ACCEPTED) {
+		st->last_status = 0;    /* tells gone(): the ACK came */
+		retx_stop(st);
+	}
+}
+
+int sip_txn_final_sent(const struct sip_txn *st)
+{
+	return st->state != TS_TRYING && st->state != TS_PROCEEDING;
+}
+
+struct sip_msg *sip_txn_request(const struct sip_txn *st)
+{
+	return st->req;
+}
+
+void sip_txn_set_owner(struct sip_txn *st, sip_txn_gone_cb gone, void *arg)
+{
+	st->gone = gone;
+	st->gone_arg = arg;
+}
+
+/* ---- client transactions ---- */
+
+int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_t len,
+                       int proto, const struct sip_addr *dst, struct sip_listener *l,
+                       sip_response_cb cb, void *arg, struct sip_txn **out)
+{
+	char key[300];
+	const char *branch = sip_msg_branch(req);
+	const char *method = sip_msg_method(req);
+	struct sip_txn *t;
+	int rc;
+
+	*out = NULL;
+	snprintf(key, sizeof key, "c%s;%s", branch ? branch : "", method);
+	t = txn_alloc(ua, !strcmp(method, "INVITE") ? TXN_ICT : TXN_NICT, key);
+	if (!t) {
+		free(text);
+		sip_msg_unref(req);
+		return -ENOMEM;
+	}
+	t->req = req;
+	t->out = text;
+	t->outlen = len;
+	t->proto = proto;
+	t->dst = *dst;
+	t->lst = l;
+	t->cb = cb;
+	t->cb_arg = arg;
+	t->state = t->kind == TXN_ICT ? TS_CALLING : TS_TRYING;
+	t->interval = T1(t);
+	rc = sip_txn_send(t, text, len);
+	if (rc) {
+		/* the caller learns of the failure from the return value and
+		 * gets no callback (libuv's rule) */
+		t->cb = NULL;
+		terminate(t);
+		return rc;
+	}
+	if (!RELIABLE(t))
+		retx_arm(t, t->interval);                           /* A / E */
+	life_arm(t, 64 * T1(t));                                    /* B / F */
+	*out = t;
+	return 0;
+}
+
+/* ACK for a non-2xx final (17.1.1.3): same branch, To from the response */
+static void build_ack(struct sip_txn *t, struct sip_msg *res)
+{
+	struct sip_msg *rq = t->req;
+	struct sip_buf b;
+	const char *v;
+	size_t n;
+	int i;
+	char *uri = NULL;
+
+	sip_buf_init(&b, 512);
+	osip_uri_to_str(rq->m->req_uri, &uri);
+	sip_buf_printf(&b, "ACK %s SIP/2.0\r\n", uri ? uri : "");
+	osip_free(uri);
+	if ((v = sip_msg_header(rq, "Via", 0, &n))) {
+		/* only the top Via value of a possibly comma-joined line */
+		const char *comma = memchr(v, ',', n);
+		sip_buf_adds(&b, "Via: ");
+		sip_buf_add(&b, v, comma ? (size_t)(comma - v) : n);
+		sip_buf_adds(&b, "\r\n");
+	}
+	for (i = 0; (v = sip_msg_header(rq, "Route", i, &n)); i++) {
+		sip_buf_adds(&b, "Route: ");
+		sip_buf_add(&b, v, n);
+		sip_buf_adds(&b, "\r\n");
+	}
+	if ((v = sip_msg_header(rq, "Max-Forwards", 0, &n))) {
+		sip_buf_adds(&b, "Max-Forwards: ");
+		sip_buf_add(&b, v, n);
+		sip_buf_adds(&b, "\r\n");
+	}
+	if ((v = sip_msg_header(rq, "From", 0, &n))) {
+		sip_buf_adds(&b, "From: ");
+		sip_buf_add(&b, v, n);
+		sip_buf_adds(&b, "\r\n");
+	}
+	if ((v = sip_msg_header(res, "To", 0, &n))) {
+		sip_buf_adds(&b, "To: ");
+		sip_buf_add(&b, v, n);
+		sip_buf_adds(&b, "\r\n");
+	}
+	sip_buf_printf(&b, "Call-ID: %s\r\nCSeq: %s ACK\r\nContent-Length: 0\r\n\r\n",
+	               rq->m->call_id->number, rq->m->cseq->number);
+	if (b.oom) {
+		sip_buf_free(&b);
+		return;
+	}
+	free(t->ack);
+	t->ack = b.p;
+	t->acklen = b.len;
+}
+
+void sip_txn_client_response(struct sip_txn *ct, struct sip_msg *res)
+{
+	int status = sip_msg_status(res);
+
+	switch (ct->state) {
+	case TS_CALLING:
+	case TS_TRYING:
+	case TS_PROCEEDING:
+		ct->last_status = status;
+		if (status < 200) {
+			if (ct->kind == TXN_ICT) {
+				retx_stop(ct);
+				life_stop(ct);
+			}
+			ct->state = TS_PROCEEDING;
+			notify(ct, res, NULL, 0);
+			return;
+		}
+		retx_stop(ct);
+		if (ct->kind == TXN_ICT && status < 300) {
+			/* RFC 6026 Accepted: Timer M keeps the transaction
+			 * so retransmitted and forked 2xx reach the TU */
+			ct->state = TS_ACCEPTED;
+			life_arm(ct, 64 * T1(ct));
+			notify(ct, res, NULL, 0);
+			return;
+		}
+		ct->state = TS_COMPLETED;
+		if (ct->kind == TXN_ICT) {
+			build_ack(ct, res);
+			if (ct->ack)
+				sip_txn_send(ct, ct->ack, ct->acklen);
+			life_arm(ct, RELIABLE(ct) ? 0. : 64 * T1(ct));  /* Timer D */
+		} else {
+			life_arm(ct, RELIABLE(ct) ? 0. : T4(ct));        /* Timer K */
+		}
+		notify(ct, res, NULL, 1);
+		return;
+	case TS_ACCEPTED:
+		/* retransmitted or forked 2xx: the TU ACKs each */
+		if (status >= 200 && status < 300)
+			notify(ct, res, NULL, 0);
+		return;
+	case TS_COMPLETED:
+		if (ct->kind == TXN_ICT && status >= 300 && ct->ack)
+			sip_txn_send(ct, ct->ack, ct->acklen);
+		return;
+	default:
+		return;
+	}
+}
+
+void sip_txn_detach(struct sip_txn *ct)
+{
+	struct ev_loop *loop = ct->ua->env->loop;
+
+	ct->cb = NULL;
+	ct->cb_arg = NULL;
+	/* nobody waits any more: the timers must not keep sip.run alive */
+	if (ev_is_active(&ct->tretx) && !ct->retx_weak) {
+		ev_unref(loop);
+		ct->retx_weak = 1;
+	}
+	if (ev_is_active(&ct->tlife) && !ct->life_weak) {
+		ev_unref(loop);
+		ct->life_weak = 1;
+	}
+}
+
+void sip_txn_transport_error(struct sip_txn *t, const char *why)
+{
+	if (t->kind == TXN_ICT || t->kind == TXN_NICT) {
+		if (t->state == TS_CALLING || t->state == TS_TRYING || t->state == TS_PROCEEDING) {
+			notify(t, NULL, why, 1);
+			terminate(t);
+			return;
+		}
+		return;
+	}
+	SIP_LOGD(t->ua->env, "server transaction: %s", why);
+	terminate(t);
+}
+
+void sip_txn_conn_closed(struct sip_conn *c, const char *why)
+{
+	while (c->txns) {
+		struct sip_txn *t = c->txns;
+		conn_unlink(t);
+		if ((t->kind == TXN_ICT || t->kind == TXN_NICT) &&
+		    (t->state == TS_CALLING || t->state == TS_TRYING || t->state == TS_PROCEEDING)) {
+			notify(t, NULL, !strncmp(why, "transport:", 10) ? why : "transport: connection closed", 1);
+			terminate(t);
+		}
+		/* server transactions answer over a new connection (18.2.2) */
+	}
+}
+
+void sip_txn_free_all(struct sip_ua *ua)
+{
+	size_t i;
+
+	for (i = 0; i < ua->txns.nb; i++) {
+		while (ua->txns.b[i]) {
+			struct sip_txn *t = (struct sip_txn *)ua->txns.b[i];
+			t->cb = NULL;
+			txn_free(t);
+		}
+	}
+}

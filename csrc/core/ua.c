@@ -1,0 +1,728 @@
+/*
+ * ua.c - the user agent core: listeners, the receive path (parse, checks,
+ * transaction matching, the default answers) and the builders of requests
+ * and responses.
+ */
+#define _GNU_SOURCE
+#include "core.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+static const char *const known_methods[] = {
+	"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
+	"NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", NULL
+};
+
+const char *sip_reason_phrase(int s)
+{
+	switch (s) {
+	case 100: return "Trying";
+	case 180: return "Ringing";
+	case 181: return "Call Is Being Forwarded";
+	case 182: return "Queued";
+	case 183: return "Session Progress";
+	case 200: return "OK";
+	case 202: return "Accepted";
+	case 204: return "No Notification";
+	case 300: return "Multiple Choices";
+	case 301: return "Moved Permanently";
+	case 302: return "Moved Temporarily";
+	case 305: return "Use Proxy";
+	case 380: return "Alternative Service";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 402: return "Payment Required";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
+	case 407: return "Proxy Authentication Required";
+	case 408: return "Request Timeout";
+	case 410: return "Gone";
+	case 413: return "Request Entity Too Large";
+	case 414: return "Request-URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 416: return "Unsupported URI Scheme";
+	case 420: return "Bad Extension";
+	case 421: return "Extension Required";
+	case 423: return "Interval Too Brief";
+	case 480: return "Temporarily Unavailable";
+	case 481: return "Call/Transaction Does Not Exist";
+	case 482: return "Loop Detected";
+	case 483: return "Too Many Hops";
+	case 484: return "Address Incomplete";
+	case 485: return "Ambiguous";
+	case 486: return "Busy Here";
+	case 487: return "Request Terminated";
+	case 488: return "Not Acceptable Here";
+	case 489: return "Bad Event";
+	case 491: return "Request Pending";
+	case 493: return "Undecipherable";
+	case 500: return "Server Internal Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Server Time-out";
+	case 505: return "Version Not Supported";
+	case 513: return "Message Too Large";
+	case 600: return "Busy Everywhere";
+	case 603: return "Decline";
+	case 604: return "Does Not Exist Anywhere";
+	case 606: return "Not Acceptable";
+	default:
+		if (s < 200) return "Session Progress";
+		if (s < 300) return "OK";
+		if (s < 400) return "Redirect";
+		if (s < 500) return "Client Error";
+		if (s < 600) return "Server Error";
+		return "Global Failure";
+	}
+}
+
+int sip_ua_new(struct sip_env *env, struct sip_ua **out)
+{
+	struct sip_ua *ua = calloc(1, sizeof *ua);
+
+	*out = NULL;
+	if (!ua)
+		return -ENOMEM;
+	ua->env = env;
+	ua->cfg.t1 = 0.5;
+	ua->cfg.t2 = 4.0;
+	ua->cfg.t4 = 5.0;
+	ua->cfg.max_udp = 65507;
+	ua->cfg.max_stream_msg = 65536;
+	ua->cfg.max_headers = 256;
+	ua->cfg.idle_timeout = 300.;
+	ua->cfg.max_conns = 1024;
+	ua->cfg.max_server_txns = 100000;
+	snprintf(ua->cfg.user_agent, sizeof ua->cfg.user_agent, "luasip/0.1");
+	if (sip_htab_init(&ua->txns, 1024) || sip_htab_init(&ua->conns, 64)) {
+		sip_htab_free(&ua->txns);
+		free(ua);
+		return -ENOMEM;
+	}
+	*out = ua;
+	return 0;
+}
+
+void sip_ua_free(struct sip_ua *ua)
+{
+	size_t i;
+
+	if (!ua)
+		return;
+	sip_txn_free_all(ua);
+	sip_conn_close_all(ua);
+	while (ua->listeners) {
+		struct sip_listener *l = ua->listeners;
+		ua->listeners = l->next;
+		if (l->proto == SIP_UDP)
+			sip_udp_close(l);
+		else
+			sip_stream_listener_close(l);
+		free(l);
+	}
+	for (i = 0; i < ua->nserved; i++)
+		free(ua->served[i]);
+	free(ua->served);
+	sip_htab_free(&ua->txns);
+	sip_htab_free(&ua->conns);
+	free(ua);
+}
+
+struct sip_ua_cfg *sip_ua_config(struct sip_ua *ua)
+{
+	return &ua->cfg;
+}
+
+void sip_ua_set_tu(struct sip_ua *ua, sip_request_cb on_request, void *arg)
+{
+	ua->on_request = on_request;
+	ua->tu_arg = arg;
+}
+
+static int served(const struct sip_ua *ua, const char *method)
+{
+	size_t i;
+
+	for (i = 0; i < ua->nserved; i++)
+		if (!strcmp(ua->served[i], method))
+			return 1;
+	return 0;
+}
+
+int sip_ua_serve(struct sip_ua *ua, const char *method)
+{
+	char **v, *m;
+
+	if (served(ua, method))
+		return 0;
+	v = realloc(ua->served, (ua->nserved + 1) * sizeof *v);
+	if (!v)
+		return -ENOMEM;
+	ua->served = v;
+	m = strdup(method);
+	if (!m)
+		return -ENOMEM;
+	v[ua->nserved++] = m;
+	return 0;
+}
+
+int sip_ua_listen(struct sip_ua *ua, const char *spec, char *err, size_t errlen)
+{
+	struct sip_listener *l = calloc(1, sizeof *l), **pp;
+	char host[INET6_ADDRSTRLEN];
+	int rc;
+
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	l->ua = ua;
+	l->fd = -1;
+	if (sip_addr_parse_listen(spec, &l->proto, &l->addr)) {
+		snprintf(err, errlen, "bad listen address '%s' (want udp:HOST:PORT or tcp:HOST:PORT)", spec);
+		free(l);
+		return -EINVAL;
+	}
+	if (l->proto == SIP_TLS) {
+		snprintf(err, errlen, "tls: not supported by this build");
+		free(l);
+		return -ENOTSUP;
+	}
+	rc = l->proto == SIP_UDP ? sip_udp_open(l, err, errlen) : sip_stream_listen(l, err, errlen);
+	if (rc) {
+		free(l);
+		return rc;
+	}
+	sip_addr_host(&l->addr, host, sizeof host);
+	if (l->addr.ss.ss_family == AF_INET6)
+		snprintf(l->host, sizeof l->host, "[%s]", host);
+	else
+		snprintf(l->host, sizeof l->host, "%s", host);
+	for (pp = &ua->listeners; *pp; pp = &(*pp)->next)
+		;
+	*pp = l;
+	return 0;
+}
+
+int sip_ua_listener_spec(struct sip_ua *ua, int idx, char *buf, size_t n)
+{
+	struct sip_listener *l = ua->listeners;
+
+	while (l && idx-- > 0)
+		l = l->next;
+	if (!l)
+		return -ENOENT;
+	snprintf(buf, n, "%s:%s:%d", l->proto == SIP_UDP ? "udp" : l->proto == SIP_TCP ? "tcp" : "tls",
+	         l->host, sip_addr_port(&l->addr));
+	return 0;
+}
+
+struct sip_listener *sip_ua_listener_for(struct sip_ua *ua, int proto, int family)
+{
+	struct sip_listener *l;
+
+	for (l = ua->listeners; l; l = l->next)
+		if (l->proto == proto && l->addr.ss.ss_family == family)
+			return l;
+	return NULL;
+}
+
+void sip_ua_trace(struct sip_ua *ua, int out, int proto, const struct sip_addr *peer,
+                  const char *buf, size_t len)
+{
+	if (ua->env->trace_fn)
+		ua->env->trace_fn(ua->env->trace_arg, out, proto, (const struct sockaddr *)&peer->ss, buf, len);
+}
+
+void sip_ua_drop(struct sip_ua *ua, const struct sip_addr *src, const char *why)
+{
+	char a[64];
+
+	ua->dropped++;
+	sip_addr_str((const struct sockaddr *)&src->ss, a, sizeof a);
+	sip_log(ua->env, SIP_LOG_INFO, "dropped message from %s: %s", a, why);
+}
+
+void sip_ua_stats(struct sip_ua *ua, struct sip_ua_stats *s)
+{
+	s->txns = ua->txns.count;
+	s->client_txns = ua->nclient;
+	s->server_txns = ua->nserver;
+	s->conns = ua->nconns;
+	s->rx = ua->rx;
+	s->tx = ua->tx;
+	s->dropped = ua->dropped;
+	s->retransmits = ua->retransmits;
+}
+
+/* ---- responses ---- */
+
+static void add_header_line(struct sip_buf *b, const char *name, const char *v, size_t n)
+{
+	sip_buf_adds(b, name);
+	sip_buf_adds(b, ": ");
+	sip_buf_add(b, v, n);
+	sip_buf_adds(b, "\r\n");
+}
+
+/* The response text for a request (8.2.6): Vias from the parsed request
+ * (they carry received/rport), From, Call-ID and CSeq copied as received,
+ * To with our tag. */
+static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to_tag,
+                           const struct sip_reply *r, char **text, size_t *len)
+{
+	struct sip_buf b;
+	const char *v;
+	size_t n;
+	int i;
+	osip_via_t *via;
+
+	sip_buf_init(&b, 512 + r->body_len);
+	sip_buf_printf(&b, "SIP/2.0 %d %s\r\n", r->status, r->reason ? r->reason : sip_reason_phrase(r->status));
+	for (i = 0; (via = osip_list_get(&req->m->vias, i)); i++) {
+		char *s = NULL;
+		if (osip_via_to_str(via, &s) == 0) {
+			add_header_line(&b, "Via", s, strlen(s));
+			osip_free(s);
+		}
+	}
+	if ((v = sip_msg_header(req, "From", 0, &n)))
+		add_header_line(&b, "From", v, n);
+	if ((v = sip_msg_header(req, "To", 0, &n))) {
+		sip_buf_adds(&b, "To: ");
+		sip_buf_add(&b, v, n);
+		if (to_tag && r->status > 100 && !sip_msg_tag(req->m->to))
+			sip_buf_printf(&b, ";tag=%s", to_tag);
+		sip_buf_adds(&b, "\r\n");
+	}
+	if ((v = sip_msg_header(req, "Call-ID", 0, &n)))
+		add_header_line(&b, "Call-ID", v, n);
+	if ((v = sip_msg_header(req, "CSeq", 0, &n)))
+		add_header_line(&b, "CSeq", v, n);
+	if (ua->cfg.user_agent[0])
+		sip_buf_printf(&b, "Server: %s\r\n", ua->cfg.user_agent);
+	if (r->headers)
+		sip_buf_adds(&b, r->headers);
+	if (r->body_len && r->content_type)
+		sip_buf_printf(&b, "Content-Type: %s\r\n", r->content_type);
+	sip_buf_printf(&b, "Content-Length: %zu\r\n\r\n", r->body_len);
+	if (r->body_len)
+		sip_buf_add(&b, r->body, r->body_len);
+	if (b.oom) {
+		sip_buf_free(&b);
+		return -ENOMEM;
+	}
+	*text = b.p;
+	*len = b.len;
+	return 0;
+}
+
+int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
+{
+	char *text;
+	size_t len;
+	int rc;
+
+	if (sip_txn_final_sent(st))
+		return -EALREADY;
+	rc = build_response(st->ua, st->req, st->to_tag, r, &text, &len);
+	if (rc)
+		return rc;
+	return sip_txn_respond(st, r->status, text, len);
+}
+
+/* A response outside any transaction: errors for bad requests and the
+ * overload 503. Sent back the way the request came. */
+static void reply_stateless(struct sip_ua *ua, struct sip_msg *req, int proto,
+                            struct sip_listener *l, struct sip_conn *c,
+                            const struct sip_reply *r)
+{
+	char *text, tag[16];
+	size_t len;
+
+	sip_random_token(tag, 10);
+	if (build_response(ua, req, tag, r, &text, &len))
+		return;
+	if (c)
+		sip_conn_send(c, text, len);
+	else if (l && proto == SIP_UDP)
+		sip_udp_send(l, &req->src, text, len);
+	free(text);
+}
+
+static const char *allow_list(struct sip_ua *ua, char *buf, size_t n)
+{
+	size_t i, off = 0;
+
+	off += (size_t)snprintf(buf, n, "OPTIONS");
+	if (served(ua, "INVITE"))
+		off += (size_t)snprintf(buf + off, n - off, ", INVITE, ACK, CANCEL, BYE");
+	for (i = 0; i < ua->nserved && off < n; i++) {
+		const char *m = ua->served[i];
+		if (!strcmp(m, "OPTIONS") || !strcmp(m, "INVITE") || !strcmp(m, "ACK") ||
+		    !strcmp(m, "CANCEL") || !strcmp(m, "BYE"))
+			continue;
+		off += (size_t)snprintf(buf + off, n - off, ", %s", m);
+	}
+	return buf;
+}
+
+/* The core answers what no handler serves: OPTIONS 200, others 405/501 */
+static void default_answer(struct sip_ua *ua, struct sip_txn *st, const char *method)
+{
+	char allow[256], hdr[300];
+	struct sip_reply r = { 0 };
+	size_t i;
+	int known = 0;
+
+	for (i = 0; known_methods[i]; i++)
+		if (!strcmp(known_methods[i], method))
+			known = 1;
+	snprintf(hdr, sizeof hdr, "Allow: %s\r\n", allow_list(ua, allow, sizeof allow));
+	r.headers = hdr;
+	if (!strcmp(method, "OPTIONS")) {
+		r.status = 200;
+		snprintf(hdr, sizeof hdr, "Allow: %s\r\nAccept: application/sdp\r\n", allow);
+	} else if (!strcmp(method, "BYE")) {
+		r.status = 481;         /* no dialog layer knows this call */
+	} else {
+		r.status = known ? 405 : 501;
+	}
+	sip_txn_reply(st, &r);
+}
+
+void sip_ua_icmp_error(struct sip_ua *ua, const char *buf, size_t len, const char *why)
+{
+	struct sip_msg *m = NULL;
+	const char *w;
+	struct sip_txn *t;
+	char key[300];
+	const char *branch;
+
+	if (sip_msg_parse(buf, len, &m, &w) != 0) {
+		sip_msg_unref(m);
+		return;
+	}
+	branch = sip_msg_branch(m);
+	if (sip_msg_is_request(m) && branch) {
+		snprintf(key, sizeof key, "c%s;%s", branch, sip_msg_method(m));
+		t = sip_txn_find_key(ua, key);
+		if (t)
+			sip_txn_transport_error(t, why);
+	}
+	sip_msg_unref(m);
+}
+
+/* 18.2.1: received when the sent-by host is not the source address,
+ * rport filled in when the client asked for it (RFC 3581) */
+static void stamp_via(struct sip_msg *req)
+{
+	osip_via_t *via = osip_list_get(&req->m->vias, 0);
+	osip_generic_param_t *rport = NULL;
+	char ip[INET6_ADDRSTRLEN], port[8];
+
+	sip_addr_host(&req->src, ip, sizeof ip);
+	if (!via->host || strcmp(via->host, ip)) {
+		osip_generic_param_t *rec = NULL;
+		osip_via_param_get_byname(via, "received", &rec);
+		if (rec) {
+			osip_free(rec->gvalue);
+			rec->gvalue = osip_strdup(ip);
+		} else {
+			osip_via_set_received(via, osip_strdup(ip));
+		}
+	}
+	osip_via_param_get_byname(via, "rport", &rport);
+	if (rport && !rport->gvalue) {
+		snprintf(port, sizeof port, "%d", sip_addr_port(&req->src));
+		rport->gvalue = osip_strdup(port);
+	}
+}
+
+static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
+                            struct sip_listener *l, struct sip_conn *c)
+{
+	const char *method = req->m->sip_method;
+	struct sip_txn *st;
+	int rc;
+
+	if (strcmp(req->m->sip_version ? req->m->sip_version : "", "SIP/2.0")) {
+		struct sip_reply r = { .status = 505 };
+		sip_ua_drop(ua, &req->src, "unsupported SIP version");
+		reply_stateless(ua, req, proto, l, c, &r);
+		return;
+	}
+	stamp_via(req);
+	st = sip_txn_match_server(ua, req, method);
+	if (!strcmp(method, "ACK")) {
+		if (st && st->state == TS_COMPLETED) {
+			sip_txn_ack_seen(st);   /* ACK for our non-2xx */
+			return;
+		}
+		/* ACK for a 2xx: the dialog's business, never a transaction's */
+		if (ua->on_request)
+			ua->on_request(ua->tu_arg, ua, NULL, req);
+		return;
+	}
+	if (st) {
+		sip_txn_server_retransmit(st, req);
+		return;
+	}
+	if ((int)ua->nserver >= ua->cfg.max_server_txns) {
+		struct sip_reply r = { .status = 503, .headers = "Retry-After: 5\r\n" };
+		sip_ua_drop(ua, &req->src, "server transaction limit reached: 503");
+		reply_stateless(ua, req, proto, l, c, &r);
+		return;
+	}
+	rc = sip_txn_new_server(ua, req, proto, l, c, &st);
+	if (rc)
+		return;
+	if (!strcmp(method, "CANCEL")) {
+		/* 9.2: the CANCEL matches the INVITE's transaction */
+		struct sip_txn *ist = sip_txn_match_server(ua, req, "INVITE");
+		struct sip_reply r = { .status = ist ? 200 : 481 };
+		sip_txn_reply(st, &r);
+		if (ist && !sip_txn_final_sent(ist)) {
+			if (ua->on_request)
+				ua->on_request(ua->tu_arg, ua, ist, req);
+			else {
+				struct sip_reply t = { .status = 487 };
+				sip_txn_reply(ist, &t);
+			}
+		}
+		return;
+	}
+	if (!served(ua, method) || !ua->on_request) {
+		default_answer(ua, st, method);
+		return;
+	}
+	ua->on_request(ua->tu_arg, ua, st, req);
+}
+
+void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct sip_conn *c,
+                    const struct sip_addr *src, const char *buf, size_t len)
+{
+	struct sip_msg *m = NULL;
+	const char *why;
+	int rc;
+
+	ua->rx++;
+	sip_ua_trace(ua, 0, proto, src, buf, len);
+	/* a stray CRLF keep-alive on UDP (RFC 5626) is not an error */
+	if (len <= 4 && strspn(buf, "\r\n") == len)
+		return;
+	rc = sip_msg_parse(buf, len, &m, &why);
+	if (rc == -EINVAL || !m) {
+		sip_ua_drop(ua, src, why);
+		return;
+	}
+	m->proto = proto;
+	m->src = *src;
+	m->received = 1;
+	if (rc) {
+		/* parsed but broken: a request gets 400 naming the fault when
+		 * it can be answered at all, a response is dropped */
+		if (MSG_IS_REQUEST(m->m) && osip_list_size(&m->m->vias) > 0 &&
+		    strcmp(m->m->sip_method ? m->m->sip_method : "", "ACK")) {
+			struct sip_reply r = { .status = 400, .reason = why };
+			stamp_via(m);
+			reply_stateless(ua, m, proto, l, c, &r);
+		}
+		sip_ua_drop(ua, src, why);
+		sip_msg_unref(m);
+		return;
+	}
+	if (MSG_IS_REQUEST(m->m)) {
+		receive_request(ua, m, proto, l, c);
+	} else {
+		struct sip_txn *ct = sip_txn_match_client(ua, m);
+		if (ct)
+			sip_txn_client_response(ct, m);
+		else
+			sip_ua_drop(ua, src, "response matches no transaction");
+	}
+	sip_msg_unref(m);
+}
+
+/* ---- requests ---- */
+
+struct target {
+	int proto;
+	struct sip_addr addr;
+	int sips;
+};
+
+static int uri_target(const char *text, struct target *t, char *err, size_t errlen)
+{
+	osip_uri_t *u = NULL;
+	osip_uri_param_t *tp = NULL;
+	int port, rc = -EINVAL;
+
+	if (osip_uri_init(&u) || osip_uri_parse(u, text) || !u->host || !u->scheme) {
+		snprintf(err, errlen, "bad URI '%s'", text);
+		goto out;
+	}
+	if (strcasecmp(u->scheme, "sip") && strcasecmp(u->scheme, "sips")) {
+		snprintf(err, errlen, "unsupported URI scheme '%s'", u->scheme);
+		goto out;
+	}
+	t->sips = !strcasecmp(u->scheme, "sips");
+	t->proto = t->sips ? SIP_TLS : SIP_UDP;
+	osip_uri_uparam_get_byname(u, "transport", &tp);
+	if (tp && tp->gvalue) {
+		if (!strcasecmp(tp->gvalue, "tcp"))
+			t->proto = t->sips ? SIP_TLS : SIP_TCP;
+		else if (!strcasecmp(tp->gvalue, "tls"))
+			t->proto = SIP_TLS;
+		else if (strcasecmp(tp->gvalue, "udp")) {
+			snprintf(err, errlen, "unsupported transport '%s'", tp->gvalue);
+			goto out;
+		}
+	}
+	port = u->port && *u->port ? atoi(u->port) : (t->proto == SIP_TLS ? 5061 : 5060);
+	if (port <= 0 || port > 65535) {
+		snprintf(err, errlen, "bad port in '%s'", text);
+		goto out;
+	}
+	/* RFC 3263 NAPTR/SRV is not done: a name resolves by A/AAAA */
+	if (sip_addr_resolve(u->host, port, &t->addr)) {
+		snprintf(err, errlen, "transport: cannot resolve '%s'", u->host);
+		rc = -EHOSTUNREACH;
+		goto out;
+	}
+	rc = 0;
+out:
+	osip_uri_free(u);
+	return rc;
+}
+
+/* Our address as the peer sees it: the listener's, or for a wildcard
+ * listener the source address the kernel picks towards dst. */
+static void local_host(struct sip_listener *l, const struct sip_addr *dst, char *buf, size_t n)
+{
+	struct sip_addr a;
+	char h[INET6_ADDRSTRLEN];
+	int fd;
+
+	if (!sip_addr_is_any(&l->addr)) {
+		snprintf(buf, n, "%s", l->host);
+		return;
+	}
+	a.len = sizeof a.ss;
+	fd = socket(dst->ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (const struct sockaddr *)&dst->ss, dst->len) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a.ss, &a.len) == 0) {
+		sip_addr_host(&a, h, sizeof h);
+		snprintf(buf, n, a.ss.ss_family == AF_INET6 ? "[%s]" : "%s", h);
+	} else {
+		snprintf(buf, n, "%s", l->host);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
+                   sip_response_cb cb, void *arg, struct sip_txn **out,
+                   char *err, size_t errlen)
+{
+	struct target t;
+	struct sip_listener *l;
+	struct sip_buf b;
+	struct sip_msg *m = NULL;
+	char host[INET6_ADDRSTRLEN + 2], branch[24], tag[16], cid[24];
+	const char *why;
+	int rc, lport;
+
+	*out = NULL;
+	{
+		/* the Request-URI must parse even when a proxy is the target */
+		struct target rt;
+		rc = uri_target(rq->uri, &rt, err, errlen);
+		if (rc == -EINVAL)
+			return rc;
+		if (!rq->proxy) {
+			if (rc)
+				return rc;
+			t = rt;
+		}
+	}
+	if (rq->proxy && (rc = uri_target(rq->proxy, &t, err, errlen)))
+		return rc;
+	if (t.proto == SIP_TLS) {
+		snprintf(err, errlen, "tls: not supported by this build");
+		return -ENOTSUP;
+	}
+	l = sip_ua_listener_for(ua, t.proto, t.addr.ss.ss_family);
+	if (!l && t.proto != SIP_UDP)
+		l = sip_ua_listener_for(ua, SIP_UDP, t.addr.ss.ss_family);
+	if (!l) {
+		snprintf(err, errlen, "transport: no %s listener for %s", sip_proto_name(t.proto),
+		         t.addr.ss.ss_family == AF_INET6 ? "IPv6" : "IPv4");
+		return -ENOTCONN;
+	}
+	local_host(l, &t.addr, host, sizeof host);
+	lport = sip_addr_port(&l->addr);
+	sip_random_token(branch, 16);
+	sip_random_token(tag, 10);
+	sip_random_token(cid, 20);
+
+	sip_buf_init(&b, 768 + rq->body_len);
+	sip_buf_printf(&b, "%s %s SIP/2.0\r\n", rq->method, rq->uri);
+	sip_buf_printf(&b, "Via: SIP/2.0/%s %s:%d;branch=z9hG4bK%s;rport\r\n",
+	               sip_proto_name(t.proto), host, lport, branch);
+	sip_buf_adds(&b, "Max-Forwards: 70\r\n");
+	if (rq->proxy)
+		sip_buf_printf(&b, "Route: <%s;lr>\r\n", rq->proxy);
+	if (rq->from)
+		sip_buf_printf(&b, "From: %s%s%s\r\n", rq->from, strstr(rq->from, ";tag=") ? "" : ";tag=",
+		               strstr(rq->from, ";tag=") ? "" : tag);
+	else
+		sip_buf_printf(&b, "From: <sip:luasip@%s:%d>;tag=%s\r\n", host, lport, tag);
+	if (rq->to)
+		sip_buf_printf(&b, "To: %s\r\n", rq->to);
+	else
+		sip_buf_printf(&b, "To: <%s>\r\n", rq->uri);
+	if (rq->call_id)
+		sip_buf_printf(&b, "Call-ID: %s\r\n", rq->call_id);
+	else
+		sip_buf_printf(&b, "Call-ID: %s@%s\r\n", cid, host);
+	sip_buf_printf(&b, "CSeq: %u %s\r\n", rq->cseq ? rq->cseq : 1u, rq->method);
+	if (!strcmp(rq->method, "INVITE") || !strcmp(rq->method, "SUBSCRIBE") ||
+	    !strcmp(rq->method, "REFER"))
+		sip_buf_printf(&b, "Contact: <sip:luasip@%s:%d%s>\r\n", host, lport,
+		               t.proto == SIP_TCP ? ";transport=tcp" : "");
+	if (ua->cfg.user_agent[0])
+		sip_buf_printf(&b, "User-Agent: %s\r\n", ua->cfg.user_agent);
+	if (rq->headers)
+		sip_buf_adds(&b, rq->headers);
+	if (rq->body_len && rq->content_type)
+		sip_buf_printf(&b, "Content-Type: %s\r\n", rq->content_type);
+	sip_buf_printf(&b, "Content-Length: %zu\r\n\r\n", rq->body_len);
+	if (rq->body_len)
+		sip_buf_add(&b, rq->body, rq->body_len);
+	if (b.oom) {
+		sip_buf_free(&b);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	rc = sip_msg_parse(b.p, b.len, &m, &why);
+	if (rc) {
+		sip_msg_unref(m);
+		sip_buf_free(&b);
+		snprintf(err, errlen, "bad request: %s", why);
+		return -EINVAL;
+	}
+	rc = sip_txn_new_client(ua, m, b.p, b.len, t.proto, &t.addr, l, cb, arg, out);
+	if (rc)
+		snprintf(err, errlen, "transport: %s", strerror(-rc));
+	return rc;
+}

@@ -1,0 +1,87 @@
+/*
+ * ua.h - the user agent: transports, the transaction table and the hooks
+ * a transaction user (the Lua binding) plugs into. No lua.h here.
+ */
+#ifndef SIP_UA_H
+#define SIP_UA_H
+
+#include "sip_core.h"
+#include "msg.h"
+
+struct sip_ua;
+struct sip_txn;
+
+struct sip_ua_cfg {
+	double t1, t2, t4;              /* RFC 3261 timers, seconds */
+	size_t max_udp;                 /* largest datagram accepted */
+	size_t max_stream_msg;          /* largest message on a stream */
+	size_t max_headers;             /* header lines per message */
+	double idle_timeout;            /* stream connection idle close */
+	int max_conns;                  /* stream connections in total */
+	int max_server_txns;            /* 503 beyond this many */
+	char user_agent[128];
+};
+
+/* a request that starts a server transaction (or an ACK/CANCEL that the
+ * UA core hands to the TU); st is NULL for an ACK to a 2xx */
+typedef void (*sip_request_cb)(void *arg, struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req);
+/* a response (1xx or final) or an error for a client transaction: res is
+ * NULL and err says what failed ("timeout", "transport: ...") */
+typedef void (*sip_response_cb)(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err);
+/* a server transaction ended: its owner drops its pointer */
+typedef void (*sip_txn_gone_cb)(void *arg, struct sip_txn *st);
+
+int sip_ua_new(struct sip_env *env, struct sip_ua **out);
+void sip_ua_free(struct sip_ua *ua);
+struct sip_ua_cfg *sip_ua_config(struct sip_ua *ua);
+void sip_ua_set_tu(struct sip_ua *ua, sip_request_cb on_request, void *arg);
+/* handlers exist for these methods; others get 405/501 from the core */
+int sip_ua_serve(struct sip_ua *ua, const char *method);
+/* "udp:127.0.0.1:5060"; errbuf gets the reason on failure */
+int sip_ua_listen(struct sip_ua *ua, const char *spec, char *errbuf, size_t errlen);
+/* first listener's actual address as "udp:127.0.0.1:5060" */
+int sip_ua_listener_spec(struct sip_ua *ua, int idx, char *buf, size_t n);
+
+/* server side */
+struct sip_reply {
+	int status;
+	const char *reason;             /* NULL: the standard phrase */
+	const char *headers;            /* "Name: value\r\n" lines, checked */
+	const char *body;
+	size_t body_len;
+	const char *content_type;
+};
+int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r);
+int sip_txn_final_sent(const struct sip_txn *st);
+struct sip_msg *sip_txn_request(const struct sip_txn *st);
+void sip_txn_set_owner(struct sip_txn *st, sip_txn_gone_cb gone, void *arg);
+
+/* client side */
+struct sip_request {
+	const char *method;
+	const char *uri;                /* Request-URI */
+	const char *proxy;              /* send to this URI instead (loose route) */
+	const char *from;               /* name-addr; default sip:luasip@host */
+	const char *to;                 /* name-addr; default <uri> */
+	const char *call_id;
+	unsigned cseq;
+	const char *headers;            /* extra "Name: value\r\n" lines */
+	const char *body;
+	size_t body_len;
+	const char *content_type;
+};
+int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
+                   sip_response_cb cb, void *arg, struct sip_txn **out,
+                   char *errbuf, size_t errlen);
+/* the TU stops listening: no callback will come for ct after this */
+void sip_txn_detach(struct sip_txn *ct);
+
+struct sip_ua_stats {
+	size_t txns, client_txns, server_txns, conns;
+	uint64_t rx, tx, dropped, retransmits;
+};
+void sip_ua_stats(struct sip_ua *ua, struct sip_ua_stats *s);
+
+const char *sip_reason_phrase(int status);
+
+#endif

@@ -1,0 +1,524 @@
+/***
+ * sip.Message - a SIP request or response. Fields are read as properties
+ * (msg.method, msg.status, msg.body ...); a received request can be
+ * answered with msg:reply().
+ * @classmod sip.Message
+ */
+#include "lsip.h"
+#include "core/core.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct lmsg {
+	struct sip_msg *m;
+	struct sip_txn *st;     /* server transaction of a received request */
+};
+
+static void st_gone(void *arg, struct sip_txn *st)
+{
+	struct lmsg *lm = arg;
+
+	(void)st;
+	lm->st = NULL;
+}
+
+void lsip_push_msg(lua_State *L, struct sip_msg *m, struct sip_txn *st)
+{
+	struct lmsg *lm = lua_newuserdatauv(L, sizeof *lm, 0);
+
+	lm->m = NULL;
+	lm->st = NULL;
+	luaL_setmetatable(L, "sip.Message");
+	lm->m = sip_msg_ref(m);
+	if (st) {
+		lm->st = st;
+		sip_txn_set_owner(st, st_gone, lm);
+	}
+}
+
+static struct lmsg *check_lmsg(lua_State *L, int idx)
+{
+	struct lmsg *lm = luaL_checkudata(L, idx, "sip.Message");
+
+	if (!lm->m)
+		luaL_argerror(L, idx, "message is closed");
+	return lm;
+}
+
+struct sip_msg *lsip_check_msg(lua_State *L, int idx)
+{
+	return check_lmsg(L, idx)->m;
+}
+
+static int msg_gc(lua_State *L)
+{
+	struct lmsg *lm = luaL_checkudata(L, 1, "sip.Message");
+
+	if (lm->st) {
+		/* a request dropped unanswered would leave the peer
+		 * retransmitting until its timeout: answer it */
+		if (!sip_txn_final_sent(lm->st)) {
+			struct sip_reply r = { .status = 500, .reason = "Request Not Answered" };
+			sip_txn_reply(lm->st, &r);
+		}
+		sip_txn_set_owner(lm->st, NULL, NULL);
+		lm->st = NULL;
+	}
+	if (lm->m) {
+		sip_msg_unref(lm->m);
+		lm->m = NULL;
+	}
+	return 0;
+}
+
+static int is_token_char(int c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       strchr("-.!%*_+`'~", c) != NULL;
+}
+
+static void check_header_name(lua_State *L, const char *name, const char *what)
+{
+	const char *p = name;
+
+	if (!*p)
+		luaL_error(L, "%s: empty header name", what);
+	for (; *p; p++)
+		if (!is_token_char((unsigned char)*p))
+			luaL_error(L, "%s: bad header name '%s'", what, name);
+}
+
+/* appends "name: value\r\n" to the string at acc */
+static void add_header(lua_State *L, int acc, const char *name, int vidx, const char *what)
+{
+	size_t n;
+	const char *v;
+
+	if (lua_type(L, vidx) != LUA_TSTRING && lua_type(L, vidx) != LUA_TNUMBER)
+		luaL_error(L, "%s: value of '%s' must be a string", what, name);
+	v = lua_tolstring(L, vidx, &n);
+	if (sip_header_value_bad(v, n))
+		luaL_error(L, "%s: value of '%s' contains CR, LF or NUL", what, name);
+	lua_pushvalue(L, acc);
+	lua_pushfstring(L, "%s: %s\r\n", name, v);
+	lua_concat(L, 2);
+	lua_replace(L, acc);
+}
+
+/* headers = { ["X-A"] = "1", ["Route"] = { "<a>", "<b>" } }: pushes the
+ * "Name: value\r\n" lines as one string, raising on a bad name or value */
+void lsip_headers_text(lua_State *L, int idx, const char *what)
+{
+	int acc;
+
+	idx = lua_absindex(L, idx);
+	lua_pushliteral(L, "");
+	acc = lua_gettop(L);
+	if (lua_isnoneornil(L, idx))
+		return;
+	if (!lua_istable(L, idx))
+		luaL_error(L, "%s must be a table", what);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *name;
+		if (lua_type(L, -2) != LUA_TSTRING)
+			luaL_error(L, "%s: header names must be strings", what);
+		name = lua_tostring(L, -2);
+		check_header_name(L, name, what);
+		if (lua_istable(L, -1)) {
+			lua_Integer i, n = luaL_len(L, -1);
+			for (i = 1; i <= n; i++) {
+				lua_geti(L, -1, i);
+				add_header(L, acc, name, lua_gettop(L), what);
+				lua_pop(L, 1);
+			}
+		} else {
+			add_header(L, acc, name, lua_gettop(L), what);
+		}
+		lua_pop(L, 1);
+	}
+}
+
+const char *lsip_opt_string(lua_State *L, int t, const char *field, const char *what)
+{
+	const char *s = NULL;
+
+	if (lua_isnoneornil(L, t))
+		return NULL;
+	lua_getfield(L, t, field);
+	if (!lua_isnil(L, -1)) {
+		if (lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(L, "%s.%s must be a string", what, field);
+		s = lua_tostring(L, -1);   /* anchored in the options table */
+	}
+	lua_pop(L, 1);
+	return s;
+}
+
+double lsip_opt_number(lua_State *L, int t, const char *field, double dflt, const char *what)
+{
+	double v = dflt;
+
+	if (lua_isnoneornil(L, t))
+		return dflt;
+	lua_getfield(L, t, field);
+	if (!lua_isnil(L, -1)) {
+		if (!lua_isnumber(L, -1))
+			luaL_error(L, "%s.%s must be a number", what, field);
+		v = lua_tonumber(L, -1);
+	}
+	lua_pop(L, 1);
+	return v;
+}
+
+/***
+ * Answer a received request.
+ * @function reply
+ * @int status 100..699
+ * @string[opt] reason
+ * @tab[opt] opts headers, body, content_type
+ * @treturn boolean true, or fail and a message
+ */
+static int msg_reply(lua_State *L)
+{
+	struct lmsg *lm = check_lmsg(L, 1);
+	struct sip_reply r = { 0 };
+	size_t blen = 0;
+	int rc;
+
+	r.status = (int)luaL_checkinteger(L, 2);
+	luaL_argcheck(L, r.status >= 100 && r.status <= 699, 2, "status must be 100..699");
+	r.reason = luaL_optstring(L, 3, NULL);
+	if (r.reason) {
+		size_t n = strlen(r.reason);
+		luaL_argcheck(L, !sip_header_value_bad(r.reason, n), 3, "reason contains CR or LF");
+	}
+	if (!lua_isnoneornil(L, 4))
+		luaL_checktype(L, 4, LUA_TTABLE);
+	if (!lm->st)
+		return luaL_error(L, "reply: this message is not a request awaiting an answer");
+	if (sip_txn_final_sent(lm->st)) {
+		lua_pushnil(L);
+		lua_pushstring(L, "already answered");
+		return 2;
+	}
+	lua_settop(L, 4);
+	if (!lua_isnil(L, 4))
+		lua_getfield(L, 4, "headers");
+	else
+		lua_pushnil(L);
+	lsip_headers_text(L, 5, "opts.headers");
+	r.headers = lua_tostring(L, -1);
+	if (!lua_isnoneornil(L, 4)) {
+		lua_getfield(L, 4, "body");
+		if (!lua_isnil(L, -1)) {
+			if (lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L, "opts.body must be a string");
+			r.body = lua_tolstring(L, -1, &blen);
+			r.body_len = blen;
+		}
+		r.content_type = lsip_opt_string(L, 4, "content_type", "opts");
+		if (r.body_len && !r.content_type)
+			r.content_type = "text/plain";
+	}
+	rc = sip_txn_reply(lm->st, &r);
+	if (rc) {
+		lua_pushnil(L);
+		lua_pushstring(L, rc == -EALREADY ? "already answered" : "transport: send failed");
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int msg_header(lua_State *L)
+{
+	struct sip_msg *m = lsip_check_msg(L, 1);
+	const char *name = luaL_checkstring(L, 2);
+	size_t n;
+	const char *v = sip_msg_header(m, name, 0, &n);
+
+	if (v)
+		lua_pushlstring(L, v, n);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+static int msg_headers(lua_State *L)
+{
+	struct sip_msg *m = lsip_check_msg(L, 1);
+	const char *name = luaL_checkstring(L, 2);
+	const char *v;
+	size_t n;
+	int i;
+
+	lua_newtable(L);
+	for (i = 0; (v = sip_msg_header(m, name, i, &n)); i++) {
+		lua_pushlstring(L, v, n);
+		lua_rawseti(L, -2, i + 1);
+	}
+	return 1;
+}
+
+/* replace (or with nil remove) every header of that name, then reparse */
+static int msg_set_header(lua_State *L)
+{
+	struct lmsg *lm = check_lmsg(L, 1);
+	struct sip_msg *m = lm->m, *nm = NULL;
+	const char *name = luaL_checkstring(L, 2);
+	const char *val = luaL_optstring(L, 3, NULL);
+	const char *p, *end, *why, *want;
+	struct sip_buf b;
+	int rc;
+
+	check_header_name(L, name, "set_header");
+	if (val)
+		luaL_argcheck(L, !sip_header_value_bad(val, strlen(val)), 3, "value contains CR, LF or NUL");
+	want = sip_header_long_name(name, strlen(name));
+	if (!want)
+		want = name;
+	sip_buf_init(&b, m->len + 128);
+	end = m->raw + m->body_off;
+	p = (const char *)memchr(m->raw, '\n', (size_t)(end - m->raw)) + 1;
+	sip_buf_add(&b, m->raw, (size_t)(p - m->raw));
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *colon, *ne, *ln;
+		eol = eol ? eol + 1 : end;
+		while (eol < end && (*eol == ' ' || *eol == '\t')) {
+			const char *n2 = memchr(eol, '\n', (size_t)(end - eol));
+			eol = n2 ? n2 + 1 : end;
+		}
+		if (eol >= end || *p == '\r' || *p == '\n')
+			break;          /* the blank line ending the headers */
+		colon = memchr(p, ':', (size_t)(eol - p));
+		ne = colon ? colon : p;
+		while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
+			ne--;
+		ln = sip_header_long_name(p, (size_t)(ne - p));
+		if (!(colon && ((ln && !strcasecmp(ln, want)) ||
+		                ((size_t)(ne - p) == strlen(want) && !strncasecmp(p, want, (size_t)(ne - p))))))
+			sip_buf_add(&b, p, (size_t)(eol - p));
+		p = eol;
+	}
+	if (val)
+		sip_buf_printf(&b, "%s: %s\r\n", name, val);
+	sip_buf_adds(&b, "\r\n");
+	sip_buf_add(&b, m->raw + m->body_off, m->len - m->body_off);
+	if (b.oom) {
+		sip_buf_free(&b);
+		return luaL_error(L, "set_header: out of memory");
+	}
+	rc = sip_msg_parse(b.p, b.len, &nm, &why);
+	sip_buf_free(&b);
+	if (rc) {
+		sip_msg_unref(nm);
+		return luaL_error(L, "set_header: the message would be invalid (%s)", why);
+	}
+	nm->proto = m->proto;
+	nm->src = m->src;
+	nm->received = m->received;
+	sip_msg_unref(m);
+	lm->m = nm;
+	return 0;
+}
+
+static int msg_raw(lua_State *L)
+{
+	struct sip_msg *m = lsip_check_msg(L, 1);
+
+	lua_pushlstring(L, m->raw, m->len);
+	return 1;
+}
+
+static void push_uri(lua_State *L, osip_uri_t *u)
+{
+	char *s = NULL;
+
+	if (u && osip_uri_to_str(u, &s) == 0) {
+		lua_pushstring(L, s);
+		osip_free(s);
+	} else {
+		lua_pushnil(L);
+	}
+}
+
+static int push_hdr(lua_State *L, struct sip_msg *m, const char *name)
+{
+	size_t n;
+	const char *v = sip_msg_header(m, name, 0, &n);
+
+	if (v)
+		lua_pushlstring(L, v, n);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+static int push_str(lua_State *L, const char *s)
+{
+	if (s)
+		lua_pushstring(L, s);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+static int msg_index(lua_State *L)
+{
+	struct lmsg *lm = check_lmsg(L, 1);
+	struct sip_msg *m = lm->m;
+	osip_message_t *o = m->m;
+	const char *k = luaL_checkstring(L, 2);
+
+	/* methods first */
+	lua_pushvalue(L, 2);
+	lua_rawget(L, lua_upvalueindex(1));
+	if (!lua_isnil(L, -1))
+		return 1;
+	lua_pop(L, 1);
+	switch (k[0]) {
+	case 'b':
+		if (!strcmp(k, "body")) {
+			lua_pushlstring(L, m->raw + m->body_off, m->body_len);
+			return 1;
+		}
+		break;
+	case 'c':
+		if (!strcmp(k, "call_id"))
+			return push_str(L, o->call_id ? o->call_id->number : NULL);
+		if (!strcmp(k, "cseq")) {
+			lua_pushinteger(L, o->cseq && o->cseq->number ? strtoll(o->cseq->number, NULL, 10) : 0);
+			return 1;
+		}
+		if (!strcmp(k, "cseq_method"))
+			return push_str(L, o->cseq ? o->cseq->method : NULL);
+		if (!strcmp(k, "content_type"))
+			return push_hdr(L, m, "Content-Type");
+		if (!strcmp(k, "contact"))
+			return push_hdr(L, m, "Contact");
+		break;
+	case 'f':
+		if (!strcmp(k, "from"))
+			return push_hdr(L, m, "From");
+		if (!strcmp(k, "from_tag"))
+			return push_str(L, sip_msg_tag(o->from));
+		if (!strcmp(k, "from_uri")) {
+			push_uri(L, o->from ? o->from->url : NULL);
+			return 1;
+		}
+		break;
+	case 'i':
+		if (!strcmp(k, "is_request")) {
+			lua_pushboolean(L, MSG_IS_REQUEST(o));
+			return 1;
+		}
+		break;
+	case 'm':
+		if (!strcmp(k, "method"))
+			return push_str(L, sip_msg_method(m));
+		break;
+	case 'r':
+		if (!strcmp(k, "reason"))
+			return push_str(L, MSG_IS_RESPONSE(o) ? o->reason_phrase : NULL);
+		break;
+	case 's':
+		if (!strcmp(k, "status")) {
+			if (MSG_IS_RESPONSE(o))
+				lua_pushinteger(L, o->status_code);
+			else
+				lua_pushnil(L);
+			return 1;
+		}
+		if (!strcmp(k, "source")) {
+			char a[64];
+			if (!m->received)
+				return push_str(L, NULL);
+			sip_addr_str((const struct sockaddr *)&m->src.ss, a, sizeof a);
+			lua_pushstring(L, a);
+			return 1;
+		}
+		break;
+	case 't':
+		if (!strcmp(k, "to"))
+			return push_hdr(L, m, "To");
+		if (!strcmp(k, "to_tag"))
+			return push_str(L, sip_msg_tag(o->to));
+		if (!strcmp(k, "to_uri")) {
+			push_uri(L, o->to ? o->to->url : NULL);
+			return 1;
+		}
+		if (!strcmp(k, "transport"))
+			return push_str(L, m->received ? sip_proto_name(m->proto) : NULL);
+		break;
+	case 'u':
+		if (!strcmp(k, "uri")) {
+			if (MSG_IS_REQUEST(o))
+				push_uri(L, o->req_uri);
+			else
+				lua_pushnil(L);
+			return 1;
+		}
+		break;
+	case 'v':
+		if (!strcmp(k, "via"))
+			return push_hdr(L, m, "Via");
+		break;
+	}
+	lua_pushnil(L);
+	return 1;
+}
+
+static int msg_newindex(lua_State *L)
+{
+	return luaL_error(L, "sip.Message fields are read-only (use set_header)");
+}
+
+static int msg_tostring(lua_State *L)
+{
+	struct sip_msg *m = lsip_check_msg(L, 1);
+	osip_message_t *o = m->m;
+
+	if (MSG_IS_REQUEST(o))
+		lua_pushfstring(L, "sip.Message: %s %s (call-id %s)", o->sip_method,
+		                o->req_uri && o->req_uri->host ? o->req_uri->host : "?",
+		                o->call_id ? o->call_id->number : "?");
+	else
+		lua_pushfstring(L, "sip.Message: %d %s (%s, call-id %s)", o->status_code,
+		                o->reason_phrase ? o->reason_phrase : "",
+		                o->cseq ? o->cseq->method : "?", o->call_id ? o->call_id->number : "?");
+	return 1;
+}
+
+static const luaL_Reg msg_methods[] = {
+	{ "reply", msg_reply },
+	{ "header", msg_header },
+	{ "headers", msg_headers },
+	{ "set_header", msg_set_header },
+	{ "raw", msg_raw },
+	{ "close", msg_gc },
+	{ NULL, NULL }
+};
+
+int lsip_open_msg(lua_State *L)
+{
+	luaL_newmetatable(L, "sip.Message");
+	luaL_newlib(L, msg_methods);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -3, "methods");
+	lua_pushcclosure(L, msg_index, 1);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, msg_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_pushcfunction(L, msg_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pushcfunction(L, msg_gc);
+	lua_setfield(L, -2, "__close");
+	lua_pushcfunction(L, msg_tostring);
+	lua_setfield(L, -2, "__tostring");
+	return 1;
+}

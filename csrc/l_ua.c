@@ -1,0 +1,435 @@
+/***
+ * sip.UA - a user agent: listeners, handlers and client requests. The
+ * blocking methods (request, invite ...) are written in lua/sip/init.lua
+ * over the non-blocking ones here, which start an operation and arrange
+ * for the waiting coroutine to be woken once.
+ * @classmod sip.UA
+ */
+#include "lsip.h"
+#include "core/core.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* a client request a coroutine waits on */
+struct pending {
+	struct pending *next, *prev;
+	struct lua_ua *lu;
+	int co_ref;
+	int prov_ref;           /* on_provisional function, or LUA_NOREF */
+	ev_timer tmo;
+	struct sip_txn *ct;
+};
+
+static struct lua_ua *check_ua(lua_State *L, int idx)
+{
+	struct lua_ua *lu = luaL_checkudata(L, idx, "sip.UA");
+
+	if (!lu->ua)
+		luaL_argerror(L, idx, "user agent is closed");
+	return lu;
+}
+
+static struct pending **pendings(struct lua_ua *lu)
+{
+	return (struct pending **)&lu[1];
+}
+
+static void pending_unlink(struct pending *p)
+{
+	struct pending **head = pendings(p->lu);
+
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		*head = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	p->next = p->prev = NULL;
+}
+
+static void pending_free(lua_State *L, struct pending *p)
+{
+	struct ev_loop *loop = p->lu->e->env.loop;
+
+	if (ev_is_active(&p->tmo))
+		ev_timer_stop(loop, &p->tmo);
+	pending_unlink(p);
+	if (p->prov_ref != LUA_NOREF)
+		luaL_unref(L, LUA_REGISTRYINDEX, p->prov_ref);
+	if (p->co_ref != LUA_NOREF)
+		luaL_unref(L, LUA_REGISTRYINDEX, p->co_ref);
+	free(p);
+}
+
+/* wake the coroutine with (res|nil, err) and forget the request */
+static void pending_finish(struct pending *p, struct sip_msg *res, const char *err)
+{
+	struct lsip_env *e = p->lu->e;
+	lua_State *L = lsip_wake_begin(e, p->co_ref);
+
+	p->co_ref = LUA_NOREF;
+	if (p->ct)
+		sip_txn_detach(p->ct);
+	p->ct = NULL;
+	pending_free(L, p);
+	if (res) {
+		lsip_push_msg(L, res, NULL);
+		lua_pushnil(L);
+	} else {
+		lua_pushnil(L);
+		lua_pushstring(L, err ? err : "failed");
+	}
+	lsip_call(e, L, 3);
+}
+
+static void pending_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)
+{
+	struct pending *p = arg;
+
+	(void)ct;
+	if (res && sip_msg_status(res) < 200) {
+		if (p->prov_ref != LUA_NOREF) {
+			/* run later from the queue, like every Lua callback */
+			struct lsip_env *e = p->lu->e;
+			lua_State *L = e->L;
+			lsip_queued(e);
+			lua_rawgeti(L, LUA_REGISTRYINDEX, e->dispatch_ref);
+			lua_rawgeti(L, LUA_REGISTRYINDEX, p->prov_ref);
+			lsip_push_msg(L, res, NULL);
+			lsip_call(e, L, 2);
+		}
+		return;
+	}
+	pending_finish(p, res, err);
+}
+
+static void pending_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct pending *p = w->data;
+
+	(void)loop; (void)revents;
+	pending_finish(p, NULL, "timeout");
+}
+
+static void on_request(void *arg, struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req)
+{
+	struct lua_ua *lu = arg;
+	struct lsip_env *e = lu->e;
+	lua_State *L = e->L;
+
+	(void)ua;
+	if (!L)
+		return;
+	if (st && !strcmp(sip_msg_method(req), "CANCEL")) {
+		/* the INVITE's transaction: ended with 487 (9.2); the Lua
+		 * side learns through the CANCEL itself */
+		struct sip_reply r = { .status = 487 };
+		sip_txn_reply(st, &r);
+		st = NULL;
+	}
+	lsip_queued(e);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->dispatch_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lu->self_ref);
+	lsip_push_msg(L, req, st);
+	lsip_call(e, L, 2);
+}
+
+static void ua_config(lua_State *L, int t, struct sip_ua_cfg *c)
+{
+	const char *s;
+
+	c->t1 = lsip_opt_number(L, t, "t1", c->t1, "opts");
+	c->t2 = lsip_opt_number(L, t, "t2", c->t2, "opts");
+	c->t4 = lsip_opt_number(L, t, "t4", c->t4, "opts");
+	if (c->t1 <= 0 || c->t2 < c->t1 || c->t4 < 0)
+		luaL_error(L, "opts: timers need 0 < t1 <= t2 and t4 >= 0");
+	c->max_udp = (size_t)lsip_opt_number(L, t, "max_udp", (double)c->max_udp, "opts");
+	c->max_stream_msg = (size_t)lsip_opt_number(L, t, "max_message", (double)c->max_stream_msg, "opts");
+	c->idle_timeout = lsip_opt_number(L, t, "idle_timeout", c->idle_timeout, "opts");
+	c->max_conns = (int)lsip_opt_number(L, t, "max_connections", c->max_conns, "opts");
+	c->max_server_txns = (int)lsip_opt_number(L, t, "max_server_transactions",
+	                                          c->max_server_txns, "opts");
+	s = lsip_opt_string(L, t, "user_agent", "opts");
+	if (s) {
+		if (sip_header_value_bad(s, strlen(s)))
+			luaL_error(L, "opts.user_agent contains CR or LF");
+		snprintf(c->user_agent, sizeof c->user_agent, "%s", s);
+	}
+}
+
+/***
+ * Create a user agent (sip.ua in the public module).
+ * @function new
+ * @tab opts listen, user_agent, t1, t2, t4, max_udp, max_message,
+ * idle_timeout, max_connections, max_server_transactions
+ */
+static int l_ua_new(lua_State *L)
+{
+	struct lsip_env *e = lsip_env(L);
+	struct lua_ua *lu;
+	char err[160];
+	int i, n;
+
+	if (!lua_isnoneornil(L, 1))
+		luaL_checktype(L, 1, LUA_TTABLE);
+	lu = lua_newuserdatauv(L, sizeof *lu + sizeof(struct pending *), 1);
+	memset(lu, 0, sizeof *lu + sizeof(struct pending *));
+	lu->self_ref = LUA_NOREF;
+	luaL_setmetatable(L, "sip.UA");
+	lu->e = e;
+	if (sip_ua_new(&e->env, &lu->ua))
+		return luaL_error(L, "sip.ua: out of memory");
+	ua_config(L, 1, sip_ua_config(lu->ua));
+	sip_ua_set_tu(lu->ua, on_request, lu);
+	if (!lua_isnoneornil(L, 1))
+		lua_getfield(L, 1, "listen");
+	else
+		lua_pushnil(L);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushliteral(L, "udp:127.0.0.1:0");
+		lua_rawseti(L, -2, 1);
+	} else if (lua_type(L, -1) == LUA_TSTRING) {
+		lua_newtable(L);
+		lua_insert(L, -2);
+		lua_rawseti(L, -2, 1);
+	} else if (!lua_istable(L, -1)) {
+		return luaL_error(L, "opts.listen must be a string or a list of strings");
+	}
+	n = (int)luaL_len(L, -1);
+	for (i = 1; i <= n; i++) {
+		const char *spec;
+		lua_geti(L, -1, i);
+		spec = lua_tostring(L, -1);
+		if (!spec)
+			return luaL_error(L, "opts.listen[%d] must be a string", i);
+		if (sip_ua_listen(lu->ua, spec, err, sizeof err)) {
+			/* a busy port is the environment's fault: fail, not raise */
+			sip_ua_free(lu->ua);
+			lu->ua = NULL;
+			lua_pushnil(L);
+			lua_pushfstring(L, "listen %s: %s", spec, err);
+			return 2;
+		}
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	lua_pushvalue(L, -1);
+	lu->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	return 1;
+}
+
+static int l_ua_close(lua_State *L)
+{
+	struct lua_ua *lu = luaL_checkudata(L, 1, "sip.UA");
+	int from_gc = lua_toboolean(L, lua_upvalueindex(1));
+	struct pending *p;
+
+	if (!lu->ua)
+		return 0;
+	/* waiting coroutines learn that the UA is gone, except from __gc
+	 * where no coroutine may be resumed */
+	while ((p = *pendings(lu))) {
+		if (!from_gc && lu->e->L) {
+			pending_finish(p, NULL, "closed");
+		} else {
+			if (p->ct)
+				sip_txn_detach(p->ct);
+			pending_free(L, p);
+		}
+	}
+	if (lu->serving && !lu->e->closed)
+		ev_unref(lu->e->env.loop);
+	lu->serving = 0;
+	if (!lu->e->closed)
+		sip_ua_free(lu->ua);
+	lu->ua = NULL;
+	if (lu->self_ref != LUA_NOREF) {
+		luaL_unref(L, LUA_REGISTRYINDEX, lu->self_ref);
+		lu->self_ref = LUA_NOREF;
+	}
+	return 0;
+}
+
+static int l_ua_serve(lua_State *L)
+{
+	struct lua_ua *lu = check_ua(L, 1);
+	const char *method = luaL_checkstring(L, 2);
+
+	if (sip_ua_serve(lu->ua, method))
+		return luaL_error(L, "out of memory");
+	if (!lu->serving) {
+		/* a serving UA keeps sip.run alive until closed */
+		ev_ref(lu->e->env.loop);
+		lu->serving = 1;
+	}
+	return 0;
+}
+
+/* ua:_request(method, uri, opts, co, proxy) -> true | nil, err */
+static int l_ua_request(lua_State *L)
+{
+	struct lua_ua *lu = check_ua(L, 1);
+	struct sip_request rq = { 0 };
+	struct pending *p;
+	char err[200];
+	size_t blen = 0;
+	double timeout;
+	int rc;
+
+	rq.method = luaL_checkstring(L, 2);
+	rq.uri = luaL_checkstring(L, 3);
+	if (!lua_isnoneornil(L, 4))
+		luaL_checktype(L, 4, LUA_TTABLE);
+	luaL_checktype(L, 5, LUA_TTHREAD);
+	rq.proxy = luaL_optstring(L, 6, NULL);
+	lua_settop(L, 6);
+	if (!lua_isnil(L, 4)) {
+		lua_getfield(L, 4, "headers");                  /* 7 */
+		lsip_headers_text(L, 7, "opts.headers");        /* 8 */
+		rq.headers = lua_tostring(L, 8);
+		lua_getfield(L, 4, "body");                     /* 9 */
+		if (!lua_isnil(L, 9)) {
+			if (lua_type(L, 9) != LUA_TSTRING)
+				return luaL_error(L, "opts.body must be a string");
+			rq.body = lua_tolstring(L, 9, &blen);
+			rq.body_len = blen;
+		}
+		rq.content_type = lsip_opt_string(L, 4, "content_type", "opts");
+		if (rq.body_len && !rq.content_type)
+			rq.content_type = "text/plain";
+		rq.from = lsip_opt_string(L, 4, "from", "opts");
+		rq.to = lsip_opt_string(L, 4, "to", "opts");
+		rq.call_id = lsip_opt_string(L, 4, "call_id", "opts");
+		rq.cseq = (unsigned)lsip_opt_number(L, 4, "cseq", 0, "opts");
+		if (rq.content_type && sip_header_value_bad(rq.content_type, strlen(rq.content_type)))
+			return luaL_error(L, "opts.content_type contains CR or LF");
+		if (rq.from && sip_header_value_bad(rq.from, strlen(rq.from)))
+			return luaL_error(L, "opts.from contains CR or LF");
+		if (rq.to && sip_header_value_bad(rq.to, strlen(rq.to)))
+			return luaL_error(L, "opts.to contains CR or LF");
+		if (rq.call_id && sip_header_value_bad(rq.call_id, strlen(rq.call_id)))
+			return luaL_error(L, "opts.call_id contains CR or LF");
+	}
+	timeout = lsip_opt_number(L, 4, "timeout", 0, "opts");
+	if (sip_header_value_bad(rq.uri, strlen(rq.uri)) || strchr(rq.uri, ' '))
+		return luaL_argerror(L, 3, "URI contains spaces or line breaks");
+	p = calloc(1, sizeof *p);
+	if (!p)
+		return luaL_error(L, "out of memory");
+	p->lu = lu;
+	p->co_ref = p->prov_ref = LUA_NOREF;
+	rc = sip_ua_request(lu->ua, &rq, pending_cb, p, &p->ct, err, sizeof err);
+	if (rc) {
+		free(p);
+		if (rc == -EINVAL && !strncmp(err, "bad URI", 7))
+			return luaL_argerror(L, 3, err);
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	lua_pushvalue(L, 5);
+	p->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	if (!lua_isnil(L, 4)) {
+		lua_getfield(L, 4, "on_provisional");
+		if (lua_isfunction(L, -1))
+			p->prov_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		else
+			lua_pop(L, 1);
+	}
+	p->next = *pendings(lu);
+	if (p->next)
+		p->next->prev = p;
+	*pendings(lu) = p;
+	ev_init(&p->tmo, pending_timeout);
+	p->tmo.data = p;
+	if (timeout > 0) {
+		ev_timer_set(&p->tmo, timeout, 0.);
+		ev_timer_start(lu->e->env.loop, &p->tmo);
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int l_ua_address(lua_State *L)
+{
+	struct lua_ua *lu = check_ua(L, 1);
+	int idx = (int)luaL_optinteger(L, 2, 1);
+	char buf[96];
+
+	if (sip_ua_listener_spec(lu->ua, idx - 1, buf, sizeof buf))
+		return 0;
+	lua_pushstring(L, buf);
+	return 1;
+}
+
+static int l_ua_stats(lua_State *L)
+{
+	struct lua_ua *lu = check_ua(L, 1);
+	struct sip_ua_stats s;
+	struct pending *p;
+	lua_Integer np = 0;
+
+	sip_ua_stats(lu->ua, &s);
+	for (p = *pendings(lu); p; p = p->next)
+		np++;
+	lua_createtable(L, 0, 10);
+#define F(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
+	F("transactions", s.txns);
+	F("client_transactions", s.client_txns);
+	F("server_transactions", s.server_txns);
+	F("connections", s.conns);
+	F("received", s.rx);
+	F("sent", s.tx);
+	F("dropped", s.dropped);
+	F("retransmissions", s.retransmits);
+	F("pending_requests", np);
+#undef F
+	return 1;
+}
+
+static int l_ua_tostring(lua_State *L)
+{
+	struct lua_ua *lu = luaL_checkudata(L, 1, "sip.UA");
+	char buf[96];
+
+	if (!lu->ua || sip_ua_listener_spec(lu->ua, 0, buf, sizeof buf))
+		lua_pushstring(L, "sip.UA (closed)");
+	else
+		lua_pushfstring(L, "sip.UA (%s)", buf);
+	return 1;
+}
+
+static const luaL_Reg ua_methods[] = {
+	{ "_serve", l_ua_serve },
+	{ "_request", l_ua_request },
+	{ "address", l_ua_address },
+	{ "stats", l_ua_stats },
+	{ NULL, NULL }
+};
+
+int lsip_open_ua(lua_State *L)
+{
+	luaL_newmetatable(L, "sip.UA");
+	luaL_newlib(L, ua_methods);
+	lua_pushboolean(L, 0);
+	lua_pushcclosure(L, l_ua_close, 1);
+	lua_setfield(L, -2, "close");
+	lua_setfield(L, -2, "__index");
+	lua_pushboolean(L, 1);
+	lua_pushcclosure(L, l_ua_close, 1);
+	lua_setfield(L, -2, "__gc");
+	lua_pushboolean(L, 1);
+	lua_pushcclosure(L, l_ua_close, 1);
+	lua_setfield(L, -2, "__close");
+	lua_pushcfunction(L, l_ua_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_pushcfunction(L, l_ua_new);
+	lua_setfield(L, -2, "new");
+	return 1;
+}

@@ -1,0 +1,398 @@
+--- luasip: SIP user agents for Lua, one event loop, one coroutine per call flow.
+--
+-- Every operation that waits on the network yields the calling coroutine;
+-- the C core (sip.core) wakes it once with the outcome. Blocking calls
+-- must run in a coroutine this module drives: sip.run, sip.spawn, request
+-- handlers and every chunk bin/luasip runs.
+-- @module sip
+
+local core = require "sip.core"
+
+local coroutine, debug, error, type, select, tostring, pairs, setmetatable =
+      coroutine, debug, error, type, select, tostring, pairs, setmetatable
+local co_create, co_resume, co_running, co_status, co_yield =
+      coroutine.create, coroutine.resume, coroutine.running, coroutine.status, coroutine.yield
+
+local sip = { _VERSION = "luasip 0.1", core = core }
+
+-- The private sentinel every library wait yields: a user's own yield
+-- inside a driven coroutine can never be mistaken for one of ours.
+local WAIT = setmetatable({}, { __name = "sip.wait" })
+
+local driven = setmetatable({}, { __mode = "k" })   -- coroutine -> on_exit or true
+local waiting = setmetatable({}, { __mode = "k" })  -- coroutine -> true while parked
+
+local log_levels = { error = true, warn = true, info = true, debug = true }
+
+local function log(level, msg)
+  -- core.log routes through the same sink as the C core's log lines
+  local sink = sip._log_fn
+  if sink then
+    sink(level, msg)
+  else
+    io.stderr:write("luasip ", level, ": ", msg, "\n")
+  end
+end
+sip._logf = log
+
+local failed = nil   -- first error of a main coroutine, re-raised by sip.run
+
+local resume
+
+local function finish(co, ok, ...)
+  local on_exit = driven[co]
+  if not ok then
+    local err = ...
+    local tb = debug.traceback(co, tostring(err))
+    driven[co] = nil
+    if type(on_exit) == "function" then
+      on_exit(false, tb, err)
+    else
+      log("error", "coroutine failed: " .. tb)
+    end
+    return
+  end
+  if co_status(co) == "dead" then
+    driven[co] = nil
+    if type(on_exit) == "function" then on_exit(true, ...) end
+    return
+  end
+  if (...) == WAIT then
+    waiting[co] = true
+  else
+    -- a bare coroutine.yield() in a driven coroutine: nothing will
+    -- ever resume it, so say so instead of hanging silently
+    log("warn", "a luasip coroutine yielded a value of its own; it will not be resumed")
+  end
+end
+
+resume = function(co, ...)
+  return finish(co, co_resume(co, ...))
+end
+
+-- The C core queues work here (wake, dispatch) and calls flush() once
+-- its callbacks have returned, so Lua code never runs inside them.
+local runq, runq_n = {}, 0
+local pack, unpack = table.pack, table.unpack
+
+local function queue(...)
+  runq_n = runq_n + 1
+  runq[runq_n] = pack(...)
+end
+
+local function flush()
+  local i = 1
+  while i <= runq_n do
+    local item = runq[i]
+    runq[i] = nil
+    i = i + 1
+    item[1](unpack(item, 2, item.n))
+  end
+  runq_n = 0
+end
+
+-- the outcome of a wait: exactly one resume per wait
+local function wake_now(co, ...)
+  if not waiting[co] then return end
+  waiting[co] = nil
+  return resume(co, ...)
+end
+
+local function wake(co, ...)
+  queue(wake_now, co, ...)
+end
+
+local function current(name)
+  local co, main = co_running()
+  if main or not driven[co] then
+    error(name .. ": must be called from a coroutine run by luasip " ..
+          "(wrap the code in sip.run(function() ... end) or sip.spawn)", 3)
+  end
+  return co
+end
+sip._current = current
+
+local function wait()
+  return co_yield(WAIT)
+end
+sip._wait = wait
+
+--- Start fn(...) in a new coroutine driven by luasip; it runs at once until
+-- its first wait. Errors are logged with their traceback.
+-- @treturn thread the coroutine
+function sip.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local co = co_create(fn)
+  driven[co] = true
+  resume(co, ...)
+  return co
+end
+
+local function spawn_with(on_exit, fn, ...)
+  local co = co_create(fn)
+  driven[co] = on_exit
+  resume(co, ...)
+  return co
+end
+sip._spawn_with = spawn_with
+
+--- Wait `seconds` (a coroutine-friendly sleep).
+function sip.sleep(seconds)
+  if type(seconds) ~= "number" or seconds < 0 then
+    error("bad argument #1 to 'sleep' (non-negative number expected)", 2)
+  end
+  local co = current("sip.sleep")
+  local t <close> = core.timer(seconds, co)
+  wait()
+  return true
+end
+
+--- Run main(...) in a coroutine, then the loop until sip.stop() or until
+-- nothing is left to wait for (no coroutine waiting on a timer or a
+-- request, no user agent serving handlers). An error in main stops the
+-- loop and is raised again here, with main's traceback.
+function sip.run(main, ...)
+  failed = nil
+  if main ~= nil then
+    if type(main) ~= "function" then
+      error("bad argument #1 to 'run' (function expected, got " .. type(main) .. ")", 2)
+    end
+    spawn_with(function(ok, tb)
+      if not ok then
+        failed = tb
+        core.stop()
+      end
+    end, main, ...)
+  end
+  if not failed then core.run() end
+  if failed then
+    local err = failed
+    failed = nil
+    error(err, 0)
+  end
+  return true
+end
+
+--- Stop sip.run at the end of the current loop iteration.
+function sip.stop()
+  core.stop()
+end
+
+--- Current loop time in seconds.
+sip.now = core.now
+
+--- Set the log level ("error", "warn", "info", "debug") and optionally a
+-- function(level, message) that receives every log line.
+function sip.log(level, fn)
+  if level ~= nil and not log_levels[level] then
+    error("bad argument #1 to 'log' (level must be error, warn, info or debug)", 2)
+  end
+  if fn ~= nil and type(fn) ~= "function" and fn ~= false then
+    error("bad argument #2 to 'log' (function expected)", 2)
+  end
+  if fn ~= nil then sip._log_fn = fn or nil end
+  return core.log(level, fn)
+end
+
+local function short(text)
+  local first = text:match("^[^\r\n]*") or ""
+  local cid = text:match("\n[Cc][Aa][Ll][Ll]%-[Ii][Dd]%s*:%s*([^\r\n]*)") or
+              text:match("\n[Ii]%s*:%s*([^\r\n]*)") or "?"
+  local cseq = text:match("\n[Cc][Ss][Ee][Qq]%s*:%s*([^\r\n]*)") or ""
+  if first:match("^SIP/2%.0") then
+    return first:gsub("^SIP/2%.0%s+", "") .. "  (" .. cseq .. ")  call-id " .. cid
+  end
+  return first:gsub("%s+SIP/2%.0$", "") .. "  call-id " .. cid
+end
+sip._short = short
+
+--- Print every SIP message sent and received: sip.trace(true) one line
+-- each, sip.trace("full") the whole text, sip.trace("path/file") appends
+-- one line each to a file, sip.trace(false) stops. A function receives
+-- (direction, transport, peer, text).
+function sip.trace(how)
+  if how == false or how == nil then
+    core.trace(nil)
+    return
+  end
+  if type(how) == "function" then
+    core.trace(how)
+    return
+  end
+  local out, full = io.stdout, false
+  if how == "full" then
+    full = true
+  elseif type(how) == "string" then
+    local f, err = io.open(how, "a")
+    if not f then error("bad argument #1 to 'trace' (" .. err .. ")", 2) end
+    out = f
+  elseif how ~= true then
+    error("bad argument #1 to 'trace' (true, false, \"full\", a file name or a function)", 2)
+  end
+  core.trace(function(dir, proto, peer, text)
+    local t = core.now()
+    local stamp = os.date("%H:%M:%S", math.floor(t)) .. string.format(".%03d", math.floor(t % 1 * 1000))
+    local arrow = dir == "out" and "-->" or "<--"
+    if full then
+      out:write(stamp, " ", arrow, " ", proto, " ", peer, "\n", text, "\n")
+    else
+      out:write(stamp, " ", arrow, " ", proto, " ", peer, "  ", short(text), "\n")
+    end
+    out:flush()
+  end)
+end
+
+--- Print a message's full text.
+function sip.show(msg)
+  print(msg:raw())
+end
+
+---------------------------------------------------------------------------
+-- User agents
+
+local UA = core.UA.__index          -- the C methods; Lua ones join them
+local handlers = setmetatable({}, { __mode = "k" })
+local proxies = setmetatable({}, { __mode = "k" })
+sip._handlers = handlers
+
+local ua_options = {
+  listen = true, proxy = true, user_agent = true, t1 = true, t2 = true, t4 = true,
+  max_udp = true, max_message = true, idle_timeout = true, max_connections = true,
+  max_server_transactions = true, auth = true, tls = true,
+}
+
+--- Create a user agent.
+-- @tab[opt] opts listen (string or list, default "udp:127.0.0.1:0"),
+-- proxy, user_agent, t1, t2, t4, and limits (see README)
+-- @return the UA, or fail and a message when a listen address cannot be bound
+function sip.ua(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'ua' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  for k in pairs(opts or {}) do
+    if not ua_options[k] then
+      error("bad argument #1 to 'ua' (unknown option '" .. tostring(k) .. "')", 2)
+    end
+  end
+  if opts and opts.proxy ~= nil and type(opts.proxy) ~= "string" then
+    error("bad argument #1 to 'ua' (opts.proxy must be a SIP URI string)", 2)
+  end
+  local ua, err = core.UA.new(opts)
+  if not ua then return nil, err end
+  handlers[ua] = {}
+  proxies[ua] = opts and opts.proxy
+  return ua
+end
+
+local function check_method(method, fname)
+  if type(method) ~= "string" or not method:match("^[%w%-%.!%%%*_%+`'~]+$") then
+    error("bad argument #1 to '" .. fname .. "' (method name expected)", 3)
+  end
+  return method:upper()
+end
+
+--- Serve requests of `method` ("*" for any): fn(req) runs in a new
+-- coroutine for each; returning a status (with reason and opts) replies.
+function UA:on(method, fn)
+  method = check_method(method, "on")
+  if type(fn) ~= "function" then
+    error("bad argument #2 to 'on' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  handlers[self][method] = fn
+  self:_serve(method)
+  return self
+end
+
+--- The SIP URI of this UA's first (or idx-th) listener, with an optional user.
+function UA:uri(user, idx)
+  local addr = self:address(idx)
+  if not addr then return nil end
+  local proto, hostport = addr:match("^(%a+):(.*)$")
+  local u = "sip:" .. (user and (user .. "@") or "") .. hostport
+  if proto ~= "udp" then u = u .. ";transport=" .. proto end
+  return u
+end
+
+--- Send a request and wait for its final response.
+-- @string method
+-- @string uri Request-URI
+-- @tab[opt] opts headers, body, content_type, timeout, proxy, from, to,
+-- call_id, cseq, on_provisional
+-- @return the final response (any status), or fail, message
+function UA:request(method, uri, opts)
+  method = check_method(method, "request")
+  if method == "INVITE" or method == "ACK" or method == "CANCEL" then
+    error("bad argument #1 to 'request' (" .. method .. " belongs to calls: use ua:invite)", 2)
+  end
+  if type(uri) ~= "string" then
+    error("bad argument #2 to 'request' (SIP URI string expected, got " .. type(uri) .. ")", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #3 to 'request' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local co = current("ua:request")
+  local proxy = opts and opts.proxy or proxies[self]
+  local ok, err = self:_request(method, uri, opts, co, proxy)
+  if not ok then return nil, err end
+  local res, why = wait()
+  if not res then return nil, why end
+  return res
+end
+
+local close_c = UA.close
+function UA:close()
+  handlers[self] = nil
+  return close_c(self)
+end
+
+-- a handler's coroutine ended: a returned status replies, a raise gets 500
+local function handler_exit(req)
+  return function(ok, a, b, c)
+    if not ok then
+      log("error", "handler for " .. tostring(req.method) .. " failed: " .. a)
+      req:reply(500)
+      return
+    end
+    if type(a) == "number" then
+      local done, err = req:reply(a, b, c)
+      if not done and err ~= "already answered" then
+        log("warn", "reply " .. a .. " to " .. tostring(req.method) .. ": " .. tostring(err))
+      end
+    end
+  end
+end
+
+-- Called from the queue for each new request a handler serves.
+local function dispatch_now(ua, req)
+  local method = req.method
+  local hs = handlers[ua]
+  if method == "ACK" or method == "CANCEL" then
+    local h = sip._dialog_hook
+    if h then h(ua, req) end
+    return
+  end
+  local fn = hs and (hs[method] or hs["*"])
+  if not fn then
+    req:reply(500, "No Handler")
+    return
+  end
+  spawn_with(handler_exit(req), fn, req)
+end
+
+-- dispatch(ua, req) for requests; dispatch(fn, msg) for callbacks such as
+-- on_provisional, which then run in a coroutine of their own
+local function dispatch(a, b)
+  if type(a) == "function" then
+    queue(spawn_with, function(ok, tb)
+      if not ok then log("error", "callback failed: " .. tb) end
+    end, a, b)
+  else
+    queue(dispatch_now, a, b)
+  end
+end
+
+core.set_hooks(wake, dispatch, flush)
+
+return sip
