@@ -326,15 +326,28 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 	return 0;
 }
 
+static const char *allow_list(struct sip_ua *ua, char *buf, size_t n);
+
 int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 {
-	char *text;
+	char *text, hdr[512];
 	size_t len;
 	int rc;
+	struct sip_reply rr = *r;
 
 	if (sip_txn_final_sent(st))
 		return -EALREADY;
-	rc = build_response(st->ua, st->req, st->to_tag, r, &text, &len);
+	/* a 2xx to OPTIONS says what we allow, whoever wrote the reply */
+	if (r->status >= 200 && r->status < 300 && !strcmp(st->req->m->sip_method, "OPTIONS") &&
+	    !(r->headers && strcasestr(r->headers, "Allow:"))) {
+		char allow[256];
+		snprintf(hdr, sizeof hdr, "Allow: %s\r\n%s", allow_list(st->ua, allow, sizeof allow),
+		         r->headers ? r->headers : "");
+		rr.headers = hdr;
+		if (r->headers && strlen(r->headers) + 300 > sizeof hdr)
+			rr.headers = r->headers;
+	}
+	rc = build_response(st->ua, st->req, st->to_tag, &rr, &text, &len);
 	if (rc)
 		return rc;
 	return sip_txn_respond(st, r->status, text, len);

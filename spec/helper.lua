@@ -1,0 +1,161 @@
+--- Test helper: drives the luasip loop from busted (which has no async
+-- tests), finds free ports, and starts real peers (SIPp, Kamailio) that it
+-- always stops, on failure too.
+local sip = require "sip"
+local core = require "sip.core"
+
+local helper = {}
+
+local function abspath(p)
+  local f = io.popen("cd '" .. p .. "' && pwd")
+  local r = f:read("l")
+  f:close()
+  return r
+end
+local root = abspath((debug.getinfo(1, "S").source:match("^@(.*)/helper%.lua$") or "spec") .. "/..")
+helper.root = root
+helper.tmp = root .. "/spec/tmp"
+os.execute("mkdir -p '" .. helper.tmp .. "'")
+
+sip.log("error")
+
+--- Run fn in a luasip coroutine and drive the loop until it returns or
+-- `timeout` seconds pass. Errors (assertion failures included) are
+-- raised again here with the coroutine's traceback.
+function helper.run(fn, timeout)
+  timeout = timeout or 30
+  local done, ok, err = false, true, nil
+  local results
+  sip._spawn_with(function(success, tb, ...)
+    done, ok = true, success
+    if success then results = table.pack(tb, ...) else err = tb end
+  end, fn)
+  local deadline = core.now() + timeout
+  while not done do
+    if core.now() > deadline then
+      error("helper.run: still running after " .. timeout .. " s", 2)
+    end
+    core.step(0.05)
+  end
+  if not ok then error(err, 0) end
+  return table.unpack(results or {}, 1, results and results.n or 0)
+end
+
+--- Drive the loop for `seconds` without a coroutine of our own.
+function helper.spin(seconds)
+  local deadline = core.now() + seconds
+  while core.now() < deadline do core.step(0.02) end
+end
+
+--- A port free for both UDP and TCP on 127.0.0.1 (or ::1).
+function helper.free_port(host)
+  host = host or "127.0.0.1"
+  local spec = host:find(":") and ("[" .. host .. "]") or host
+  for _ = 1, 50 do
+    local ua = sip.ua{ listen = "udp:" .. spec .. ":0" }
+    local port = tonumber(ua:address():match(":(%d+)$"))
+    ua:close()
+    local probe = sip.ua{ listen = { "udp:" .. spec .. ":" .. port, "tcp:" .. spec .. ":" .. port } }
+    if probe then
+      probe:close()
+      return port
+    end
+  end
+  error("no free port")
+end
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+helper.shell_quote = shell_quote
+
+local procs = {}
+
+--- Start a command in its own session; returns a process handle with
+-- :done() (exit code or nil while running), :wait(timeout) (drives the
+-- luasip loop meanwhile), :stop() and :log().
+function helper.spawn(argv, name)
+  local id = (name or "proc") .. "-" .. tostring(math.random(1, 1e9))
+  local log = helper.tmp .. "/" .. id .. ".log"
+  local rcfile = helper.tmp .. "/" .. id .. ".rc"
+  os.remove(rcfile)
+  local cmd = {}
+  for i, a in ipairs(argv) do cmd[i] = shell_quote(a) end
+  local line = "cd " .. shell_quote(helper.tmp) .. " && setsid sh -c " ..
+    shell_quote(table.concat(cmd, " ") .. " >" .. shell_quote(log) .. " 2>&1; echo $? >" ..
+                shell_quote(rcfile)) .. " </dev/null >/dev/null 2>&1 & echo $!"
+  local p = io.popen(line)
+  local pid = tonumber(p:read("l"))
+  p:close()
+  assert(pid, "could not start " .. argv[1])
+  local proc = { pid = pid, log_path = log, rc_path = rcfile, argv = argv }
+  function proc.done()
+    local f = io.open(rcfile)
+    if not f then return nil end
+    local rc = tonumber(f:read("l"))
+    f:close()
+    return rc
+  end
+  function proc.wait(_, timeout)
+    local deadline = core.now() + (timeout or 60)
+    while core.now() < deadline do
+      local rc = proc.done()
+      if rc then return rc end
+      core.step(0.05)
+    end
+    return nil, "timeout"
+  end
+  function proc.stop()
+    if not proc.stopped then
+      proc.stopped = true
+      os.execute("kill -TERM -- -" .. pid .. " 2>/dev/null; sleep 0.05; kill -KILL -- -" .. pid ..
+                 " 2>/dev/null")
+    end
+  end
+  function proc.log()
+    local f = io.open(log)
+    if not f then return "" end
+    local s = f:read("a")
+    f:close()
+    return s
+  end
+  procs[#procs + 1] = proc
+  return proc
+end
+
+--- Stop every process started through helper.spawn (call from finally).
+function helper.stop_all()
+  for _, p in ipairs(procs) do p.stop() end
+  procs = {}
+end
+
+--- Start SIPp. opts: scenario (-sn name) or sf (file in spec/scenarios),
+-- port, remote ("127.0.0.1:5060"), transport ("u1", "t1"), extra args.
+function helper.sipp(opts)
+  local argv = { "sipp", "-nostdin", "-i", opts.host or "127.0.0.1", "-p", tostring(opts.port) }
+  if opts.sn then argv[#argv + 1] = "-sn"; argv[#argv + 1] = opts.sn end
+  if opts.sf then
+    argv[#argv + 1] = "-sf"
+    argv[#argv + 1] = opts.sf:find("/") and opts.sf or (root .. "/spec/scenarios/" .. opts.sf)
+  end
+  if opts.transport then argv[#argv + 1] = "-t"; argv[#argv + 1] = opts.transport end
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = tostring(a) end
+  if opts.remote then argv[#argv + 1] = opts.remote end
+  local proc = helper.spawn(argv, "sipp")
+  -- give SIPp time to bind before anything is sent to it
+  helper.spin(opts.startup or 0.3)
+  return proc
+end
+
+--- Wait until a UA (or several) has no transactions left (after Timer J/K).
+function helper.idle(ua, timeout)
+  local deadline = core.now() + (timeout or 10)
+  while core.now() < deadline do
+    local s = ua:stats()
+    if s.transactions == 0 then return true end
+    core.step(0.05)
+  end
+  return false, ua:stats()
+end
+
+return helper
