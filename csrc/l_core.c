@@ -294,7 +294,15 @@ static int l_trace(lua_State *L)
 	return 0;
 }
 
+/* headers_text(tbl, what) -> "Name: value\r\n" lines, checked */
+static int l_headers_text(lua_State *L)
+{
+	lsip_headers_text(L, 1, luaL_optstring(L, 2, "opts.headers"));
+	return 1;
+}
+
 static const luaL_Reg core_funcs[] = {
+	{ "headers_text", l_headers_text },
 	{ "run", l_run },
 	{ "step", l_step },
 	{ "stop", l_stop },
@@ -357,5 +365,9 @@ int luaopen_sip_core(lua_State *L)
 	lua_setfield(L, -2, "Message");
 	lsip_open_ua(L);
 	lua_setfield(L, -2, "UA");
+	lsip_open_call(L);
+	lua_setfield(L, -2, "Call");
+	lsip_open_sdp(L);
+	lua_setfield(L, -2, "sdp_parse");
 	return 1;
 }

@@ -14,16 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* a client request a coroutine waits on */
-struct pending {
-	struct pending *next, *prev;
-	struct lua_ua *lu;
-	int co_ref;
-	int prov_ref;           /* on_provisional function, or LUA_NOREF */
-	ev_timer tmo;
-	struct sip_txn *ct;
-};
-
 static struct lua_ua *check_ua(lua_State *L, int idx)
 {
 	struct lua_ua *lu = luaL_checkudata(L, idx, "sip.UA");
@@ -33,14 +23,9 @@ static struct lua_ua *check_ua(lua_State *L, int idx)
 	return lu;
 }
 
-static struct pending **pendings(struct lua_ua *lu)
-{
-	return (struct pending **)&lu[1];
-}
-
 static void pending_unlink(struct pending *p)
 {
-	struct pending **head = pendings(p->lu);
+	struct pending **head = &p->lu->pendings;
 
 	if (p->prev)
 		p->prev->next = p->next;
@@ -86,7 +71,7 @@ static void pending_finish(struct pending *p, struct sip_msg *res, const char *e
 	lsip_call(e, L, 3);
 }
 
-static void pending_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)
+void lsip_pending_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)
 {
 	struct pending *p = arg;
 
@@ -107,6 +92,11 @@ static void pending_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const
 	pending_finish(p, res, err);
 }
 
+void lsip_pending_drop(lua_State *L, struct pending *p)
+{
+	pending_free(L, p);
+}
+
 static void pending_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct pending *p = w->data;
@@ -115,21 +105,58 @@ static void pending_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	pending_finish(p, NULL, "timeout");
 }
 
+struct pending *lsip_pending_new(lua_State *L, struct lua_ua *lu, int co_idx, int opts_idx)
+{
+	struct pending *p = calloc(1, sizeof *p);
+	double timeout = lsip_opt_number(L, opts_idx, "timeout", 0, "opts");
+
+	if (!p)
+		luaL_error(L, "out of memory");
+	p->lu = lu;
+	p->co_ref = p->prov_ref = LUA_NOREF;
+	lua_pushvalue(L, co_idx);
+	p->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	if (!lua_isnoneornil(L, opts_idx)) {
+		lua_getfield(L, opts_idx, "on_provisional");
+		if (lua_isfunction(L, -1))
+			p->prov_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+		else
+			lua_pop(L, 1);
+	}
+	p->next = lu->pendings;
+	if (p->next)
+		p->next->prev = p;
+	lu->pendings = p;
+	ev_init(&p->tmo, pending_timeout);
+	p->tmo.data = p;
+	if (timeout > 0) {
+		ev_timer_set(&p->tmo, timeout, 0.);
+		ev_timer_start(lu->e->env.loop, &p->tmo);
+	}
+	return p;
+}
+
 static void on_request(void *arg, struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req)
 {
 	struct lua_ua *lu = arg;
 	struct lsip_env *e = lu->e;
 	lua_State *L = e->L;
+	const char *method = sip_msg_method(req);
 
 	(void)ua;
 	if (!L)
 		return;
-	if (st && !strcmp(sip_msg_method(req), "CANCEL")) {
-		/* the INVITE's transaction: ended with 487 (9.2); the Lua
-		 * side learns through the CANCEL itself */
-		struct sip_reply r = { .status = 487 };
-		sip_txn_reply(st, &r);
-		st = NULL;
+	if (st && !strcmp(method, "CANCEL")) {
+		/* the INVITE's transaction: the call ends with 487 (9.2) */
+		if (!lsip_call_cancelled(st)) {
+			struct sip_reply r = { .status = 487 };
+			sip_txn_reply(st, &r);
+		}
+		return;
+	}
+	if (st && !strcmp(method, "INVITE")) {
+		lsip_call_incoming(lu, st, req);
+		return;
 	}
 	lsip_queued(e);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->dispatch_ref);
@@ -176,8 +203,8 @@ static int l_ua_new(lua_State *L)
 
 	if (!lua_isnoneornil(L, 1))
 		luaL_checktype(L, 1, LUA_TTABLE);
-	lu = lua_newuserdatauv(L, sizeof *lu + sizeof(struct pending *), 1);
-	memset(lu, 0, sizeof *lu + sizeof(struct pending *));
+	lu = lua_newuserdatauv(L, sizeof *lu, 1);
+	memset(lu, 0, sizeof *lu);
 	lu->self_ref = LUA_NOREF;
 	luaL_setmetatable(L, "sip.UA");
 	lu->e = e;
@@ -234,7 +261,7 @@ static int l_ua_close(lua_State *L)
 		return 0;
 	/* waiting coroutines learn that the UA is gone, except from __gc
 	 * where no coroutine may be resumed */
-	while ((p = *pendings(lu))) {
+	while ((p = lu->pendings)) {
 		if (!from_gc && lu->e->L) {
 			pending_finish(p, NULL, "closed");
 		} else {
@@ -243,6 +270,7 @@ static int l_ua_close(lua_State *L)
 			pending_free(L, p);
 		}
 	}
+	lsip_calls_close(L, lu);
 	if (lu->serving && !lu->e->closed)
 		ev_unref(lu->e->env.loop);
 	lu->serving = 0;
@@ -279,7 +307,6 @@ static int l_ua_request(lua_State *L)
 	struct pending *p;
 	char err[200];
 	size_t blen = 0;
-	double timeout;
 	int rc;
 
 	rq.method = luaL_checkstring(L, 2);
@@ -316,41 +343,17 @@ static int l_ua_request(lua_State *L)
 		if (rq.call_id && sip_header_value_bad(rq.call_id, strlen(rq.call_id)))
 			return luaL_error(L, "opts.call_id contains CR or LF");
 	}
-	timeout = lsip_opt_number(L, 4, "timeout", 0, "opts");
 	if (sip_header_value_bad(rq.uri, strlen(rq.uri)) || strchr(rq.uri, ' '))
 		return luaL_argerror(L, 3, "URI contains spaces or line breaks");
-	p = calloc(1, sizeof *p);
-	if (!p)
-		return luaL_error(L, "out of memory");
-	p->lu = lu;
-	p->co_ref = p->prov_ref = LUA_NOREF;
-	rc = sip_ua_request(lu->ua, &rq, pending_cb, p, &p->ct, err, sizeof err);
+	p = lsip_pending_new(L, lu, 5, 4);
+	rc = sip_ua_request(lu->ua, &rq, lsip_pending_cb, p, &p->ct, err, sizeof err);
 	if (rc) {
-		free(p);
+		lsip_pending_drop(L, p);
 		if (rc == -EINVAL && !strncmp(err, "bad URI", 7))
 			return luaL_argerror(L, 3, err);
 		lua_pushnil(L);
 		lua_pushstring(L, err);
 		return 2;
-	}
-	lua_pushvalue(L, 5);
-	p->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	if (!lua_isnil(L, 4)) {
-		lua_getfield(L, 4, "on_provisional");
-		if (lua_isfunction(L, -1))
-			p->prov_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-		else
-			lua_pop(L, 1);
-	}
-	p->next = *pendings(lu);
-	if (p->next)
-		p->next->prev = p;
-	*pendings(lu) = p;
-	ev_init(&p->tmo, pending_timeout);
-	p->tmo.data = p;
-	if (timeout > 0) {
-		ev_timer_set(&p->tmo, timeout, 0.);
-		ev_timer_start(lu->e->env.loop, &p->tmo);
 	}
 	lua_pushboolean(L, 1);
 	return 1;
@@ -376,7 +379,7 @@ static int l_ua_stats(lua_State *L)
 	lua_Integer np = 0;
 
 	sip_ua_stats(lu->ua, &s);
-	for (p = *pendings(lu); p; p = p->next)
+	for (p = lu->pendings; p; p = p->next)
 		np++;
 	lua_createtable(L, 0, 10);
 #define F(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
@@ -389,6 +392,8 @@ static int l_ua_stats(lua_State *L)
 	F("dropped", s.dropped);
 	F("retransmissions", s.retransmits);
 	F("pending_requests", np);
+	F("dialogs", s.dialogs);
+	F("calls", lsip_calls_count(lu));
 #undef F
 	return 1;
 }
@@ -408,6 +413,7 @@ static int l_ua_tostring(lua_State *L)
 static const luaL_Reg ua_methods[] = {
 	{ "_serve", l_ua_serve },
 	{ "_request", l_ua_request },
+	{ "_invite", lsip_ua_invite },
 	{ "address", l_ua_address },
 	{ "stats", l_ua_stats },
 	{ NULL, NULL }

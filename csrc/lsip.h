@@ -24,12 +24,44 @@ struct lsip_env {
 	int closed;
 };
 
+struct pending;
+struct lcall;
+
 struct lua_ua {
 	struct sip_ua *ua;
 	struct lsip_env *e;
 	int self_ref;           /* pins the UA while it is open */
 	int serving;            /* holds a loop reference while it serves */
+	struct pending *pendings;       /* client requests coroutines wait on */
+	struct lcall *calls;            /* calls that may still call back */
 };
+
+/* a client request a coroutine waits on (l_ua.c) */
+struct pending {
+	struct pending *next, *prev;
+	struct lua_ua *lu;
+	int co_ref;
+	int prov_ref;           /* on_provisional function, or LUA_NOREF */
+	ev_timer tmo;
+	struct sip_txn *ct;
+};
+/* the coroutine at co_idx will wait; opts at opts_idx may hold timeout
+ * and on_provisional. Link p->ct once the transaction exists. */
+struct pending *lsip_pending_new(lua_State *L, struct lua_ua *lu, int co_idx, int opts_idx);
+void lsip_pending_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err);
+/* the request could not start: forget p without waking anyone */
+void lsip_pending_drop(lua_State *L, struct pending *p);
+
+/* l_call.c */
+int lsip_open_call(lua_State *L);
+int lsip_open_sdp(lua_State *L);
+void lsip_call_incoming(struct lua_ua *lu, struct sip_txn *ist, struct sip_msg *req);
+int lsip_call_cancelled(struct sip_txn *ist);
+void lsip_calls_close(lua_State *L, struct lua_ua *lu);
+int lsip_ua_invite(lua_State *L);
+int lsip_calls_count(const struct lua_ua *lu);
+/* queue dispatch(obj, name, msg) for the Lua side */
+void lsip_event(struct lsip_env *e, int obj_ref, const char *name, struct sip_msg *m, struct sip_txn *st);
 
 #define LSIP_ENV_KEY "sip.core.env"
 

@@ -7,6 +7,7 @@
 
 #include <ev.h>
 #include "ua.h"
+#include "dialog.h"
 
 struct sip_listener {
 	struct sip_ua *ua;
@@ -68,6 +69,9 @@ struct sip_txn {
 	void *cb_arg;
 	sip_txn_gone_cb gone;           /* server TU */
 	void *gone_arg;
+	struct sip_dialog *dlg;         /* INVITE txns a dialog watches */
+	unsigned cancel_pending : 1;    /* ICT: CANCEL once a 1xx arrives */
+	unsigned cancelled : 1;
 };
 
 struct sip_ua {
@@ -78,6 +82,7 @@ struct sip_ua {
 	struct sip_htab conns;
 	struct sip_conn *conn_list;
 	size_t nconns, nclient, nserver;
+	struct sip_htab dialogs;
 	sip_request_cb on_request;
 	void *tu_arg;
 	char **served;
@@ -126,6 +131,17 @@ void sip_txn_free_all(struct sip_ua *ua);
 int sip_txn_send(struct sip_txn *t, const char *buf, size_t len);
 
 #endif
+
+/* dialog.c, called by ua.c and txn.c */
+struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req);
+void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg *req);
+void sip_dialog_ack_received(struct sip_dialog *d, struct sip_msg *ack);
+void sip_dialog_txn_gone(struct sip_dialog *d, struct sip_txn *t);
+void sip_dialog_bye_all(struct sip_ua *ua);
+void sip_dialog_free_all(struct sip_ua *ua);
+
+/* transport_stream.c */
+struct sip_conn *sip_conn_find(struct sip_ua *ua, int proto, const struct sip_addr *dst);
 
 /* txn.c, called by ua.c */
 int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len);

@@ -381,6 +381,14 @@ void sip_stream_listener_close(struct sip_listener *l)
 	l->fd = -1;
 }
 
+struct sip_conn *sip_conn_find(struct sip_ua *ua, int proto, const struct sip_addr *dst)
+{
+	char key[80];
+
+	conn_key(key, sizeof key, proto, dst);
+	return (struct sip_conn *)sip_htab_find(&ua->conns, key);
+}
+
 int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, struct sip_conn **out)
 {
 	char key[80];

@@ -113,6 +113,8 @@ static void txn_free(struct sip_txn *t)
 	retx_stop(t);
 	life_stop(t);
 	conn_unlink(t);
+	if (t->dlg)
+		sip_dialog_txn_gone(t->dlg, t);
 	sip_htab_remove(&ua->txns, &t->hn);
 	if (t->kind == TXN_ICT || t->kind == TXN_NICT)
 		ua->nclient--;
@@ -581,6 +583,10 @@ void sip_txn_client_response(struct sip_txn *ct, struct sip_msg *res)
 				life_stop(ct);
 			}
 			ct->state = TS_PROCEEDING;
+			if (ct->cancel_pending) {
+				ct->cancel_pending = 0;
+				sip_txn_cancel(ct);
+			}
 			notify(ct, res, NULL, 0);
 			return;
 		}
@@ -674,4 +680,72 @@ void sip_txn_free_all(struct sip_ua *ua)
 			txn_free(t);
 		}
 	}
+}
+
+/* 9.1: CANCEL copies the INVITE's Request-URI, top Via (same branch),
+ * Call-ID, From, To, Route and CSeq number; it has its own transaction.
+ * Before any provisional response it waits (the INVITE may not have
+ * reached anyone yet), and after a final one there is nothing to cancel. */
+int sip_txn_cancel(struct sip_txn *ict)
+{
+	struct sip_msg *rq = ict->req, *m = NULL;
+	struct sip_txn *ct;
+	struct sip_buf b;
+	const char *v, *why;
+	size_t n;
+	int i, rc;
+	char *uri = NULL;
+
+	if (ict->kind != TXN_ICT || ict->cancelled)
+		return -EALREADY;
+	if (ict->state == TS_CALLING) {
+		ict->cancel_pending = 1;
+		return 0;
+	}
+	if (ict->state != TS_PROCEEDING)
+		return -EALREADY;
+	ict->cancelled = 1;
+	sip_buf_init(&b, 512);
+	osip_uri_to_str(rq->m->req_uri, &uri);
+	sip_buf_printf(&b, "CANCEL %s SIP/2.0\r\n", uri ? uri : "");
+	osip_free(uri);
+	if ((v = sip_msg_header(rq, "Via", 0, &n))) {
+		const char *comma = memchr(v, ',', n);
+		sip_buf_adds(&b, "Via: ");
+		sip_buf_add(&b, v, comma ? (size_t)(comma - v) : n);
+		sip_buf_adds(&b, "\r\n");
+	}
+	for (i = 0; (v = sip_msg_header(rq, "Route", i, &n)); i++) {
+		sip_buf_adds(&b, "Route: ");
+		sip_buf_add(&b, v, n);
+		sip_buf_adds(&b, "\r\n");
+	}
+	sip_buf_adds(&b, "Max-Forwards: 70\r\n");
+	if ((v = sip_msg_header(rq, "From", 0, &n))) {
+		sip_buf_adds(&b, "From: ");
+		sip_buf_add(&b, v, n);
+		sip_buf_adds(&b, "\r\n");
+	}
+	if ((v = sip_msg_header(rq, "To", 0, &n))) {
+		sip_buf_adds(&b, "To: ");
+		sip_buf_add(&b, v, n);
+		sip_buf_adds(&b, "\r\n");
+	}
+	sip_buf_printf(&b, "Call-ID: %s\r\nCSeq: %s CANCEL\r\nContent-Length: 0\r\n\r\n",
+	               rq->m->call_id->number, rq->m->cseq->number);
+	if (b.oom) {
+		sip_buf_free(&b);
+		return -ENOMEM;
+	}
+	rc = sip_msg_parse(b.p, b.len, &m, &why);
+	if (rc) {
+		sip_msg_unref(m);
+		sip_buf_free(&b);
+		return -EINVAL;
+	}
+	rc = sip_txn_new_client(ict->ua, m, b.p, b.len, ict->proto, &ict->dst, ict->lst, NULL, NULL, &ct);
+	if (!rc && ict->conn && ct && !ct->conn) {
+		/* same connection as the INVITE */
+	}
+	return rc;
 }

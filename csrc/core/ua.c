@@ -103,8 +103,10 @@ int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 	ua->cfg.max_conns = 1024;
 	ua->cfg.max_server_txns = 100000;
 	snprintf(ua->cfg.user_agent, sizeof ua->cfg.user_agent, "luasip/0.1");
-	if (sip_htab_init(&ua->txns, 1024) || sip_htab_init(&ua->conns, 64)) {
+	if (sip_htab_init(&ua->txns, 1024) || sip_htab_init(&ua->conns, 64) ||
+	    sip_htab_init(&ua->dialogs, 256)) {
 		sip_htab_free(&ua->txns);
+		sip_htab_free(&ua->conns);
 		free(ua);
 		return -ENOMEM;
 	}
@@ -118,6 +120,8 @@ void sip_ua_free(struct sip_ua *ua)
 
 	if (!ua)
 		return;
+	sip_dialog_bye_all(ua);
+	sip_dialog_free_all(ua);
 	sip_txn_free_all(ua);
 	sip_conn_close_all(ua);
 	while (ua->listeners) {
@@ -134,6 +138,7 @@ void sip_ua_free(struct sip_ua *ua)
 	free(ua->served);
 	sip_htab_free(&ua->txns);
 	sip_htab_free(&ua->conns);
+	sip_htab_free(&ua->dialogs);
 	free(ua);
 }
 
@@ -258,6 +263,7 @@ void sip_ua_stats(struct sip_ua *ua, struct sip_ua_stats *s)
 	s->client_txns = ua->nclient;
 	s->server_txns = ua->nserver;
 	s->conns = ua->nconns;
+	s->dialogs = ua->dialogs.count;
 	s->rx = ua->rx;
 	s->tx = ua->tx;
 	s->dropped = ua->dropped;
@@ -330,26 +336,40 @@ static const char *allow_list(struct sip_ua *ua, char *buf, size_t n);
 
 int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 {
-	char *text, hdr[512];
+	struct sip_reply rr = *r;
+	struct sip_buf h;
+	char *text;
 	size_t len;
 	int rc;
-	struct sip_reply rr = *r;
 
 	if (sip_txn_final_sent(st))
 		return -EALREADY;
+	sip_buf_init(&h, 256);
+	if (r->headers)
+		sip_buf_adds(&h, r->headers);
 	/* a 2xx to OPTIONS says what we allow, whoever wrote the reply */
 	if (r->status >= 200 && r->status < 300 && !strcmp(st->req->m->sip_method, "OPTIONS") &&
 	    !(r->headers && strcasestr(r->headers, "Allow:"))) {
 		char allow[256];
-		snprintf(hdr, sizeof hdr, "Allow: %s\r\n%s", allow_list(st->ua, allow, sizeof allow),
-		         r->headers ? r->headers : "");
-		rr.headers = hdr;
-		if (r->headers && strlen(r->headers) + 300 > sizeof hdr)
-			rr.headers = r->headers;
+		sip_buf_printf(&h, "Allow: %s\r\n", allow_list(st->ua, allow, sizeof allow));
 	}
+	/* 18x and 2xx to an INVITE carry our Contact (12.1.1) */
+	if (st->kind == TXN_IST && r->status > 100 && r->status < 300 &&
+	    !(r->headers && strcasestr(r->headers, "Contact:"))) {
+		char contact[200];
+		if (st->dlg)
+			snprintf(contact, sizeof contact, "%s", sip_dialog_contact(st->dlg));
+		else
+			sip_ua_contact(st->ua, st->proto, &st->req->src, contact, sizeof contact);
+		sip_buf_printf(&h, "Contact: %s\r\n", contact);
+	}
+	rr.headers = h.oom ? r->headers : h.p;
 	rc = build_response(st->ua, st->req, st->to_tag, &rr, &text, &len);
+	sip_buf_free(&h);
 	if (rc)
 		return rc;
+	if (st->kind == TXN_IST && st->dlg && r->status >= 200 && r->status < 300)
+		sip_dialog_answered(st->dlg, st);
 	return sip_txn_respond(st, r->status, text, len);
 }
 
@@ -477,13 +497,17 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 	stamp_via(req);
 	st = sip_txn_match_server(ua, req, method);
 	if (!strcmp(method, "ACK")) {
+		struct sip_dialog *d;
 		if (st && st->state == TS_COMPLETED) {
 			sip_txn_ack_seen(st);   /* ACK for our non-2xx */
 			return;
 		}
 		/* ACK for a 2xx: the dialog's business, never a transaction's */
-		if (ua->on_request)
-			ua->on_request(ua->tu_arg, ua, NULL, req);
+		d = sip_dialog_match(ua, req);
+		if (d)
+			sip_dialog_ack_received(d, req);
+		else if (!st)
+			sip_ua_drop(ua, &req->src, "ACK matches no dialog");
 		return;
 	}
 	if (st) {
@@ -499,6 +523,23 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 	rc = sip_txn_new_server(ua, req, proto, l, c, &st);
 	if (rc)
 		return;
+	if (sip_msg_tag(req->m->to) && strcmp(method, "CANCEL")) {
+		/* a To tag: a request within a dialog (12.2.2) */
+		struct sip_dialog *d = sip_dialog_match(ua, req);
+		if (d) {
+			sip_dialog_receive(d, st, req);
+		} else {
+			struct sip_reply r = { .status = 481 };
+			sip_txn_reply(st, &r);
+		}
+		return;
+	}
+	if (!strcmp(method, "INVITE")) {
+		/* 100 at once: it stops the caller's INVITE retransmissions
+		 * without a timer per call, whatever the handler takes */
+		struct sip_reply r = { .status = 100 };
+		sip_txn_reply(st, &r);
+	}
 	if (!strcmp(method, "CANCEL")) {
 		/* 9.2: the CANCEL matches the INVITE's transaction */
 		struct sip_txn *ist = sip_txn_match_server(ua, req, "INVITE");
@@ -643,33 +684,49 @@ static void local_host(struct sip_listener *l, const struct sip_addr *dst, char 
 		close(fd);
 }
 
-int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
-                   sip_response_cb cb, void *arg, struct sip_txn **out,
-                   char *err, size_t errlen)
+void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, char *buf, size_t n)
 {
-	struct target t;
+	struct sip_listener *l = sip_ua_listener_for(ua, proto, peer->ss.ss_family);
+	char host[INET6_ADDRSTRLEN + 2];
+
+	if (!l)
+		l = sip_ua_listener_for(ua, SIP_UDP, peer->ss.ss_family);
+	if (!l)
+		l = ua->listeners;
+	if (!l) {
+		snprintf(buf, n, "<sip:luasip@invalid>");
+		return;
+	}
+	local_host(l, peer, host, sizeof host);
+	snprintf(buf, n, "<sip:luasip@%s:%d%s>", host, sip_addr_port(&l->addr),
+	         proto == SIP_TCP ? ";transport=tcp" : proto == SIP_TLS ? ";transport=tls" : "");
+}
+
+int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
+                         char *err, size_t errlen)
+{
+	struct target t, rt;
 	struct sip_listener *l;
 	struct sip_buf b;
 	struct sip_msg *m = NULL;
 	char host[INET6_ADDRSTRLEN + 2], branch[24], tag[16], cid[24];
-	const char *why;
+	const char *why, *hop;
 	int rc, lport;
 
-	*out = NULL;
-	{
-		/* the Request-URI must parse even when a proxy is the target */
-		struct target rt;
-		rc = uri_target(rq->uri, &rt, err, errlen);
-		if (rc == -EINVAL)
-			return rc;
-		if (!rq->proxy) {
-			if (rc)
-				return rc;
-			t = rt;
-		}
-	}
-	if (rq->proxy && (rc = uri_target(rq->proxy, &t, err, errlen)))
+	memset(o, 0, sizeof *o);
+	/* the Request-URI must parse even when another hop is the target */
+	rc = uri_target(rq->uri, &rt, err, errlen);
+	if (rc == -EINVAL)
 		return rc;
+	hop = rq->next_hop ? rq->next_hop : rq->proxy;
+	if (hop) {
+		if ((rc = uri_target(hop, &t, err, errlen)))
+			return rc;
+	} else {
+		if (rc)
+			return rc;
+		t = rt;
+	}
 	if (t.proto == SIP_TLS) {
 		snprintf(err, errlen, "tls: not supported by this build");
 		return -ENOTSUP;
@@ -693,8 +750,10 @@ int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
 	sip_buf_printf(&b, "Via: SIP/2.0/%s %s:%d;branch=z9hG4bK%s;rport\r\n",
 	               sip_proto_name(t.proto), host, lport, branch);
 	sip_buf_adds(&b, "Max-Forwards: 70\r\n");
-	if (rq->proxy)
+	if (rq->proxy && !rq->next_hop)
 		sip_buf_printf(&b, "Route: <%s;lr>\r\n", rq->proxy);
+	if (rq->routes)
+		sip_buf_adds(&b, rq->routes);
 	if (rq->from)
 		sip_buf_printf(&b, "From: %s%s%s\r\n", rq->from, strstr(rq->from, ";tag=") ? "" : ";tag=",
 		               strstr(rq->from, ";tag=") ? "" : tag);
@@ -709,11 +768,13 @@ int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
 	else
 		sip_buf_printf(&b, "Call-ID: %s@%s\r\n", cid, host);
 	sip_buf_printf(&b, "CSeq: %u %s\r\n", rq->cseq ? rq->cseq : 1u, rq->method);
-	if (!strcmp(rq->method, "INVITE") || !strcmp(rq->method, "SUBSCRIBE") ||
-	    !strcmp(rq->method, "REFER"))
+	if (rq->contact)
+		sip_buf_printf(&b, "Contact: %s\r\n", rq->contact);
+	else if (!strcmp(rq->method, "INVITE") || !strcmp(rq->method, "SUBSCRIBE") ||
+	         !strcmp(rq->method, "REFER") || !strcmp(rq->method, "UPDATE"))
 		sip_buf_printf(&b, "Contact: <sip:luasip@%s:%d%s>\r\n", host, lport,
 		               t.proto == SIP_TCP ? ";transport=tcp" : "");
-	if (ua->cfg.user_agent[0])
+	if (ua->cfg.user_agent[0] && strcmp(rq->method, "ACK"))
 		sip_buf_printf(&b, "User-Agent: %s\r\n", ua->cfg.user_agent);
 	if (rq->headers)
 		sip_buf_adds(&b, rq->headers);
@@ -734,7 +795,39 @@ int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
 		snprintf(err, errlen, "bad request: %s", why);
 		return -EINVAL;
 	}
-	rc = sip_txn_new_client(ua, m, b.p, b.len, t.proto, &t.addr, l, cb, arg, out);
+	o->text = b.p;
+	o->len = b.len;
+	o->msg = m;
+	o->proto = t.proto;
+	o->dst = t.addr;
+	o->lst = l;
+	return 0;
+}
+
+int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *dst,
+                          struct sip_listener *l, const char *text, size_t len)
+{
+	struct sip_conn *c;
+	int rc;
+
+	if (proto == SIP_UDP)
+		return l ? sip_udp_send(l, dst, text, len) : -ENOTCONN;
+	rc = sip_conn_get(ua, proto, dst, &c);
+	return rc ? rc : sip_conn_send(c, text, len);
+}
+
+int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
+                   sip_response_cb cb, void *arg, struct sip_txn **out,
+                   char *err, size_t errlen)
+{
+	struct sip_outreq o;
+	int rc;
+
+	*out = NULL;
+	rc = sip_ua_build_request(ua, rq, &o, err, errlen);
+	if (rc)
+		return rc;
+	rc = sip_txn_new_client(ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, cb, arg, out);
 	if (rc)
 		snprintf(err, errlen, "transport: %s", strerror(-rc));
 	return rc;

@@ -60,16 +60,36 @@ void sip_txn_set_owner(struct sip_txn *st, sip_txn_gone_cb gone, void *arg);
 struct sip_request {
 	const char *method;
 	const char *uri;                /* Request-URI */
-	const char *proxy;              /* send to this URI instead (loose route) */
+	const char *proxy;              /* outbound proxy: Route <proxy;lr>, sent there */
+	const char *next_hop;           /* send to this URI (a route set's first hop) */
+	const char *routes;             /* "Route: ...\r\n" lines (a dialog's route set) */
 	const char *from;               /* name-addr; default sip:luasip@host */
 	const char *to;                 /* name-addr; default <uri> */
 	const char *call_id;
 	unsigned cseq;
+	const char *contact;            /* Contact value; default ours for INVITE etc. */
 	const char *headers;            /* extra "Name: value\r\n" lines */
 	const char *body;
 	size_t body_len;
 	const char *content_type;
 };
+
+/* a request built and addressed, before any transaction */
+struct sip_outreq {
+	char *text;
+	size_t len;
+	struct sip_msg *msg;
+	int proto;
+	struct sip_addr dst;
+	struct sip_listener *lst;
+};
+int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
+                         char *errbuf, size_t errlen);
+/* send a built request outside any transaction (ACK for a 2xx) */
+int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *dst,
+                          struct sip_listener *l, const char *text, size_t len);
+/* "<sip:luasip@host:port;transport=tcp>" as a peer at `peer` reaches us */
+void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, char *buf, size_t n);
 int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
                    sip_response_cb cb, void *arg, struct sip_txn **out,
                    char *errbuf, size_t errlen);
@@ -77,7 +97,7 @@ int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
 void sip_txn_detach(struct sip_txn *ct);
 
 struct sip_ua_stats {
-	size_t txns, client_txns, server_txns, conns;
+	size_t txns, client_txns, server_txns, conns, dialogs;
 	uint64_t rx, tx, dropped, retransmits;
 };
 void sip_ua_stats(struct sip_ua *ua, struct sip_ua_stats *s);

@@ -132,7 +132,7 @@ end
 
 local function spawn_with(on_exit, fn, ...)
   local co = co_create(fn)
-  driven[co] = on_exit
+  driven[co] = on_exit or true
   resume(co, ...)
   return co
 end
@@ -364,16 +364,29 @@ local function handler_exit(req)
   end
 end
 
+local internal = {
+  current = current, wait = wait, wake_now = wake_now, spawn_with = spawn_with, log = log,
+  proxies = proxies,
+}
+require("sip.call")(sip, internal)
+sip.sdp = require "sip.sdp"
+
+local CallMT = core.Call
+
 -- Called from the queue for each new request a handler serves.
 local function dispatch_now(ua, req)
-  local method = req.method
   local hs = handlers[ua]
-  if method == "ACK" or method == "CANCEL" then
-    local h = sip._dialog_hook
-    if h then h(ua, req) end
+  if getmetatable(req) == CallMT then
+    local fn = hs and (hs.INVITE or hs["*"])
+    if fn then
+      internal.incoming_call(ua, req, fn)
+    else
+      req:_reply(405)
+      req:_end()
+    end
     return
   end
-  local fn = hs and (hs[method] or hs["*"])
+  local fn = hs and (hs[req.method] or hs["*"])
   if not fn then
     req:reply(500, "No Handler")
     return
@@ -383,11 +396,14 @@ end
 
 -- dispatch(ua, req) for requests; dispatch(fn, msg) for callbacks such as
 -- on_provisional, which then run in a coroutine of their own
-local function dispatch(a, b)
+-- and dispatch(call, event, msg) for events of a call
+local function dispatch(a, b, c)
   if type(a) == "function" then
     queue(spawn_with, function(ok, tb)
       if not ok then log("error", "callback failed: " .. tb) end
     end, a, b)
+  elseif c ~= nil or type(b) == "string" then
+    queue(internal.call_event, a, b, c)
   else
     queue(dispatch_now, a, b)
   end

@@ -1,0 +1,552 @@
+/*
+ * dialog.c - dialogs: created by a 2xx to an INVITE (as UAS when we send
+ * it, as UAC when it arrives), found by Call-ID and both tags through the
+ * UA's hash table, and doing what RFC 6026 gives the TU: the UAC ACKs
+ * every 2xx (retransmitted or forked), the UAS matches the ACK to its 2xx.
+ */
+#define _GNU_SOURCE
+#include "core.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sip_dialog {
+	struct sip_hnode hn;
+	char *key;
+	int in_table;
+	struct sip_ua *ua;
+	int uas;
+	int state;
+	char *call_id, *local_tag, *remote_tag;
+	char *local_uri;                /* From (UAC) / To (UAS) value, with our tag */
+	char *remote_uri;               /* the peer's, with its tag */
+	char *remote_target;
+	char *routes;                   /* "Route: <..>\r\n" lines in send order */
+	char *first_route;              /* URI of the first route, next hop */
+	int strict;                     /* first route lacks ;lr (12.2.1.1) */
+	char contact[160];
+	unsigned local_cseq, remote_cseq;
+	int remote_cseq_set;
+	int proto;
+	struct sip_addr peer;           /* where the dialog's INVITE came from / went */
+	struct sip_txn *invite_st;      /* UAS: 2xx sent, ACK awaited */
+	unsigned ack_cseq;              /* UAC: CSeq of the last ACKed INVITE */
+	char *ack;                      /* UAC: that ACK's text, resent per 2xx */
+	size_t acklen;
+	int ack_proto;
+	struct sip_addr ack_dst;
+	struct sip_listener *ack_lst;
+	struct sip_txn *reinvite_ct;    /* our re-INVITE in progress */
+	struct sip_txn *reinvite_st;    /* their re-INVITE, until answered */
+	sip_response_cb ri_cb;
+	void *ri_arg;
+	sip_dialog_cb cb;
+	void *cb_arg;
+};
+
+static char *dup_n(const char *s, size_t n)
+{
+	char *p = malloc(n + 1);
+
+	if (p) {
+		memcpy(p, s, n);
+		p[n] = '\0';
+	}
+	return p;
+}
+
+static char *dup_hdr(struct sip_msg *m, const char *name)
+{
+	size_t n;
+	const char *v = sip_msg_header(m, name, 0, &n);
+
+	return v ? dup_n(v, n) : strdup("");
+}
+
+static char *url_str(osip_uri_t *u)
+{
+	char *s = NULL, *r;
+
+	if (!u || osip_uri_to_str(u, &s))
+		return NULL;
+	r = strdup(s);
+	osip_free(s);
+	return r;
+}
+
+/* Route set from Record-Route values: request order for the UAS,
+ * reversed for the UAC (12.1.1, 12.1.2) */
+static int set_routes(struct sip_dialog *d, osip_message_t *m, int reverse)
+{
+	int i, n = osip_list_size(&m->record_routes);
+	struct sip_buf b;
+
+	sip_buf_init(&b, 128);
+	for (i = 0; i < n; i++) {
+		osip_record_route_t *rr = osip_list_get(&m->record_routes, reverse ? n - 1 - i : i);
+		char *s = NULL;
+		if (!rr || osip_record_route_to_str(rr, &s))
+			continue;
+		if (i == 0) {
+			osip_uri_param_t *lr = NULL;
+			d->first_route = url_str(rr->url);
+			osip_uri_uparam_get_byname(rr->url, "lr", &lr);
+			d->strict = lr == NULL;
+		}
+		/* with a strict first hop it becomes the Request-URI instead */
+		if (!(i == 0 && d->strict))
+			sip_buf_printf(&b, "Route: %s\r\n", s);
+		osip_free(s);
+	}
+	if (b.oom) {
+		sip_buf_free(&b);
+		return -ENOMEM;
+	}
+	d->routes = b.p;
+	return 0;
+}
+
+static int contact_target(struct sip_dialog *d, osip_message_t *m)
+{
+	osip_contact_t *c = osip_list_get(&m->contacts, 0);
+	char *t;
+
+	if (!c || !c->url)
+		return -ENOENT;
+	t = url_str(c->url);
+	if (!t)
+		return -ENOMEM;
+	free(d->remote_target);
+	d->remote_target = t;
+	return 0;
+}
+
+static int dialog_insert(struct sip_dialog *d)
+{
+	size_t n = strlen(d->call_id) + strlen(d->local_tag) + strlen(d->remote_tag) + 4;
+
+	d->key = malloc(n);
+	if (!d->key)
+		return -ENOMEM;
+	snprintf(d->key, n, "d%s;%s;%s", d->call_id, d->local_tag, d->remote_tag);
+	d->hn.key = d->key;
+	sip_htab_insert(&d->ua->dialogs, &d->hn);
+	d->in_table = 1;
+	return 0;
+}
+
+static const char *nz(const char *s)
+{
+	return s ? s : "";
+}
+
+int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
+{
+	struct sip_dialog *d = calloc(1, sizeof *d);
+	osip_message_t *m = ist->req->m;
+	struct sip_buf b;
+
+	*out = NULL;
+	if (!d)
+		return -ENOMEM;
+	d->ua = ist->ua;
+	d->uas = 1;
+	d->state = SIP_DLG_CONFIRMED;
+	d->proto = ist->proto;
+	d->peer = ist->req->src;
+	d->call_id = strdup(m->call_id->number);
+	d->local_tag = strdup(ist->to_tag);
+	d->remote_tag = strdup(nz(sip_msg_tag(m->from)));
+	d->remote_uri = dup_hdr(ist->req, "From");
+	{
+		/* our side is the INVITE's To plus the tag we gave it */
+		size_t n;
+		const char *to = sip_msg_header(ist->req, "To", 0, &n);
+		sip_buf_init(&b, n + 32);
+		sip_buf_add(&b, to ? to : "", to ? n : 0);
+		if (!sip_msg_tag(m->to))
+			sip_buf_printf(&b, ";tag=%s", ist->to_tag);
+		d->local_uri = b.oom ? NULL : b.p;
+	}
+	d->remote_cseq = (unsigned)strtoul(m->cseq->number, NULL, 10);
+	d->remote_cseq_set = 1;
+	d->local_cseq = 1;
+	sip_ua_contact(d->ua, d->proto, &d->peer, d->contact, sizeof d->contact);
+	if (!d->call_id || !d->local_tag || !d->remote_tag || !d->remote_uri || !d->local_uri ||
+	    set_routes(d, m, 0) || contact_target(d, m) || dialog_insert(d)) {
+		sip_dialog_free(d);
+		return -EINVAL;
+	}
+	*out = d;
+	return 0;
+}
+
+int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dialog **out)
+{
+	struct sip_dialog *d = calloc(1, sizeof *d);
+	osip_message_t *rq = ict->req->m;
+
+	*out = NULL;
+	if (!d)
+		return -ENOMEM;
+	d->ua = ict->ua;
+	d->uas = 0;
+	d->state = SIP_DLG_CONFIRMED;
+	d->proto = ict->proto;
+	d->peer = ict->dst;
+	d->call_id = strdup(rq->call_id->number);
+	d->local_tag = strdup(nz(sip_msg_tag(rq->from)));
+	d->remote_tag = strdup(nz(sip_msg_tag(res->m->to)));
+	d->local_uri = dup_hdr(ict->req, "From");
+	d->remote_uri = dup_hdr(res, "To");
+	d->local_cseq = (unsigned)strtoul(rq->cseq->number, NULL, 10);
+	{
+		size_t n;
+		const char *c = sip_msg_header(ict->req, "Contact", 0, &n);
+		if (c && n < sizeof d->contact) {
+			memcpy(d->contact, c, n);
+			d->contact[n] = '\0';
+		} else {
+			sip_ua_contact(d->ua, d->proto, &d->peer, d->contact, sizeof d->contact);
+		}
+	}
+	if (!d->call_id || !d->local_tag || !d->remote_tag || !d->remote_uri || !d->local_uri ||
+	    set_routes(d, res->m, 1) || dialog_insert(d)) {
+		sip_dialog_free(d);
+		return -EINVAL;
+	}
+	if (contact_target(d, res->m)) {
+		/* no Contact in the 2xx: fall back to the Request-URI */
+		d->remote_target = url_str(rq->req_uri);
+		if (!d->remote_target) {
+			sip_dialog_free(d);
+			return -EINVAL;
+		}
+	}
+	*out = d;
+	return 0;
+}
+
+void sip_dialog_set_tu(struct sip_dialog *d, sip_dialog_cb cb, void *arg)
+{
+	d->cb = cb;
+	d->cb_arg = arg;
+}
+
+void sip_dialog_terminate(struct sip_dialog *d)
+{
+	d->state = SIP_DLG_TERMINATED;
+	if (d->in_table) {
+		sip_htab_remove(&d->ua->dialogs, &d->hn);
+		d->in_table = 0;
+	}
+}
+
+void sip_dialog_free(struct sip_dialog *d)
+{
+	if (!d)
+		return;
+	sip_dialog_terminate(d);
+	if (d->invite_st)
+		d->invite_st->dlg = NULL;
+	if (d->reinvite_ct) {
+		d->reinvite_ct->dlg = NULL;
+		sip_txn_detach(d->reinvite_ct);
+	}
+	if (d->reinvite_st)
+		d->reinvite_st->dlg = NULL;
+	free(d->key);
+	free(d->call_id);
+	free(d->local_tag);
+	free(d->remote_tag);
+	free(d->local_uri);
+	free(d->remote_uri);
+	free(d->remote_target);
+	free(d->routes);
+	free(d->first_route);
+	free(d->ack);
+	free(d);
+}
+
+int sip_dialog_state(const struct sip_dialog *d) { return d->state; }
+const char *sip_dialog_call_id(const struct sip_dialog *d) { return d->call_id; }
+const char *sip_dialog_local_tag(const struct sip_dialog *d) { return d->local_tag; }
+const char *sip_dialog_remote_tag(const struct sip_dialog *d) { return d->remote_tag; }
+const char *sip_dialog_remote_target(const struct sip_dialog *d) { return d->remote_target; }
+const char *sip_dialog_local_uri(const struct sip_dialog *d) { return d->local_uri; }
+const char *sip_dialog_remote_uri(const struct sip_dialog *d) { return d->remote_uri; }
+const char *sip_dialog_contact(const struct sip_dialog *d) { return d->contact; }
+const char *sip_dialog_routes(const struct sip_dialog *d) { return d->routes ? d->routes : ""; }
+
+struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req)
+{
+	char key[512];
+	const char *lt = sip_msg_tag(req->m->to), *rt = sip_msg_tag(req->m->from);
+
+	if (!lt)
+		return NULL;
+	if (snprintf(key, sizeof key, "d%s;%s;%s", req->m->call_id->number, lt, nz(rt)) >=
+	    (int)sizeof key)
+		return NULL;
+	return (struct sip_dialog *)sip_htab_find(&ua->dialogs, key);
+}
+
+/* Build an in-dialog request (12.2.1.1): Request-URI and Route headers
+ * from the remote target and route set, From/To/Call-ID from the dialog. */
+static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
+                        const struct sip_dialog_req *r, struct sip_outreq *o,
+                        char *err, size_t errlen)
+{
+	struct sip_request rq = { 0 };
+	struct sip_buf routes;
+	int rc;
+
+	rq.method = method;
+	rq.from = d->local_uri;
+	rq.to = d->remote_uri;
+	rq.call_id = d->call_id;
+	rq.cseq = cseq;
+	if (!strcmp(method, "INVITE") || !strcmp(method, "UPDATE"))
+		rq.contact = d->contact;
+	if (r) {
+		rq.headers = r->headers;
+		rq.body = r->body;
+		rq.body_len = r->body_len;
+		rq.content_type = r->content_type;
+	}
+	sip_buf_init(&routes, 128);
+	if (d->first_route && d->strict) {
+		/* strict router: it is the Request-URI, the target goes last */
+		rq.uri = d->first_route;
+		sip_buf_adds(&routes, d->routes ? d->routes : "");
+		sip_buf_printf(&routes, "Route: <%s>\r\n", d->remote_target);
+	} else {
+		rq.uri = d->remote_target;
+		sip_buf_adds(&routes, d->routes ? d->routes : "");
+	}
+	rq.routes = routes.p;
+	rq.next_hop = d->first_route;
+	rc = sip_ua_build_request(d->ua, &rq, o, err, errlen);
+	sip_buf_free(&routes);
+	if (rc)
+		return rc;
+	/* over a stream, keep using the connection the dialog started on
+	 * when there is none to the target itself (RFC 5923 style reuse) */
+	if (o->proto != SIP_UDP && o->proto == d->proto && !sip_conn_find(d->ua, o->proto, &o->dst) &&
+	    sip_conn_find(d->ua, d->proto, &d->peer))
+		o->dst = d->peer;
+	return 0;
+}
+
+int sip_dialog_ack(struct sip_dialog *d, struct sip_msg *res, const char *body, size_t blen,
+                   const char *ctype)
+{
+	unsigned cseq = (unsigned)strtoul(res->m->cseq->number, NULL, 10);
+	struct sip_dialog_req r = { .method = "ACK", .body = body, .body_len = blen,
+	                            .content_type = ctype };
+	struct sip_outreq o;
+	char err[128];
+	int rc;
+
+	if (!d->ack || d->ack_cseq != cseq) {
+		rc = dialog_build(d, "ACK", cseq, &r, &o, err, sizeof err);
+		if (rc)
+			return rc;
+		sip_msg_unref(o.msg);
+		free(d->ack);
+		d->ack = o.text;
+		d->acklen = o.len;
+		d->ack_cseq = cseq;
+		d->ack_proto = o.proto;
+		d->ack_dst = o.dst;
+		d->ack_lst = o.lst;
+	}
+	return sip_ua_send_stateless(d->ua, d->ack_proto, &d->ack_dst, d->ack_lst, d->ack, d->acklen);
+}
+
+/* responses to our re-INVITE: the dialog ACKs each 2xx */
+static void reinvite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)
+{
+	struct sip_dialog *d = arg;
+	sip_response_cb cb = d->ri_cb;
+	void *cbarg = d->ri_arg;
+
+	if (res && sip_msg_status(res) >= 200 && sip_msg_status(res) < 300) {
+		contact_target(d, res->m);      /* target refresh (12.2.1.2) */
+		sip_dialog_ack(d, res, NULL, 0, NULL);
+	}
+	if (!res || sip_msg_status(res) >= 200) {
+		d->ri_cb = NULL;
+		d->ri_arg = NULL;
+		if (!res || sip_msg_status(res) >= 300) {
+			ct->dlg = NULL;
+			d->reinvite_ct = NULL;
+		}
+	}
+	if (cb)
+		cb(cbarg, ct, res, err);
+}
+
+int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
+                       sip_response_cb cb, void *arg, struct sip_txn **out,
+                       char *err, size_t errlen)
+{
+	struct sip_outreq o;
+	int rc, invite = !strcmp(r->method, "INVITE");
+
+	*out = NULL;
+	if (d->state == SIP_DLG_TERMINATED) {
+		snprintf(err, errlen, "dialog terminated");
+		return -ENOTCONN;
+	}
+	if (invite && d->ri_cb) {
+		snprintf(err, errlen, "491 Request Pending");
+		return -EBUSY;
+	}
+	rc = dialog_build(d, r->method, d->local_cseq + 1, r, &o, err, errlen);
+	if (rc)
+		return rc;
+	d->local_cseq++;
+	if (invite) {
+		if (d->reinvite_ct) {
+			/* an older re-INVITE lingers in Accepted: forget it */
+			d->reinvite_ct->dlg = NULL;
+			sip_txn_detach(d->reinvite_ct);
+			d->reinvite_ct = NULL;
+		}
+		d->ri_cb = cb;
+		d->ri_arg = arg;
+		rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst,
+		                        reinvite_cb, d, out);
+		if (rc) {
+			d->ri_cb = NULL;
+			d->ri_arg = NULL;
+		} else {
+			d->reinvite_ct = *out;
+			(*out)->dlg = d;
+		}
+	} else {
+		rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, cb, arg, out);
+	}
+	if (rc)
+		snprintf(err, errlen, "transport: %s", strerror(-rc));
+	return rc;
+}
+
+int sip_dialog_reinvite_pending(const struct sip_dialog *d)
+{
+	return d->ri_cb != NULL;
+}
+
+void sip_dialog_answered(struct sip_dialog *d, struct sip_txn *st)
+{
+	if (d->invite_st && d->invite_st != st)
+		d->invite_st->dlg = NULL;
+	if (d->reinvite_st == st)
+		d->reinvite_st = NULL;
+	d->invite_st = st;
+	st->dlg = d;
+}
+
+void sip_dialog_ack_received(struct sip_dialog *d, struct sip_msg *ack)
+{
+	struct sip_txn *st = d->invite_st;
+
+	if (st && !strcmp(st->req->m->cseq->number, ack->m->cseq->number)) {
+		sip_txn_ack_seen(st);
+		st->dlg = NULL;
+		d->invite_st = NULL;
+		if (d->cb)
+			d->cb(d->cb_arg, d, SIP_DLG_ACK, NULL, ack);
+		return;
+	}
+	/* a retransmitted ACK, or one for a 2xx we never sent: absorbed */
+}
+
+void sip_dialog_txn_gone(struct sip_dialog *d, struct sip_txn *t)
+{
+	if (t == d->invite_st) {
+		d->invite_st = NULL;
+		/* Timer L ran out with the 2xx still unacknowledged (13.3.1.4) */
+		if (t->last_status >= 200 && t->last_status < 300 && d->cb)
+			d->cb(d->cb_arg, d, SIP_DLG_NO_ACK, NULL, NULL);
+	}
+	if (t == d->reinvite_ct)
+		d->reinvite_ct = NULL;
+	if (t == d->reinvite_st)
+		d->reinvite_st = NULL;
+}
+
+void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg *req)
+{
+	const char *method = req->m->sip_method;
+	unsigned cseq = (unsigned)strtoul(req->m->cseq->number, NULL, 10);
+
+	/* 12.2.2: a lower CSeq is out of order */
+	if (d->remote_cseq_set && cseq <= d->remote_cseq) {
+		struct sip_reply r = { .status = 500, .reason = "CSeq Out of Order" };
+		sip_txn_reply(st, &r);
+		return;
+	}
+	d->remote_cseq = cseq;
+	d->remote_cseq_set = 1;
+	if (!strcmp(method, "BYE")) {
+		struct sip_reply r = { .status = 200 };
+		sip_txn_reply(st, &r);
+		sip_dialog_terminate(d);
+	} else if (!strcmp(method, "INVITE")) {
+		if (d->ri_cb) {
+			/* glare: both sides re-INVITE at once (14.1) */
+			struct sip_reply r = { .status = 491 };
+			sip_txn_reply(st, &r);
+			return;
+		}
+		if (d->reinvite_st) {
+			/* 14.2: one re-INVITE at a time */
+			struct sip_reply r = { .status = 500, .headers = "Retry-After: 1\r\n" };
+			sip_txn_reply(st, &r);
+			return;
+		}
+		d->reinvite_st = st;
+		st->dlg = d;
+		contact_target(d, req->m);
+	} else if (!strcmp(method, "UPDATE")) {
+		contact_target(d, req->m);
+	}
+	if (d->cb)
+		d->cb(d->cb_arg, d, SIP_DLG_REQUEST, st, req);
+	else if (!sip_txn_final_sent(st)) {
+		struct sip_reply r = { .status = 200 };
+		sip_txn_reply(st, &r);
+	}
+}
+
+/* the UA closes: every confirmed dialog gets a BYE (sent once, now) */
+void sip_dialog_bye_all(struct sip_ua *ua)
+{
+	size_t i;
+
+	for (i = 0; i < ua->dialogs.nb; i++) {
+		struct sip_hnode *n;
+		for (n = ua->dialogs.b[i]; n; n = n->next) {
+			struct sip_dialog *d = (struct sip_dialog *)n;
+			struct sip_dialog_req r = { .method = "BYE" };
+			struct sip_txn *ct;
+			char err[128];
+			if (d->state == SIP_DLG_CONFIRMED)
+				sip_dialog_request(d, &r, NULL, NULL, &ct, err, sizeof err);
+		}
+	}
+}
+
+/* dialogs still in the table belong to nobody once the UA is gone */
+void sip_dialog_free_all(struct sip_ua *ua)
+{
+	size_t i;
+
+	for (i = 0; i < ua->dialogs.nb; i++)
+		while (ua->dialogs.b[i])
+			sip_dialog_terminate((struct sip_dialog *)ua->dialogs.b[i]);
+}

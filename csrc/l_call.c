@@ -1,0 +1,631 @@
+/***
+ * sip.Call - an INVITE session, as UAS (given to ua:on("INVITE", fn)) or
+ * UAC (returned by ua:invite). The C half: dialog and transaction
+ * plumbing, and events queued for lua/sip/call.lua ("ack", "no_ack",
+ * "bye", "cancel", "request"), which adds the blocking methods.
+ * @classmod sip.Call
+ */
+#include "lsip.h"
+#include "core/core.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct lcall {
+	struct lcall *next, *prev;      /* lu->calls */
+	struct lua_ua *lu;
+	struct sip_dialog *d;
+	struct sip_txn *ist;            /* UAS: the INVITE until its final */
+	struct sip_txn *ict;            /* UAC: our INVITE */
+	struct sip_msg *invite;
+	int uas;
+	int self_ref;                   /* pinned while the core may call back */
+	int co_ref;                     /* UAC: the coroutine in ua:invite */
+	int prov_ref;
+	ev_timer tmo;                   /* UAC: no answer in time: CANCEL */
+	int gave_up;                    /* UAC: timeout or hangup before answer */
+};
+
+static struct lcall *check_call(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, "sip.Call");
+}
+
+void lsip_event(struct lsip_env *e, int obj_ref, const char *name, struct sip_msg *m,
+                struct sip_txn *st)
+{
+	lua_State *L = e->L;
+
+	if (!L || obj_ref == LUA_NOREF)
+		return;
+	lsip_queued(e);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->dispatch_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, obj_ref);
+	lua_pushstring(L, name);
+	if (m)
+		lsip_push_msg(L, m, st);
+	else
+		lua_pushnil(L);
+	lsip_call(e, L, 3);
+}
+
+static void call_link(struct lcall *c)
+{
+	struct lua_ua *lu = c->lu;
+
+	c->prev = NULL;
+	c->next = lu->calls;
+	if (c->next)
+		c->next->prev = c;
+	lu->calls = c;
+}
+
+static void call_unlink(struct lcall *c)
+{
+	if (!c->lu)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (c->lu->calls == c)
+		c->lu->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next = c->prev = NULL;
+}
+
+static void ist_gone(void *arg, struct sip_txn *st)
+{
+	struct lcall *c = arg;
+
+	(void)st;
+	c->ist = NULL;
+}
+
+static void call_release(lua_State *L, struct lcall *c);
+
+static void ict_gone(void *arg, struct sip_txn *ct)
+{
+	struct lcall *c = arg;
+
+	(void)ct;
+	c->ict = NULL;
+	/* a call that never got a dialog is over once its INVITE
+	 * transaction is (late 2xx were ACKed and BYEd until then) */
+	if (!c->d && c->co_ref == LUA_NOREF && c->lu && c->lu->e->L)
+		call_release(c->lu->e->L, c);
+}
+
+static void dialog_cb(void *arg, struct sip_dialog *d, int ev, struct sip_txn *st, struct sip_msg *m)
+{
+	struct lcall *c = arg;
+	struct lsip_env *e = c->lu->e;
+
+	(void)d;
+	switch (ev) {
+	case SIP_DLG_ACK:
+		lsip_event(e, c->self_ref, "ack", m, NULL);
+		break;
+	case SIP_DLG_NO_ACK:
+		lsip_event(e, c->self_ref, "no_ack", NULL, NULL);
+		break;
+	default:
+		if (!strcmp(sip_msg_method(m), "BYE"))
+			lsip_event(e, c->self_ref, "bye", m, NULL);
+		else
+			lsip_event(e, c->self_ref, "request", m, st);
+		break;
+	}
+}
+
+/* Release everything the core could call back into; idempotent. */
+static void call_release(lua_State *L, struct lcall *c)
+{
+	if (c->ist) {
+		if (!sip_txn_final_sent(c->ist) && c->lu && c->lu->ua) {
+			struct sip_reply r = { .status = 480 };
+			sip_txn_reply(c->ist, &r);
+		}
+		sip_txn_set_owner(c->ist, NULL, NULL);
+		c->ist = NULL;
+	}
+	if (c->ict) {
+		sip_txn_detach(c->ict);
+		sip_txn_set_owner(c->ict, NULL, NULL);
+		c->ict = NULL;
+	}
+	if (c->d) {
+		sip_dialog_free(c->d);
+		c->d = NULL;
+	}
+	if (c->lu && ev_is_active(&c->tmo))
+		ev_timer_stop(c->lu->e->env.loop, &c->tmo);
+	if (c->co_ref != LUA_NOREF) {
+		luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
+		c->co_ref = LUA_NOREF;
+	}
+	if (c->prov_ref != LUA_NOREF) {
+		luaL_unref(L, LUA_REGISTRYINDEX, c->prov_ref);
+		c->prov_ref = LUA_NOREF;
+	}
+	call_unlink(c);
+	if (c->self_ref != LUA_NOREF) {
+		luaL_unref(L, LUA_REGISTRYINDEX, c->self_ref);
+		c->self_ref = LUA_NOREF;
+	}
+}
+
+static int call_gc(lua_State *L)
+{
+	struct lcall *c = check_call(L, 1);
+
+	call_release(L, c);
+	if (c->invite) {
+		sip_msg_unref(c->invite);
+		c->invite = NULL;
+	}
+	c->lu = NULL;
+	return 0;
+}
+
+/* the UA closes: its engine frees transactions and dialogs (BYE sent) */
+void lsip_calls_close(lua_State *L, struct lua_ua *lu)
+{
+	while (lu->calls) {
+		struct lcall *c = lu->calls;
+		if (c->d) {
+			/* the dialog's BYE is sent by the engine as it closes */
+			c->d = NULL;
+		}
+		call_release(L, c);
+	}
+}
+
+static struct lcall *call_new(lua_State *L, struct lua_ua *lu, int uas)
+{
+	struct lcall *c = lua_newuserdatauv(L, sizeof *c, 1);
+
+	memset(c, 0, sizeof *c);
+	c->self_ref = c->co_ref = c->prov_ref = LUA_NOREF;
+	luaL_setmetatable(L, "sip.Call");
+	lua_newtable(L);                /* fields the Lua side keeps */
+	lua_setiuservalue(L, -2, 1);
+	c->lu = lu;
+	c->uas = uas;
+	lua_pushvalue(L, -1);
+	c->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	call_link(c);
+	return c;
+}
+
+void lsip_call_incoming(struct lua_ua *lu, struct sip_txn *ist, struct sip_msg *req)
+{
+	struct lsip_env *e = lu->e;
+	lua_State *L = e->L;
+	struct lcall *c;
+
+	lsip_queued(e);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->dispatch_ref);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lu->self_ref);
+	c = call_new(L, lu, 1);
+	c->ist = ist;
+	c->invite = sip_msg_ref(req);
+	sip_txn_set_owner(ist, ist_gone, c);
+	lsip_call(e, L, 2);
+}
+
+int lsip_call_cancelled(struct sip_txn *ist)
+{
+	struct lcall *c;
+	struct sip_reply r = { .status = 487 };
+
+	if (ist->gone != ist_gone)
+		return 0;
+	c = ist->gone_arg;
+	sip_txn_reply(ist, &r);
+	lsip_event(c->lu->e, c->self_ref, "cancel", NULL, NULL);
+	return 1;
+}
+
+/* ---- UAS ---- */
+
+/* call:_reply(status, reason, headers_text, body, content_type) */
+static int call_reply(lua_State *L)
+{
+	struct lcall *c = check_call(L, 1);
+	struct sip_reply r = { 0 };
+	size_t blen = 0;
+	int rc;
+
+	r.status = (int)luaL_checkinteger(L, 2);
+	luaL_argcheck(L, r.status > 100 && r.status <= 699, 2, "status must be 101..699");
+	r.reason = luaL_optstring(L, 3, NULL);
+	if (r.reason)
+		luaL_argcheck(L, !sip_header_value_bad(r.reason, strlen(r.reason)), 3, "reason contains CR or LF");
+	r.headers = luaL_optstring(L, 4, NULL);
+	r.body = luaL_optlstring(L, 5, NULL, &blen);
+	r.body_len = blen;
+	r.content_type = luaL_optstring(L, 6, NULL);
+	if (!c->ist || !c->lu || !c->lu->ua) {
+		lua_pushnil(L);
+		lua_pushstring(L, "call is not awaiting an answer");
+		return 2;
+	}
+	if (r.status >= 200 && r.status < 300) {
+		if (!c->d) {
+			rc = sip_dialog_new_uas(c->ist, &c->d);
+			if (rc) {
+				lua_pushnil(L);
+				lua_pushstring(L, "cannot create the dialog (no Contact in the INVITE?)");
+				return 2;
+			}
+			sip_dialog_set_tu(c->d, dialog_cb, c);
+		}
+		sip_dialog_answered(c->d, c->ist);
+	}
+	rc = sip_txn_reply(c->ist, &r);
+	if (rc) {
+		lua_pushnil(L);
+		lua_pushstring(L, rc == -EALREADY ? "already answered" : "transport: send failed");
+		return 2;
+	}
+	if (r.status >= 200) {
+		sip_txn_set_owner(c->ist, NULL, NULL);
+		c->ist = NULL;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ---- UAC ---- */
+
+static void call_wake(struct lcall *c, int ok, const char *err, struct sip_msg *res)
+{
+	struct lsip_env *e = c->lu->e;
+	lua_State *L;
+
+	if (c->co_ref == LUA_NOREF)
+		return;
+	if (ev_is_active(&c->tmo))
+		ev_timer_stop(e->env.loop, &c->tmo);
+	L = lsip_wake_begin(e, c->co_ref);
+	c->co_ref = LUA_NOREF;
+	lua_pushboolean(L, ok);
+	if (err)
+		lua_pushstring(L, err);
+	else
+		lua_pushnil(L);
+	if (res)
+		lsip_push_msg(L, res, NULL);
+	else
+		lua_pushnil(L);
+	lsip_call(e, L, 4);
+}
+
+/* a 2xx nobody wants (forked, or after we gave up): ACK it, then BYE */
+static void ack_and_bye(struct lcall *c, struct sip_txn *ct, struct sip_msg *res)
+{
+	struct sip_dialog *d;
+	struct sip_dialog_req r = { .method = "BYE" };
+	struct sip_txn *bye;
+	char err[128];
+
+	if (sip_dialog_new_uac(ct, res, &d))
+		return;
+	sip_dialog_ack(d, res, NULL, 0, NULL);
+	sip_dialog_request(d, &r, NULL, NULL, &bye, err, sizeof err);
+	sip_dialog_free(d);
+	(void)c;
+}
+
+static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)
+{
+	struct lcall *c = arg;
+	struct lsip_env *e = c->lu->e;
+	int status = res ? sip_msg_status(res) : 0;
+
+	if (!res) {
+		call_wake(c, 0, err, NULL);
+		lsip_event(e, c->self_ref, "failed", NULL, NULL);
+		return;
+	}
+	if (status < 200) {
+		if (c->prov_ref != LUA_NOREF && !c->gave_up) {
+			lua_State *L = e->L;
+			lsip_queued(e);
+			lua_rawgeti(L, LUA_REGISTRYINDEX, e->dispatch_ref);
+			lua_rawgeti(L, LUA_REGISTRYINDEX, c->prov_ref);
+			lsip_push_msg(L, res, NULL);
+			lsip_call(e, L, 2);
+		}
+		return;
+	}
+	if (status >= 300) {
+		char why[128];
+		snprintf(why, sizeof why, "%d %s", status,
+		         res->m->reason_phrase ? res->m->reason_phrase : sip_reason_phrase(status));
+		call_wake(c, 0, c->gave_up ? NULL : why, res);
+		lsip_event(e, c->self_ref, "failed", res, NULL);
+		return;
+	}
+	/* 2xx: the first confirms the call; the same again is a
+	 * retransmission to ACK again; another tag is a fork to end */
+	if (c->d && !strcmp(sip_dialog_remote_tag(c->d), sip_msg_tag(res->m->to) ? sip_msg_tag(res->m->to) : "")) {
+		sip_dialog_ack(c->d, res, NULL, 0, NULL);
+		return;
+	}
+	if (c->d || c->gave_up) {
+		ack_and_bye(c, ct, res);
+		return;
+	}
+	if (sip_dialog_new_uac(ct, res, &c->d)) {
+		ack_and_bye(c, ct, res);
+		call_wake(c, 0, "bad 2xx response", res);
+		return;
+	}
+	sip_dialog_set_tu(c->d, dialog_cb, c);
+	sip_dialog_ack(c->d, res, NULL, 0, NULL);
+	call_wake(c, 1, NULL, res);
+}
+
+static void invite_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct lcall *c = w->data;
+
+	(void)loop; (void)revents;
+	c->gave_up = 1;
+	if (c->ict)
+		sip_txn_cancel(c->ict);
+	call_wake(c, 0, "timeout", NULL);
+}
+
+/* ua:_invite(uri, opts, co, proxy, headers_text) -> call | nil, err */
+int lsip_ua_invite(lua_State *L)
+{
+	struct lua_ua *lu = luaL_checkudata(L, 1, "sip.UA");
+	struct sip_request rq = { 0 };
+	struct lcall *c;
+	char err[200];
+	size_t blen = 0;
+	double timeout;
+	int rc;
+
+	if (!lu->ua)
+		return luaL_argerror(L, 1, "user agent is closed");
+	rq.method = "INVITE";
+	rq.uri = luaL_checkstring(L, 2);
+	luaL_checktype(L, 3, LUA_TTABLE);
+	luaL_checktype(L, 4, LUA_TTHREAD);
+	rq.proxy = luaL_optstring(L, 5, NULL);
+	rq.headers = luaL_optstring(L, 6, NULL);
+	lua_settop(L, 6);
+	lua_getfield(L, 3, "sdp");                              /* 7 */
+	if (!lua_isnil(L, 7)) {
+		rq.body = luaL_checklstring(L, 7, &blen);
+		rq.body_len = blen;
+		rq.content_type = "application/sdp";
+	}
+	rq.from = lsip_opt_string(L, 3, "from", "opts");
+	rq.to = lsip_opt_string(L, 3, "to", "opts");
+	timeout = lsip_opt_number(L, 3, "timeout", 0, "opts");
+	if (sip_header_value_bad(rq.uri, strlen(rq.uri)) || strchr(rq.uri, ' '))
+		return luaL_argerror(L, 2, "URI contains spaces or line breaks");
+	c = call_new(L, lu, 0);                                  /* 8 */
+	lua_getfield(L, 3, "on_provisional");
+	if (lua_isfunction(L, -1))
+		c->prov_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	else
+		lua_pop(L, 1);
+	rc = sip_ua_request(lu->ua, &rq, invite_cb, c, &c->ict, err, sizeof err);
+	if (rc) {
+		call_release(L, c);
+		if (rc == -EINVAL && !strncmp(err, "bad URI", 7))
+			return luaL_argerror(L, 2, err);
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	sip_txn_set_owner(c->ict, ict_gone, c);
+	c->invite = sip_msg_ref(sip_txn_request(c->ict));
+	lua_pushvalue(L, 4);
+	c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	ev_init(&c->tmo, invite_timeout);
+	c->tmo.data = c;
+	if (timeout > 0) {
+		ev_timer_set(&c->tmo, timeout, 0.);
+		ev_timer_start(lu->e->env.loop, &c->tmo);
+	}
+	lua_pushvalue(L, 8);
+	return 1;
+}
+
+/* call:_cancel(): before an answer, CANCEL; the coroutine in ua:invite
+ * is woken with "cancelled" */
+static int call_cancel(lua_State *L)
+{
+	struct lcall *c = check_call(L, 1);
+
+	if (c->uas || c->d || !c->ict || c->gave_up) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	c->gave_up = 1;
+	sip_txn_cancel(c->ict);
+	call_wake(c, 0, "cancelled", NULL);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* call:_request(method, opts, co, headers_text) -> true | nil, err */
+static int call_request(lua_State *L)
+{
+	struct lcall *c = check_call(L, 1);
+	struct sip_dialog_req r = { 0 };
+	struct pending *p;
+	char err[160];
+	size_t blen = 0;
+	int rc;
+
+	r.method = luaL_checkstring(L, 2);
+	if (!lua_isnoneornil(L, 3))
+		luaL_checktype(L, 3, LUA_TTABLE);
+	luaL_checktype(L, 4, LUA_TTHREAD);
+	r.headers = luaL_optstring(L, 5, NULL);
+	lua_settop(L, 5);
+	if (!c->d || !c->lu || !c->lu->ua) {
+		lua_pushnil(L);
+		lua_pushstring(L, "no dialog");
+		return 2;
+	}
+	if (!lua_isnil(L, 3)) {
+		lua_getfield(L, 3, "body");
+		if (!lua_isnil(L, -1)) {
+			r.body = luaL_checklstring(L, -1, &blen);
+			r.body_len = blen;
+		}
+		r.content_type = lsip_opt_string(L, 3, "content_type", "opts");
+		if (r.body_len && !r.content_type)
+			r.content_type = "text/plain";
+	}
+	p = lsip_pending_new(L, c->lu, 4, 3);
+	rc = sip_dialog_request(c->d, &r, lsip_pending_cb, p, &p->ct, err, sizeof err);
+	if (rc) {
+		lsip_pending_drop(L, p);
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* call:_end(): the dialog is over (BYE done either way) */
+static int call_end(lua_State *L)
+{
+	struct lcall *c = check_call(L, 1);
+
+	if (c->d && c->lu && c->lu->ua)
+		sip_dialog_terminate(c->d);
+	call_release(L, c);
+	return 0;
+}
+
+static int push_s(lua_State *L, const char *s)
+{
+	if (s)
+		lua_pushstring(L, s);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+static int call_index(lua_State *L)
+{
+	struct lcall *c = check_call(L, 1);
+	const char *k = luaL_checkstring(L, 2);
+	int live = c->d && c->lu && c->lu->ua;
+
+	lua_pushvalue(L, 2);
+	lua_rawget(L, lua_upvalueindex(1));
+	if (!lua_isnil(L, -1))
+		return 1;
+	lua_pop(L, 1);
+	if (!strcmp(k, "call_id"))
+		return push_s(L, c->invite && c->invite->m->call_id ? c->invite->m->call_id->number : NULL);
+	if (!strcmp(k, "uas")) {
+		lua_pushboolean(L, c->uas);
+		return 1;
+	}
+	if (!strcmp(k, "local_tag"))
+		return push_s(L, live ? sip_dialog_local_tag(c->d) : NULL);
+	if (!strcmp(k, "remote_tag"))
+		return push_s(L, live ? sip_dialog_remote_tag(c->d) : NULL);
+	if (!strcmp(k, "remote_target"))
+		return push_s(L, live ? sip_dialog_remote_target(c->d) : NULL);
+	if (!strcmp(k, "routes"))
+		return push_s(L, live ? sip_dialog_routes(c->d) : NULL);
+	if (!strcmp(k, "local"))
+		return push_s(L, live ? sip_dialog_local_uri(c->d) : NULL);
+	if (!strcmp(k, "remote"))
+		return push_s(L, live ? sip_dialog_remote_uri(c->d) : NULL);
+	/* "invite", not "request": call:request(method) is the in-dialog
+	 * request method */
+	if (!strcmp(k, "invite")) {
+		if (!c->invite)
+			return push_s(L, NULL);
+		lsip_push_msg(L, c->invite, NULL);
+		return 1;
+	}
+	if (!strcmp(k, "from") || !strcmp(k, "to")) {
+		size_t n;
+		const char *v = c->invite ? sip_msg_header(c->invite, k[0] == 'f' ? "From" : "To", 0, &n) : NULL;
+		if (!v)
+			return push_s(L, NULL);
+		lua_pushlstring(L, v, n);
+		return 1;
+	}
+	lua_getiuservalue(L, 1, 1);
+	lua_pushvalue(L, 2);
+	lua_rawget(L, -2);
+	return 1;
+}
+
+static int call_newindex(lua_State *L)
+{
+	check_call(L, 1);
+	lua_getiuservalue(L, 1, 1);
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, 3);
+	lua_rawset(L, -3);
+	return 0;
+}
+
+static int call_tostring(lua_State *L)
+{
+	struct lcall *c = check_call(L, 1);
+	const char *state;
+
+	lua_getiuservalue(L, 1, 1);
+	lua_getfield(L, -1, "state");
+	state = lua_tostring(L, -1);
+	lua_pushfstring(L, "sip.Call: %s %s (call-id %s)", c->uas ? "incoming" : "outgoing",
+	                state ? state : "?",
+	                c->invite && c->invite->m->call_id ? c->invite->m->call_id->number : "?");
+	return 1;
+}
+
+static const luaL_Reg call_methods[] = {
+	{ "_reply", call_reply },
+	{ "_cancel", call_cancel },
+	{ "_request", call_request },
+	{ "_end", call_end },
+	{ NULL, NULL }
+};
+
+int lsip_open_call(lua_State *L)
+{
+	luaL_newmetatable(L, "sip.Call");
+	luaL_newlib(L, call_methods);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -3, "methods");
+	lua_pushcclosure(L, call_index, 1);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, call_newindex);
+	lua_setfield(L, -2, "__newindex");
+	lua_pushcfunction(L, call_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pushcfunction(L, call_tostring);
+	lua_setfield(L, -2, "__tostring");
+	return 1;
+}
+
+int lsip_calls_count(const struct lua_ua *lu)
+{
+	int n = 0;
+	const struct lcall *c;
+
+	for (c = lu->calls; c; c = c->next)
+		n++;
+	return n;
+}

@@ -1,0 +1,405 @@
+--- Calls: INVITE sessions as UAS (ua:on("INVITE", fn)) and UAC (ua:invite).
+-- The C half (sip.Call in csrc/l_call.c) does dialogs and transactions;
+-- here are the blocking methods and the reactions to the core's events.
+-- Loaded by sip (init.lua); not required directly.
+
+local core = require "sip.core"
+local sdp = require "sip.sdp"
+
+return function(sip, internal)
+  local current, wait, wake_now, spawn_with, log =
+    internal.current, internal.wait, internal.wake_now, internal.spawn_with, internal.log
+  local Call = core.Call.methods
+  local UA = core.UA.__index
+  local headers_text = core.headers_text
+
+  local ENDED = { ended = true }
+
+  -- a coroutine waits for one of the call's events, with an optional timeout
+  local function wait_for(call, kind, timeout)
+    local co = current("call:" .. kind)
+    local w = call._waiters
+    if not w then
+      w = {}
+      call._waiters = w
+    end
+    w[co] = kind
+    local t <close> = timeout and core.timer(timeout, co) or nil
+    local a, b = wait()
+    w[co] = nil
+    if a == true then return nil, "timeout" end   -- the timer's wake
+    return a, b
+  end
+
+  -- wake the waiters of these kinds with (value, err)
+  local function notify(call, kinds, a, b)
+    local w = call._waiters
+    if not w then return end
+    for co, kind in pairs(w) do
+      if kinds[kind] then
+        w[co] = nil
+        wake_now(co, a, b)
+      end
+    end
+  end
+
+  local function local_addr(call)
+    local req = call.invite
+    local src = req and req.via
+    local hostport = call.ua and call.ua:address() or ""
+    local host = hostport:match("^%a+:%[?([^%]]*)%]?:%d+$") or "127.0.0.1"
+    if host == "0.0.0.0" or host == "::" then host = "127.0.0.1" end
+    return host, src
+  end
+
+  local function finish(call, why)
+    if call.state == "ended" then return end
+    call.state = "ended"
+    call.ended_why = why
+    notify(call, { answer = true }, nil, why == "cancel" and "cancelled" or why)
+    notify(call, { ["end"] = true }, why)
+    call:_end()
+    local h = call._hooks and call._hooks.ended
+    if h then spawn_with(nil, h, call, why) end
+  end
+
+  local function remote_offer(call)
+    local req = call.invite
+    if req and req.body ~= "" and (req.content_type or ""):lower():find("application/sdp", 1, true) then
+      return req.body
+    end
+  end
+
+  local function check_opts(opts, fname, n)
+    if opts ~= nil and type(opts) ~= "table" then
+      error("bad argument #" .. n .. " to '" .. fname .. "' (table expected, got " .. type(opts) .. ")", 3)
+    end
+    return opts or {}
+  end
+
+  local function extra_headers(opts)
+    return opts.headers and headers_text(opts.headers, "opts.headers") or nil
+  end
+
+  ---------------------------------------------------------------------------
+  -- UAS
+
+  --- 180 Ringing.
+  function Call:ring(opts)
+    opts = check_opts(opts, "ring", 1)
+    if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
+    local ok, err = self:_reply(180, nil, extra_headers(opts))
+    if ok then self.state = "early" end
+    return ok, err
+  end
+
+  --- 183 Session Progress with early media.
+  function Call:progress(opts)
+    opts = check_opts(opts, "progress", 1)
+    if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
+    local body = opts.sdp
+    local ok, err = self:_reply(183, nil, extra_headers(opts), body, body and "application/sdp")
+    if ok then
+      self.state = "early"
+      if body then self.local_sdp = body end
+    end
+    return ok, err
+  end
+
+  --- Answer with 200 and wait for the ACK.
+  -- @tab[opt] opts sdp, headers, timeout
+  -- @return true, or fail and "timeout" (no ACK) / "cancelled"
+  function Call:answer(opts)
+    opts = check_opts(opts, "answer", 1)
+    if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
+    current("call:answer")
+    local body = opts.sdp
+    local offer = remote_offer(self)
+    if not body and offer then
+      -- a 200 never breaks offer/answer: a valid answer with no media yet
+      local host = local_addr(self)
+      body, self._session = sdp.default_answer(offer, host)
+    elseif not body and not offer then
+      -- no offer in the INVITE: the 200 must carry one
+      local host = local_addr(self)
+      body, self._session = sdp.offer{ addr = host, port = 9, direction = "inactive" }
+    end
+    if offer then self.remote_sdp = sdp.parse(offer) end
+    local ok, err = self:_reply(200, nil, extra_headers(opts), body, body and "application/sdp")
+    if not ok then return nil, err end
+    self.local_sdp = body
+    self.state = "answered"
+    if self._acked then
+      self.state = "confirmed"
+      return true
+    end
+    local r, why = wait_for(self, "answer", opts.timeout)
+    if r then return true end
+    return nil, why
+  end
+
+  --- Decline the call with a final status (default 486 Busy Here).
+  function Call:reject(status, reason)
+    status = status or 486
+    if type(status) ~= "number" or status < 300 or status > 699 then
+      error("bad argument #1 to 'reject' (status 300..699 expected)", 2)
+    end
+    if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
+    local ok, err = self:_reply(status, reason)
+    finish(self, "rejected")
+    return ok, err
+  end
+
+  ---------------------------------------------------------------------------
+  -- Both sides
+
+  --- Hang up: BYE (waits for its response), CANCEL before an answer as
+  -- UAC, 480 before an answer as UAS.
+  function Call:hangup()
+    local st = self.state
+    if st == "ended" then return true end
+    if self.uas and (st == "incoming" or st == "early") then
+      self:_reply(480)
+      finish(self, "hangup")
+      return true
+    end
+    if not self.uas and st == "calling" then
+      self:_cancel()
+      return true
+    end
+    current("call:hangup")
+    self.state = "terminating"
+    local res, err = self:request("BYE")
+    finish(self, "hangup")
+    if not res then return nil, err end
+    return true
+  end
+
+  --- Wait until the call ends; returns why ("bye", "cancel", "timeout",
+  -- "hangup", "rejected", "failed") or fail, "timeout" after `timeout`.
+  function Call:wait(timeout)
+    if self.state == "ended" then return self.ended_why end
+    local why, err = wait_for(self, "end", timeout)
+    if why then return why end
+    return nil, err
+  end
+
+  --- A request within the dialog (INFO, MESSAGE, OPTIONS, UPDATE, BYE ...).
+  -- @return the final response, or fail and a message
+  function Call:request(method, opts)
+    if type(method) ~= "string" or not method:match("^[%w%-%.!%%%*_%+`'~]+$") then
+      error("bad argument #1 to 'request' (method name expected)", 2)
+    end
+    method = method:upper()
+    if method == "ACK" or method == "CANCEL" then
+      error("bad argument #1 to 'request' (" .. method .. " is sent by the core)", 2)
+    end
+    opts = check_opts(opts, "request", 2)
+    local co = current("call:request")
+    local ok, err = self:_request(method, opts, co, extra_headers(opts))
+    if not ok then return nil, err end
+    local res, why = wait()
+    if not res then return nil, why end
+    return res
+  end
+
+  --- Send a re-INVITE with a new offer; the answer becomes remote_sdp.
+  function Call:reinvite(opts)
+    opts = check_opts(opts, "reinvite", 1)
+    if self.state ~= "confirmed" and self.state ~= "answered" then return nil, "call is " .. self.state end
+    local body = opts.sdp or self.local_sdp
+    local res, err = self:request("INVITE", { body = body, content_type = "application/sdp",
+                                              headers = opts.headers, timeout = opts.timeout })
+    if not res then return nil, err end
+    if res.status >= 200 and res.status < 300 then
+      self.local_sdp = body
+      if res.body ~= "" then self.remote_sdp = sdp.parse(res.body) end
+      return res
+    end
+    return nil, res.status .. " " .. (res.reason or ""), res
+  end
+
+  local function session_for(call)
+    if call._session then return call._session end
+    -- a session of our own mirroring what we sent, so o= keeps counting
+    local p = call.local_sdp and sdp.parse(call.local_sdp)
+    local host = local_addr(call)
+    local s = { sess_id = p and p.origin and p.origin.sess_id or tostring(math.random(1, 2 ^ 31 - 1)),
+                version = p and p.origin and tonumber(p.origin.sess_version) or 1,
+                addr = p and (p.addr or p.origin.addr) or host, media = {} }
+    for i, m in ipairs(p and p.media or {}) do
+      s.media[i] = { media = m.media, port = m.port, proto = m.proto, codecs = m.codecs,
+                     direction = m.direction }
+    end
+    if #s.media == 0 then
+      s.media[1] = { media = "audio", port = 9, proto = "RTP/AVP",
+                     codecs = { { pt = 0, name = "PCMU", rate = 8000 } }, direction = "sendrecv" }
+    end
+    call._session = s
+    return s
+  end
+
+  --- Put the call on hold (re-INVITE with a=sendonly, or inactive when
+  -- the other side already holds us).
+  function Call:hold()
+    local s = session_for(self)
+    local held_by_peer = self.remote_sdp and self.remote_sdp.media[1] and
+                         (self.remote_sdp.media[1].direction == "sendonly" or
+                          self.remote_sdp.media[1].direction == "inactive")
+    local text = sdp.update(s, { direction = held_by_peer and "inactive" or "sendonly" })
+    return self:reinvite{ sdp = text }
+  end
+
+  --- Take the call off hold (re-INVITE with a=sendrecv).
+  function Call:unhold()
+    local text = sdp.update(session_for(self), { direction = "sendrecv" })
+    return self:reinvite{ sdp = text }
+  end
+
+  --- Hooks: "reinvite" fn(call, req) (answer req yourself, or return a
+  -- status; default accepts with our SDP mirrored to the offer), "ended"
+  -- fn(call, why), or a method name for requests in the dialog (INFO ...).
+  function Call:on(what, fn)
+    if type(what) ~= "string" then error("bad argument #1 to 'on' (string expected)", 2) end
+    if type(fn) ~= "function" then error("bad argument #2 to 'on' (function expected)", 2) end
+    local h = self._hooks
+    if not h then
+      h = {}
+      self._hooks = h
+    end
+    h[what:lower()] = fn
+    return self
+  end
+
+  -- the default answer to a re-INVITE or UPDATE: our session, direction
+  -- mirrored to the offer (a sendonly offer gets recvonly: hold works)
+  local function default_reoffer(call, req)
+    local s = session_for(call)
+    local offer = req.body ~= "" and sdp.parse(req.body)
+    if offer then
+      call.remote_sdp = offer
+      local dir = offer.media[1] and offer.media[1].direction or "sendrecv"
+      return (sdp.update(s, { direction = sdp.mirror[dir] or "sendrecv" }))
+    end
+    -- an empty re-INVITE asks us for an offer
+    return (sdp.update(s, {}))
+  end
+
+  local function in_dialog_request(call, req)
+    local method = req.method
+    local hooks = call._hooks or {}
+    local hook = (method == "INVITE" and hooks.reinvite) or hooks[method:lower()]
+    if hook then
+      spawn_with(function(ok, a, b, c)
+        if not ok then
+          log("error", "call hook for " .. method .. " failed: " .. a)
+          req:reply(500)
+        elseif type(a) == "number" then
+          req:reply(a, b, c)
+        elseif a == nil and (method == "INVITE" or method == "UPDATE") then
+          local body = default_reoffer(call, req)
+          req:reply(200, nil, { body = body, content_type = "application/sdp" })
+          call.local_sdp = body
+        elseif a == nil then
+          req:reply(200)
+        end
+      end, hook, call, req)
+      return
+    end
+    if method == "INVITE" or (method == "UPDATE" and req.body ~= "") then
+      local body = default_reoffer(call, req)
+      call.local_sdp = body
+      req:reply(200, nil, { body = body, content_type = "application/sdp" })
+    elseif method == "INFO" or method == "OPTIONS" or method == "MESSAGE" or
+           method == "NOTIFY" or method == "UPDATE" then
+      req:reply(200)
+    else
+      req:reply(405)
+    end
+  end
+
+  -- events from the core (queued, run outside engine callbacks)
+  function internal.call_event(call, name, msg)
+    if name == "ack" then
+      call._acked = true
+      if call.state == "answered" then call.state = "confirmed" end
+      notify(call, { answer = true }, "ack")
+    elseif name == "no_ack" then
+      -- 13.3.1.4: no ACK for our 2xx: the session is over, say so
+      notify(call, { answer = true }, nil, "timeout")
+      spawn_with(nil, function()
+        if call.state ~= "ended" then
+          call.state = "terminating"
+          call:request("BYE", { timeout = 5 })
+          finish(call, "timeout")
+        end
+      end)
+    elseif name == "bye" then
+      finish(call, "bye")
+    elseif name == "cancel" then
+      finish(call, "cancel")
+    elseif name == "request" then
+      in_dialog_request(call, msg)
+    elseif name == "failed" then
+      if call.state == "calling" then finish(call, "failed") end
+    end
+  end
+
+  -- a new incoming call for ua's INVITE handler
+  function internal.incoming_call(ua, call, fn)
+    call.ua = ua
+    call.state = "incoming"
+    spawn_with(function(ok, a, b)
+      if not ok then
+        log("error", "INVITE handler failed: " .. a)
+        if call.state == "incoming" or call.state == "early" then
+          call:_reply(500)
+          finish(call, "failed")
+        end
+        return
+      end
+      if call.state == "incoming" or call.state == "early" then
+        if type(a) == "number" and a >= 300 then
+          call:reject(a, b)
+        elseif a == nil then
+          -- nobody answered and nobody can: say so rather than leave
+          -- the caller ringing forever
+          call:reject(480)
+        end
+      end
+    end, fn, call)
+  end
+
+  ---------------------------------------------------------------------------
+  -- UAC
+
+  --- Place a call and wait until it is answered or fails.
+  -- @string uri
+  -- @tab[opt] opts sdp, headers, timeout (CANCEL after), proxy, from, to,
+  -- on_provisional
+  -- @return the call, or fail, "486 Busy Here", the response
+  function UA:invite(uri, opts)
+    if type(uri) ~= "string" then
+      error("bad argument #1 to 'invite' (SIP URI string expected, got " .. type(uri) .. ")", 2)
+    end
+    opts = check_opts(opts, "invite", 2)
+    local co = current("ua:invite")
+    local call, err = self:_invite(uri, opts, co, opts.proxy or internal.proxies[self],
+                                   extra_headers(opts))
+    if not call then return nil, err end
+    call.ua = self
+    call.state = "calling"
+    call.local_sdp = opts.sdp
+    local ok, why, res = wait()
+    if not ok then
+      call.state = "ended"
+      call.ended_why = why or "failed"
+      return nil, why or "failed", res
+    end
+    call.state = "confirmed"
+    if res and res.body ~= "" then call.remote_sdp = sdp.parse(res.body) end
+    return call
+  end
+
+  return ENDED
+end
