@@ -532,7 +532,7 @@ static int call_index(lua_State *L)
 		return 1;
 	lua_pop(L, 1);
 	if (!strcmp(k, "call_id"))
-		return push_s(L, c->invite && c->invite->m->call_id ? c->invite->m->call_id->number : NULL);
+		return push_s(L, c->invite ? c->invite->call_id : NULL);
 	if (!strcmp(k, "uas")) {
 		lua_pushboolean(L, c->uas);
 		return 1;
@@ -591,7 +591,7 @@ static int call_tostring(lua_State *L)
 	state = lua_tostring(L, -1);
 	lua_pushfstring(L, "sip.Call: %s %s (call-id %s)", c->uas ? "incoming" : "outgoing",
 	                state ? state : "?",
-	                c->invite && c->invite->m->call_id ? c->invite->m->call_id->number : "?");
+	                c->invite && c->invite->call_id ? c->invite->call_id : "?");
 	return 1;
 }
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <osipparser2/osip_parser.h>
+#include <osipparser2/osip_port.h>
 
 static const char *const level_names[] = { "error", "warn", "info", "debug", NULL };
 
@@ -323,6 +324,10 @@ int luaopen_sip_core(lua_State *L)
 	/* parser_init builds libosip2's read-only lookup tables: safe to
 	 * call again from a second Lua state */
 	parser_init();
+	/* libosip2 prints parse errors to stderr itself; every drop is
+	 * logged once, with its reason, by our own log function instead */
+	for (int lvl = 0; lvl < END_TRACE_LEVEL; lvl++)
+		osip_trace_disable_level((osip_trace_level_t)lvl);
 	lua_getfield(L, LUA_REGISTRYINDEX, LSIP_ENV_KEY);
 	if (lua_isnil(L, -1)) {
 		lua_pop(L, 1);

@@ -390,7 +390,7 @@ static int msg_index(lua_State *L)
 		break;
 	case 'c':
 		if (!strcmp(k, "call_id"))
-			return push_str(L, o->call_id ? o->call_id->number : NULL);
+			return push_str(L, m->call_id);
 		if (!strcmp(k, "cseq")) {
 			lua_pushinteger(L, o->cseq && o->cseq->number ? strtoll(o->cseq->number, NULL, 10) : 0);
 			return 1;
@@ -486,11 +486,11 @@ static int msg_tostring(lua_State *L)
 	if (MSG_IS_REQUEST(o))
 		lua_pushfstring(L, "sip.Message: %s %s (call-id %s)", o->sip_method,
 		                o->req_uri && o->req_uri->host ? o->req_uri->host : "?",
-		                o->call_id ? o->call_id->number : "?");
+		                m->call_id ? m->call_id : "?");
 	else
 		lua_pushfstring(L, "sip.Message: %d %s (%s, call-id %s)", o->status_code,
 		                o->reason_phrase ? o->reason_phrase : "",
-		                o->cseq ? o->cseq->method : "?", o->call_id ? o->call_id->number : "?");
+		                o->cseq ? o->cseq->method : "?", m->call_id ? m->call_id : "?");
 	return 1;
 }
 

@@ -1216,7 +1216,7 @@ static int nonce_state(const struct sip_auth_server *s, const char *nonce, const
 	for (i = 0; i < NONCE_TS; i++)
 		*ts = *ts << 8 | raw[i];
 	memcpy(key, raw + NONCE_TS, NONCE_RAND);
-	if (*ts > now + CLOCK_SKEW_MS || now - *ts > (uint64_t)s->expires * 1000)
+	if (*ts > now + CLOCK_SKEW_MS || (*ts < now && now - *ts > (uint64_t)s->expires * 1000))
 		return NONCE_EXPIRED;
 	return NONCE_OK;
 }

@@ -156,7 +156,7 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 	d->state = SIP_DLG_CONFIRMED;
 	d->proto = ist->proto;
 	d->peer = ist->req->src;
-	d->call_id = strdup(m->call_id->number);
+	d->call_id = strdup(ist->req->call_id);
 	d->local_tag = strdup(ist->to_tag);
 	d->remote_tag = strdup(nz(sip_msg_tag(m->from)));
 	d->remote_uri = dup_hdr(ist->req, "From");
@@ -196,7 +196,7 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 	d->state = SIP_DLG_CONFIRMED;
 	d->proto = ict->proto;
 	d->peer = ict->dst;
-	d->call_id = strdup(rq->call_id->number);
+	d->call_id = strdup(ict->req->call_id);
 	d->local_tag = strdup(nz(sip_msg_tag(rq->from)));
 	d->remote_tag = strdup(nz(sip_msg_tag(res->m->to)));
 	d->local_uri = dup_hdr(ict->req, "From");
@@ -287,7 +287,7 @@ struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req)
 
 	if (!lt)
 		return NULL;
-	if (snprintf(key, sizeof key, "d%s;%s;%s", req->m->call_id->number, lt, nz(rt)) >=
+	if (snprintf(key, sizeof key, "d%s;%s;%s", req->call_id, lt, nz(rt)) >=
 	    (int)sizeof key)
 		return NULL;
 	return (struct sip_dialog *)sip_htab_find(&ua->dialogs, key);

@@ -5,6 +5,7 @@
 #include "msg.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -113,6 +114,14 @@ int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char 
 		*why = "unparsable message";
 		goto fail;
 	}
+	if (m->m->call_id && m->m->call_id->number) {
+		const osip_call_id_t *c = m->m->call_id;
+		size_t n = strlen(c->number) + (c->host ? strlen(c->host) + 1 : 0) + 1;
+		m->call_id = malloc(n);
+		if (!m->call_id)
+			goto fail;
+		snprintf(m->call_id, n, "%s%s%s", c->number, c->host ? "@" : "", c->host ? c->host : "");
+	}
 	if (msg_check(m, why)) {
 		/* parsed but invalid: the caller may still answer 400 */
 		*out = m;
@@ -168,6 +177,7 @@ void sip_msg_unref(struct sip_msg *m)
 	if (m->m)
 		osip_message_free(m->m);
 	free(m->tls);
+	free(m->call_id);
 	free(m->raw);
 	free(m);
 }

@@ -20,6 +20,7 @@ struct sip_msg {
 	struct sip_addr src;    /* peer address (received messages) */
 	unsigned received : 1;
 	struct sip_tls_info *tls; /* peer certificate facts, TLS only */
+	char *call_id;          /* whole Call-ID (libosip2 splits it at '@') */
 };
 
 /* parse wire bytes; on failure *why names the reason. -EPROTO: parsed

@@ -291,7 +291,7 @@ int sip_txn_server_key(struct sip_msg *req, const char *method, char *buf, size_
 		const char *ftag = sip_msg_tag(m->from);
 		osip_uri_to_str(m->req_uri, &uri);
 		w = snprintf(buf, n, "S%s;%s;%s;%s;%s:%s;%s", uri ? uri : "", ftag ? ftag : "",
-		             m->call_id->number, m->cseq->number, via->host ? via->host : "",
+		             req->call_id, m->cseq->number, via->host ? via->host : "",
 		             via->port ? via->port : "", method);
 		osip_free(uri);
 	}
@@ -558,7 +558,7 @@ static void build_ack(struct sip_txn *t, struct sip_msg *res)
 		sip_buf_adds(&b, "\r\n");
 	}
 	sip_buf_printf(&b, "Call-ID: %s\r\nCSeq: %s ACK\r\nContent-Length: 0\r\n\r\n",
-	               rq->m->call_id->number, rq->m->cseq->number);
+	               rq->call_id, rq->m->cseq->number);
 	if (b.oom) {
 		sip_buf_free(&b);
 		return;
@@ -732,7 +732,7 @@ int sip_txn_cancel(struct sip_txn *ict)
 		sip_buf_adds(&b, "\r\n");
 	}
 	sip_buf_printf(&b, "Call-ID: %s\r\nCSeq: %s CANCEL\r\nContent-Length: 0\r\n\r\n",
-	               rq->m->call_id->number, rq->m->cseq->number);
+	               rq->call_id, rq->m->cseq->number);
 	if (b.oom) {
 		sip_buf_free(&b);
 		return -ENOMEM;

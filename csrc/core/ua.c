@@ -790,6 +790,7 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	}
 	rc = sip_msg_parse(b.p, b.len, &m, &why);
 	if (rc) {
+		SIP_LOGD(ua->env, "built request does not parse (%s):\n%s", why, b.p);
 		sip_msg_unref(m);
 		sip_buf_free(&b);
 		snprintf(err, errlen, "bad request: %s", why);

@@ -231,6 +231,8 @@ void sip_buf_init(struct sip_buf *b, size_t hint)
 	if (!b->p) {
 		b->cap = 0;
 		b->oom = 1;
+	} else {
+		b->p[0] = '\0';
 	}
 }
 
