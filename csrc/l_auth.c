@@ -696,6 +696,68 @@ static int verify_fail(lua_State *L, const char *reason, const char *detail)
 	return 3;
 }
 
+/* reads verify's arguments 1..6 into vin (no side effects, so it runs again
+ * in the continuation after a lookup that yielded) */
+static struct sip_auth_server *verify_args(lua_State *L, struct sip_auth_verify_in *vin,
+                                           const char **uri)
+{
+	struct sip_auth_server *s = check_server(L, 1);
+
+	luaL_checkstring(L, 2);
+	memset(vin, 0, sizeof *vin);
+	*uri = NULL;
+	vin->method = check_text(L, 3, 64);
+	vin->realm = check_text(L, 4, SIP_AUTH_MAXLEN);
+	luaL_argcheck(L, lua_istable(L, 5) || lua_isfunction(L, 5), 5,
+	              "lookup must be a table or a function");
+	if (!lua_isnoneornil(L, 6)) {
+		luaL_checktype(L, 6, LUA_TTABLE);
+		vin->body = field_str(L, 6, 6, "body", 0, &vin->body_len);
+		*uri = field_str(L, 6, 6, "uri", SIP_AUTH_URI_MAXLEN, NULL);
+		vin->opaque = field_str(L, 6, 6, "opaque", SIP_AUTH_MAXLEN, NULL);
+		lua_getfield(L, 6, "algorithms");
+		if (lua_istable(L, -1)) {
+			lua_Integer j, cnt = luaL_len(L, -1);
+			for (j = 1; j <= cnt; j++) {
+				lua_geti(L, -1, j);
+				if (lua_type(L, -1) != LUA_TSTRING)
+					luaL_argerror(L, 6, "field 'algorithms' must list strings");
+				vin->algs |= 1u << check_alg(L, 6, lua_tostring(L, -1));
+				lua_pop(L, 1);
+			}
+			luaL_argcheck(L, vin->algs, 6, "field 'algorithms' is empty");
+		} else if (!lua_isnil(L, -1)) {
+			luaL_argerror(L, 6, "field 'algorithms' must be a list");
+		}
+		lua_pop(L, 1);
+	}
+	vin->now = opt_now(L, 6, 6);
+	return s;
+}
+
+/* after the lookup: its result is at the top, the credentials at 7 */
+static int verify_finish(lua_State *L, int status, lua_KContext ctx)
+{
+	struct sip_auth_verify_in vin;
+	struct sip_auth_server *s;
+	struct sip_auth_credentials *cr;
+	const char *uri;
+	int rc;
+
+	(void)status; (void)ctx;
+	s = verify_args(L, &vin, &uri);
+	cr = lua_touserdata(L, 7);
+	if (take_secret(L, cr->alg, &vin))
+		return verify_fail(L, "unsupported", "no ha1 for this algorithm");
+	rc = sip_auth_server_verify(s, cr, &vin);
+	if (rc < 0)
+		return luaL_error(L, "verify: %s", rc == -EINVAL ? "invalid credential" : "crypto failure");
+	if (rc != SIP_AUTH_OK)
+		return verify_fail(L, sip_auth_result_str(rc), NULL);
+	lua_pushstring(L, cr->username);
+	return 1;
+}
+
 /***
  * Verify an Authorization / Proxy-Authorization value. Whatever the
  * reason of a failure, answer it with a fresh challenge (stale=true when
@@ -707,7 +769,9 @@ static int verify_fail(lua_State *L, const char *reason, const char *detail)
  * @string realm the realm challenged for
  * @param lookup a table user -> credential or a function(user, realm) ->
  * credential; a credential is a password string, or a table {password=} or
- * {ha1=} (MD5, hex H(user:realm:password)), {ha1_sha256=}, {ha1_sha512_256=}
+ * {ha1=} (MD5, hex H(user:realm:password)), {ha1_sha256=}, {ha1_sha512_256=};
+ * nil or false for an unknown user. The function may yield (a database
+ * query in a coroutine).
  * @tab[opt] opts body (for auth-int), uri (the Request-URI to match
  * exactly), opaque (to match), algorithms (accepted names, default all),
  * now (seconds since the epoch)
@@ -720,45 +784,19 @@ static int verify_fail(lua_State *L, const char *reason, const char *detail)
  */
 static int server_verify(lua_State *L)
 {
-	struct sip_auth_server *s = check_server(L, 1);
-	size_t n;
-	const char *text = luaL_checklstring(L, 2, &n);
 	struct sip_auth_verify_in vin;
+	struct sip_auth_server *s;
 	struct sip_auth_credentials *cr;
-	const char *why = NULL, *uri = NULL;
+	const char *why = NULL, *uri, *text;
+	size_t n;
 	int rc;
 
-	memset(&vin, 0, sizeof vin);
-	vin.method = check_text(L, 3, 64);
-	vin.realm = check_text(L, 4, SIP_AUTH_MAXLEN);
-	luaL_argcheck(L, lua_istable(L, 5) || lua_isfunction(L, 5), 5,
-	              "lookup must be a table or a function");
-	if (!lua_isnoneornil(L, 6)) {
-		luaL_checktype(L, 6, LUA_TTABLE);
-		vin.body = field_str(L, 6, 6, "body", 0, &vin.body_len);
-		uri = field_str(L, 6, 6, "uri", SIP_AUTH_URI_MAXLEN, NULL);
-		vin.opaque = field_str(L, 6, 6, "opaque", SIP_AUTH_MAXLEN, NULL);
-		lua_getfield(L, 6, "algorithms");
-		if (lua_istable(L, -1)) {
-			lua_Integer j, cnt = luaL_len(L, -1);
-			for (j = 1; j <= cnt; j++) {
-				lua_geti(L, -1, j);
-				if (lua_type(L, -1) != LUA_TSTRING)
-					luaL_argerror(L, 6, "field 'algorithms' must list strings");
-				vin.algs |= 1u << check_alg(L, 6, lua_tostring(L, -1));
-				lua_pop(L, 1);
-			}
-			luaL_argcheck(L, vin.algs, 6, "field 'algorithms' is empty");
-		} else if (!lua_isnil(L, -1)) {
-			luaL_argerror(L, 6, "field 'algorithms' must be a list");
-		}
-		lua_pop(L, 1);
-	}
-	vin.now = opt_now(L, 6, 6);
+	s = verify_args(L, &vin, &uri);
+	text = lua_tolstring(L, 2, &n);
 	lua_settop(L, 6);
-	/* the credentials are 4 KB: keep them in a userdata, not on the C stack
-	 * of a function that calls Lua */
-	cr = lua_newuserdatauv(L, sizeof *cr, 0);   /* at 7 */
+	/* the credentials (4 KB) live in a userdata at 7: they survive a
+	 * lookup that yields */
+	cr = lua_newuserdatauv(L, sizeof *cr, 0);
 	rc = sip_auth_credentials_parse(text, n, cr, &why);
 	if (rc)
 		return verify_fail(L, rc == -ENOTSUP ? "unsupported" : "malformed", why);
@@ -775,17 +813,9 @@ static int server_verify(lua_State *L)
 		lua_pushvalue(L, 5);
 		lua_pushstring(L, cr->username);
 		lua_pushstring(L, cr->realm);
-		lua_call(L, 2, 1);
+		lua_callk(L, 2, 1, 0, verify_finish);
 	}
-	if (take_secret(L, cr->alg, &vin))
-		return verify_fail(L, "unsupported", "no ha1 for this algorithm");
-	rc = sip_auth_server_verify(s, cr, &vin);
-	if (rc < 0)
-		return luaL_error(L, "verify: %s", rc == -EINVAL ? "invalid credential" : "crypto failure");
-	if (rc != SIP_AUTH_OK)
-		return verify_fail(L, sip_auth_result_str(rc), NULL);
-	lua_pushstring(L, cr->username);
-	return 1;
+	return verify_finish(L, LUA_OK, 0);
 }
 
 static const luaL_Reg server_methods[] = {
