@@ -408,6 +408,12 @@ int lsip_ua_invite(lua_State *L)
 	}
 	rq.from = lsip_opt_string(L, 3, "from", "opts");
 	rq.to = lsip_opt_string(L, 3, "to", "opts");
+	rq.call_id = lsip_opt_string(L, 3, "call_id", "opts");
+	rq.cseq = (unsigned)lsip_opt_number(L, 3, "cseq", 0, "opts");
+	if ((rq.from && sip_header_value_bad(rq.from, strlen(rq.from))) ||
+	    (rq.to && sip_header_value_bad(rq.to, strlen(rq.to))) ||
+	    (rq.call_id && sip_header_value_bad(rq.call_id, strlen(rq.call_id))))
+		return luaL_error(L, "opts.from, opts.to and opts.call_id must not contain CR or LF");
 	timeout = lsip_opt_number(L, 3, "timeout", 0, "opts");
 	if (sip_header_value_bad(rq.uri, strlen(rq.uri)) || strchr(rq.uri, ' '))
 		return luaL_argerror(L, 2, "URI contains spaces or line breaks");

@@ -346,6 +346,12 @@ int luaopen_sip_core(lua_State *L)
 		ev_idle_init(&e->flush_w, flush_cb);
 		ev_set_priority(&e->flush_w, EV_MAXPRI);
 		e->flush_w.data = e;
+		/* callbacks outside run/step (a send from main's first slice,
+		 * a close before the loop) use the main thread, which lives
+		 * as long as the state */
+		lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+		e->L = lua_tothread(L, -1);
+		lua_pop(L, 1);
 		e->closed = 0;
 		e->env.log_level = SIP_LOG_WARN;
 		e->env.log_fn = log_to_lua;

@@ -276,8 +276,8 @@ static int msg_set_header(lua_State *L)
 	int rc;
 
 	check_header_name(L, name, "set_header");
-	if (val)
-		luaL_argcheck(L, !sip_header_value_bad(val, strlen(val)), 3, "value contains CR, LF or NUL");
+	if (val && sip_header_value_bad(val, strlen(val)))
+		return luaL_argerror(L, 3, lua_pushfstring(L, "value of '%s' contains CR, LF or NUL", name));
 	want = sip_header_long_name(name, strlen(name));
 	if (!want)
 		want = name;

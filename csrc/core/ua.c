@@ -158,7 +158,8 @@ static int served(const struct sip_ua *ua, const char *method)
 	size_t i;
 
 	for (i = 0; i < ua->nserved; i++)
-		if (!strcmp(ua->served[i], method))
+		if (!strcmp(ua->served[i], method) ||
+		    (!strcmp(ua->served[i], "*") && strcmp(method, "ACK") && strcmp(method, "CANCEL")))
 			return 1;
 	return 0;
 }
@@ -402,7 +403,7 @@ static const char *allow_list(struct sip_ua *ua, char *buf, size_t n)
 	for (i = 0; i < ua->nserved && off < n; i++) {
 		const char *m = ua->served[i];
 		if (!strcmp(m, "OPTIONS") || !strcmp(m, "INVITE") || !strcmp(m, "ACK") ||
-		    !strcmp(m, "CANCEL") || !strcmp(m, "BYE"))
+		    !strcmp(m, "CANCEL") || !strcmp(m, "BYE") || !strcmp(m, "*"))
 			continue;
 		off += (size_t)snprintf(buf + off, n - off, ", %s", m);
 	}

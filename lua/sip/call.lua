@@ -138,6 +138,19 @@ return function(sip, internal)
     return nil, why
   end
 
+  --- Digest-authenticate the INVITE: the user name, or nil after the
+  -- call was answered 401 (407 with proxy=true) and ended. Options as
+  -- req:authenticate.
+  function Call:authenticate(opts)
+    if self.state ~= "incoming" and self.state ~= "early" then
+      error("call:authenticate: the call was answered already", 2)
+    end
+    return internal.auth.authenticate(self.invite, opts, function(status, headers)
+      self:_reply(status, nil, headers_text(headers))
+      finish(self, "rejected")
+    end)
+  end
+
   --- Decline the call with a final status (default 486 Busy Here).
   function Call:reject(status, reason)
     status = status or 486
@@ -196,11 +209,19 @@ return function(sip, internal)
     end
     opts = check_opts(opts, "request", 2)
     local co = current("call:request")
-    local ok, err = self:_request(method, opts, co, extra_headers(opts))
-    if not ok then return nil, err end
-    local res, why = wait()
-    if not res then return nil, why end
-    return res
+    local auth = internal.auth
+    local creds = auth.check_creds(opts.auth, "request") or (self.ua and internal.ua_auth[self.ua])
+    local state = creds and auth.new_state(creds)
+    while true do
+      local ok, err = self:_request(method, opts, co, extra_headers(opts))
+      if not ok then return nil, err end
+      local res, why = wait()
+      if not res then return nil, why end
+      local extra = (res.status == 401 or res.status == 407) and
+                    auth.answer(state, res, method, self.remote_target or "", opts.body)
+      if not extra then return res end
+      opts = auth.retry_opts(opts, extra, nil)
+    end
   end
 
   --- Send a re-INVITE with a new offer; the answer becomes remote_sdp.
@@ -384,18 +405,29 @@ return function(sip, internal)
     end
     opts = check_opts(opts, "invite", 2)
     local co = current("ua:invite")
-    local call, err = self:_invite(uri, opts, co, opts.proxy or internal.proxies[self],
-                                   extra_headers(opts))
-    if not call then return nil, err end
-    call.ua = self
-    call.state = "calling"
-    call.local_sdp = opts.sdp
-    local ok, why, res = wait()
-    if not ok then
+    local auth = internal.auth
+    local creds = auth.check_creds(opts.auth, "invite") or internal.ua_auth[self]
+    local state = creds and auth.new_state(creds)
+    local call, ok, why, res
+    while true do
+      local err
+      call, err = self:_invite(uri, opts, co, opts.proxy or internal.proxies[self],
+                               extra_headers(opts))
+      if not call then return nil, err end
+      call.ua = self
+      call.state = "calling"
+      call.local_sdp = opts.sdp
+      ok, why, res = wait()
+      if ok then break end
       call.state = "ended"
       call.ended_why = why or "failed"
-      return nil, why or "failed", res
+      -- 401/407: the transaction ACKed it; a new INVITE answers (22.2)
+      local extra = res and (res.status == 401 or res.status == 407) and
+                    auth.answer(state, res, "INVITE", uri, opts.sdp)
+      if not extra then return nil, why or "failed", res end
+      opts = auth.retry_opts(opts, extra, res)
     end
+    if not ok then return nil, why or "failed", res end
     call.state = "confirmed"
     if res and res.body ~= "" then call.remote_sdp = sdp.parse(res.body) end
     return call

@@ -192,7 +192,8 @@ function sip.log(level, fn)
   if fn ~= nil and type(fn) ~= "function" and fn ~= false then
     error("bad argument #2 to 'log' (function expected)", 2)
   end
-  if fn ~= nil then sip._log_fn = fn or nil end
+  if fn == nil then return core.log(level) end
+  sip._log_fn = fn or nil
   return core.log(level, fn)
 end
 
@@ -255,6 +256,8 @@ end
 local UA = core.UA.__index          -- the C methods; Lua ones join them
 local handlers = setmetatable({}, { __mode = "k" })
 local proxies = setmetatable({}, { __mode = "k" })
+local ua_auth = setmetatable({}, { __mode = "k" })
+local sip_auth = require "sip.auth"
 sip._handlers = handlers
 
 local ua_options = {
@@ -279,10 +282,12 @@ function sip.ua(opts)
   if opts and opts.proxy ~= nil and type(opts.proxy) ~= "string" then
     error("bad argument #1 to 'ua' (opts.proxy must be a SIP URI string)", 2)
   end
+  local auth = opts and sip_auth.check_creds(opts.auth, "ua")
   local ua, err = core.UA.new(opts)
   if not ua then return nil, err end
   handlers[ua] = {}
   proxies[ua] = opts and opts.proxy
+  ua_auth[ua] = auth
   return ua
 end
 
@@ -334,11 +339,20 @@ function UA:request(method, uri, opts)
   end
   local co = current("ua:request")
   local proxy = opts and opts.proxy or proxies[self]
-  local ok, err = self:_request(method, uri, opts, co, proxy)
-  if not ok then return nil, err end
-  local res, why = wait()
-  if not res then return nil, why end
-  return res
+  local creds = sip_auth.check_creds(opts and opts.auth, "request") or ua_auth[self]
+  local state = creds and sip_auth.new_state(creds)
+  while true do
+    local ok, err = self:_request(method, uri, opts, co, proxy)
+    if not ok then return nil, err end
+    local res, why = wait()
+    if not res then return nil, why end
+    local st = res.status
+    -- 401/407: answer the challenge once per nonce (22.2, 22.3)
+    local extra = (st == 401 or st == 407) and
+                  sip_auth.answer(state, res, method, uri, opts and opts.body)
+    if not extra then return res end
+    opts = sip_auth.retry_opts(opts, extra, res)
+  end
 end
 
 local close_c = UA.close
@@ -366,8 +380,16 @@ end
 
 local internal = {
   current = current, wait = wait, wake_now = wake_now, spawn_with = spawn_with, log = log,
-  proxies = proxies,
+  proxies = proxies, ua_auth = ua_auth, auth = sip_auth,
 }
+
+--- Answer a request with a digest challenge unless its credentials are
+-- good: returns the user name, or nil after sending 401 (407 with
+-- proxy=true). opts: realm, credentials (table user -> password, or
+-- function(user, realm) -> password | { ha1 = }), proxy, algorithms, expires.
+core.Message.methods.authenticate = function(req, opts)
+  return sip_auth.authenticate(req, opts)
+end
 require("sip.call")(sip, internal)
 sip.sdp = require "sip.sdp"
 
