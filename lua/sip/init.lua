@@ -355,11 +355,7 @@ function UA:request(method, uri, opts)
   end
 end
 
-local close_c = UA.close
-function UA:close()
-  handlers[self] = nil
-  return close_c(self)
-end
+
 
 -- a handler's coroutine ended: a returned status replies, a raise gets 500
 local function handler_exit(req)
@@ -390,7 +386,19 @@ local internal = {
 core.Message.methods.authenticate = function(req, opts)
   return sip_auth.authenticate(req, opts)
 end
+internal.is_driven = function(co) return driven[co] ~= nil end
 require("sip.call")(sip, internal)
+require("sip.register")(sip, internal)
+
+local close_c = UA.close
+--- Close the UA: registrations are removed (when called from a luasip
+-- coroutine), open calls get BYE, pending requests fail with "closed".
+function UA:close()
+  if internal.close_registrations then internal.close_registrations(self) end
+  handlers[self] = nil
+  return close_c(self)
+end
+
 sip.sdp = require "sip.sdp"
 
 local CallMT = core.Call

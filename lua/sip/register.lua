@@ -1,0 +1,207 @@
+--- Registrations (RFC 3261 section 10): ua:register keeps a binding
+-- alive, refreshing before it expires, backing off after failures and
+-- following 423 Min-Expires. Loaded by sip.
+
+local core = require "sip.core"
+
+return function(sip, internal)
+  local UA = core.UA.__index
+  local current, wait_for_wake, spawn_with, log, wake_now =
+    internal.current, internal.wait, internal.spawn_with, internal.log, internal.wake_now
+
+  local Registration = {}
+  Registration.__index = Registration
+  Registration.__name = "sip.Registration"
+
+  local regs = setmetatable({}, { __mode = "k" })     -- ua -> { reg = true }
+  internal.registrations = regs
+
+  function Registration.__tostring(r)
+    return string.format("sip.Registration: %s %s (expires %s)", r.aor, r.state,
+                         tostring(r.expires))
+  end
+
+  local function set_state(r, state, err, res)
+    local changed = r.state ~= state
+    r.state = state
+    r.error = err
+    if changed and r.on_change then
+      spawn_with(function(ok, tb)
+        if not ok then log("error", "on_change failed: " .. tb) end
+      end, r.on_change, r, state, err, res)
+    end
+  end
+
+  -- the expiry the registrar granted our contact (10.2.4)
+  local function granted(r, res, asked)
+    local ours = r.contact_uri
+    for _, c in ipairs(res:headers("Contact")) do
+      for part in (c .. ","):gmatch("([^,]+),") do
+        local uri = part:match("<([^>]*)>") or part:match("^%s*([^;%s]+)")
+        if uri and ours and uri:lower() == ours:lower() then
+          local e = part:match(";%s*[Ee][Xx][Pp][Ii][Rr][Ee][Ss]%s*=%s*(%d+)")
+          if e then return tonumber(e) end
+        end
+      end
+    end
+    local e = res:header("Expires")
+    return tonumber(e) or asked
+  end
+
+  -- one REGISTER exchange, with 423 handled; auth is ua:request's
+  local function send(r, expires)
+    for _ = 1, 3 do
+      r.cseq = r.cseq + 1
+      local res, err = r.ua:request("REGISTER", r.registrar, {
+        to = "<" .. r.aor .. ">", from = "<" .. r.aor .. ">;tag=" .. r.tag,
+        call_id = r.call_id, cseq = r.cseq,
+        headers = { Contact = "<" .. r.contact_uri .. ">", Expires = tostring(expires) },
+        auth = r.auth, timeout = r.timeout })
+      if not res then return nil, err end
+      -- ua:request may have retried with auth: continue after its CSeq
+      r.cseq = math.max(r.cseq, res.cseq or r.cseq)
+      if res.status == 423 and expires > 0 then
+        local min = tonumber(res:header("Min-Expires"))
+        if not min or min <= expires then return nil, "423 Interval Too Brief", res end
+        expires = min
+        r.asked = min
+      elseif res.status >= 200 and res.status < 300 then
+        return res, nil, expires
+      else
+        return nil, res.status .. " " .. (res.reason or ""), res
+      end
+    end
+    return nil, "423 Interval Too Brief"
+  end
+
+  -- refresh before expiry; back off after failures
+  local function keeper(r)
+    local failures = 0
+    while r.state ~= "closed" do
+      local delay
+      if r.state == "registered" then
+        local e = r.expires
+        delay = e > 60 and e - 30 or math.max(e / 2, 0.5)
+      else
+        delay = math.min(r.retry_max, r.retry * 2 ^ math.max(failures - 1, 0))
+      end
+      r._sleeping = current("registration")
+      local t <close> = core.timer(delay, r._sleeping)
+      wait_for_wake()
+      r._sleeping = nil
+      if r.state == "closed" then break end
+      local res, err, asked = send(r, r.asked)
+      if r.state == "closed" then break end
+      if res then
+        failures = 0
+        r.expires = granted(r, res, asked)
+        r.refreshes = r.refreshes + 1
+        set_state(r, "registered", nil, res)
+      else
+        failures = failures + 1
+        set_state(r, "failed", err, asked)
+      end
+    end
+  end
+
+  local function random_token(n)
+    local t = {}
+    local chars = "abcdefghijklmnopqrstuvwxyz0123456789"
+    for i = 1, n do
+      local k = math.random(1, #chars)
+      t[i] = chars:sub(k, k)
+    end
+    return table.concat(t)
+  end
+
+  --- Register and keep the registration fresh.
+  -- @tab opts registrar (URI), aor (URI), user, password (or auth =
+  -- { user, password }), expires (default 3600), contact (URI; default
+  -- this UA's), on_change fn(reg, state, err, res), retry (first backoff,
+  -- default 5 s), retry_max (default 300 s), timeout
+  -- @return the registration, or fail, message, response
+  function UA:register(opts)
+    if type(opts) ~= "table" then
+      error("bad argument #1 to 'register' (table expected, got " .. type(opts) .. ")", 2)
+    end
+    for _, k in ipairs{ "registrar", "aor" } do
+      if type(opts[k]) ~= "string" or opts[k]:find("[\r\n<>]") then
+        error("bad argument #1 to 'register' (opts." .. k .. " must be a SIP URI string)", 2)
+      end
+    end
+    local expires = opts.expires or 3600
+    if type(expires) ~= "number" or expires < 0 then
+      error("bad argument #1 to 'register' (opts.expires must be a non-negative number)", 2)
+    end
+    if opts.on_change ~= nil and type(opts.on_change) ~= "function" then
+      error("bad argument #1 to 'register' (opts.on_change must be a function)", 2)
+    end
+    current("ua:register")
+    local auth = opts.auth
+    if not auth and opts.user and opts.password then
+      auth = { user = opts.user, password = opts.password }
+    end
+    local user = opts.user or opts.aor:match("^sips?:([^@;]+)@") or "luasip"
+    local r = setmetatable({
+      ua = self, registrar = opts.registrar, aor = opts.aor, auth = auth,
+      asked = math.floor(expires), expires = nil, state = "new", cseq = 0, refreshes = 0,
+      call_id = random_token(20), tag = random_token(10),
+      contact_uri = opts.contact or self:uri(user),
+      on_change = opts.on_change, retry = opts.retry or 5, retry_max = opts.retry_max or 300,
+      timeout = opts.timeout,
+    }, Registration)
+    local res, err, asked = send(r, r.asked)
+    if not res then
+      r.state = "failed"
+      return nil, err, asked
+    end
+    r.expires = granted(r, res, asked)
+    set_state(r, "registered", nil, res)
+    regs[self] = regs[self] or {}
+    regs[self][r] = true
+    r._keeper = spawn_with(function(ok, tb)
+      if not ok then log("error", "registration refresh failed: " .. tb) end
+    end, keeper, r)
+    return r
+  end
+
+  local function stop(r)
+    r.state = "closed"
+    local ua_regs = regs[r.ua]
+    if ua_regs then ua_regs[r] = nil end
+    if r._sleeping then wake_now(r._sleeping) end
+  end
+
+  --- Remove the binding (REGISTER with Expires: 0) and stop refreshing.
+  -- @return true, or fail, message, response
+  function Registration:unregister()
+    if self.state == "closed" then return true end
+    current("reg:unregister")
+    stop(self)
+    local res, err, extra = send(self, 0)
+    if self.on_change then
+      spawn_with(nil, self.on_change, self, "unregistered", err)
+    end
+    if not res then return nil, err, extra end
+    return true
+  end
+
+  -- ua:close() unregisters what it can: inside a driven coroutine each
+  -- registration is removed (yielding); otherwise they just stop.
+  function internal.close_registrations(ua)
+    local list = regs[ua]
+    if not list then return end
+    regs[ua] = nil
+    local co, main = coroutine.running()
+    local can_wait = not main and internal.is_driven(co)
+    for r in pairs(list) do
+      if can_wait then
+        r:unregister()
+      else
+        stop(r)
+      end
+    end
+  end
+
+  return Registration
+end
