@@ -139,8 +139,8 @@ static void call_release(lua_State *L, struct lcall *c)
 		sip_dialog_free(c->d);
 		c->d = NULL;
 	}
-	if (c->lu && ev_is_active(&c->tmo))
-		ev_timer_stop(c->lu->e->env.loop, &c->tmo);
+	if (c->lu && !c->lu->e->closed)
+		ev_timer_stop(c->lu->e->env.loop, &c->tmo);   /* active or pending */
 	if (c->co_ref != LUA_NOREF) {
 		luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
 		c->co_ref = LUA_NOREF;
@@ -287,8 +287,7 @@ static void call_wake(struct lcall *c, int ok, const char *err, struct sip_msg *
 
 	if (c->co_ref == LUA_NOREF)
 		return;
-	if (ev_is_active(&c->tmo))
-		ev_timer_stop(e->env.loop, &c->tmo);
+	ev_timer_stop(e->env.loop, &c->tmo);
 	L = lsip_wake_begin(e, c->co_ref);
 	c->co_ref = LUA_NOREF;
 	lua_pushboolean(L, ok);

@@ -205,8 +205,8 @@ static int timer_gc(lua_State *L)
 {
 	struct lsip_timer *t = luaL_checkudata(L, 1, "sip.Timer");
 
-	if (t->e && !t->e->closed && ev_is_active(&t->w))
-		ev_timer_stop(t->e->env.loop, &t->w);
+	if (t->e && !t->e->closed)
+		ev_timer_stop(t->e->env.loop, &t->w);  /* active or pending */
 	if (t->co_ref != LUA_NOREF) {
 		luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
 		t->co_ref = LUA_NOREF;

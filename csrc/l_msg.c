@@ -6,6 +6,7 @@
  */
 #include "lsip.h"
 #include "core/core.h"
+#include "core/tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -454,6 +455,17 @@ static int msg_index(lua_State *L)
 		}
 		if (!strcmp(k, "transport"))
 			return push_str(L, m->received ? sip_proto_name(m->proto) : NULL);
+		if (!strcmp(k, "tls")) {
+			/* facts about the TLS peer of a received message */
+			if (!m->tls)
+				return push_str(L, NULL);
+			lua_createtable(L, 0, 2);
+			lua_pushstring(L, m->tls->subject);
+			lua_setfield(L, -2, "peer_subject");
+			lua_pushboolean(L, m->tls->verified);
+			lua_setfield(L, -2, "verified");
+			return 1;
+		}
 		break;
 	case 'u':
 		if (!strcmp(k, "uri")) {

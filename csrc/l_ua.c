@@ -7,6 +7,7 @@
  */
 #include "lsip.h"
 #include "core/core.h"
+#include "core/tls.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -40,8 +41,7 @@ static void pending_free(lua_State *L, struct pending *p)
 {
 	struct ev_loop *loop = p->lu->e->env.loop;
 
-	if (ev_is_active(&p->tmo))
-		ev_timer_stop(loop, &p->tmo);
+	ev_timer_stop(loop, &p->tmo);         /* active or pending */
 	pending_unlink(p);
 	if (p->prov_ref != LUA_NOREF)
 		luaL_unref(L, LUA_REGISTRYINDEX, p->prov_ref);
@@ -188,6 +188,45 @@ static void ua_config(lua_State *L, int t, struct sip_ua_cfg *c)
 	}
 }
 
+/* opts.tls = { cert, key, cafile, capath, verify, verify_client, tls13,
+ * allow_wildcard, handshake_timeout } */
+static int ua_tls(lua_State *L, int t, struct sip_ua *ua, char *err, size_t errlen)
+{
+	struct sip_tls_cfg cfg = { .verify = 1 };
+	int rc;
+
+	if (lua_isnoneornil(L, t))
+		return 0;
+	lua_getfield(L, t, "tls");
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	if (!lua_istable(L, -1))
+		return luaL_error(L, "opts.tls must be a table");
+	t = lua_gettop(L);
+	cfg.cert = lsip_opt_string(L, t, "cert", "opts.tls");
+	cfg.key = lsip_opt_string(L, t, "key", "opts.tls");
+	cfg.cafile = lsip_opt_string(L, t, "cafile", "opts.tls");
+	cfg.capath = lsip_opt_string(L, t, "capath", "opts.tls");
+	cfg.handshake_timeout = lsip_opt_number(L, t, "handshake_timeout", 10, "opts.tls");
+	lua_getfield(L, t, "verify");
+	if (!lua_isnil(L, -1))
+		cfg.verify = lua_toboolean(L, -1);
+	lua_getfield(L, t, "verify_client");
+	cfg.verify_client = lua_toboolean(L, -1);
+	lua_getfield(L, t, "allow_wildcard");
+	cfg.allow_wildcard = lua_toboolean(L, -1);
+	lua_getfield(L, t, "tls13");
+	cfg.tls13_only = lua_toboolean(L, -1);
+	lua_pop(L, 4);
+	if (cfg.key && !cfg.cert)
+		return luaL_error(L, "opts.tls.key given without opts.tls.cert");
+	rc = sip_tls_setup(ua, &cfg, err, errlen);
+	lua_pop(L, 1);
+	return rc;
+}
+
 /***
  * Create a user agent (sip.ua in the public module).
  * @function new
@@ -212,6 +251,14 @@ static int l_ua_new(lua_State *L)
 		return luaL_error(L, "sip.ua: out of memory");
 	ua_config(L, 1, sip_ua_config(lu->ua));
 	sip_ua_set_tu(lu->ua, on_request, lu);
+	if (ua_tls(L, 1, lu->ua, err, sizeof err)) {
+		/* an unreadable certificate is the environment's fault: fail */
+		sip_ua_free(lu->ua);
+		lu->ua = NULL;
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
 	if (!lua_isnoneornil(L, 1))
 		lua_getfield(L, 1, "listen");
 	else

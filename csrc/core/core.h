@@ -8,6 +8,9 @@
 #include <ev.h>
 #include "ua.h"
 #include "dialog.h"
+#include "tls.h"
+
+typedef struct ssl_st SSL;
 
 struct sip_listener {
 	struct sip_ua *ua;
@@ -27,7 +30,8 @@ struct sip_conn {
 	int proto;
 	int fd;
 	int connecting;
-	int closing;
+	int closing;                    /* 1 closed; 2 inside conn_frame: deferred */
+	char close_why[160];
 	struct sip_addr peer;
 	struct sip_listener *lst;       /* listener of the same protocol, if any */
 	ev_io rio, wio;
@@ -37,6 +41,10 @@ struct sip_conn {
 	struct sip_buf out;
 	size_t outoff;
 	struct sip_txn *txns;           /* transactions bound to this connection */
+	SSL *ssl;                       /* TLS connections */
+	int handshaking;
+	char *tls_name;                 /* client: the SIP domain verified */
+	struct sip_tls_info *tls_info;  /* the peer certificate, once known */
 };
 
 enum sip_txn_kind { TXN_ICT, TXN_NICT, TXN_IST, TXN_NIST };
@@ -65,6 +73,7 @@ struct sip_txn {
 	double interval;
 	int last_status;
 	char to_tag[24];                /* server: our To tag */
+	char *tls_name;                 /* client over TLS: the domain to verify */
 	sip_response_cb cb;             /* client TU */
 	void *cb_arg;
 	sip_txn_gone_cb gone;           /* server TU */
@@ -88,6 +97,7 @@ struct sip_ua {
 	char **served;
 	size_t nserved;
 	uint64_t rx, tx, dropped, retransmits;
+	struct sip_tls *tls;            /* TLS contexts, once configured */
 };
 
 /* ua.c: the receive path, shared by every transport */
@@ -109,7 +119,8 @@ int sip_udp_send(struct sip_listener *l, const struct sip_addr *dst, const char 
 int sip_stream_listen(struct sip_listener *l, char *err, size_t errlen);
 void sip_stream_listener_close(struct sip_listener *l);
 /* a connection to dst: an open one (reuse) or a new one being opened */
-int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, struct sip_conn **out);
+int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, const char *tls_name,
+                 struct sip_conn **out);
 int sip_conn_send(struct sip_conn *c, const char *buf, size_t len);
 void sip_conn_close(struct sip_conn *c, const char *why);
 void sip_conn_close_all(struct sip_ua *ua);
@@ -121,7 +132,7 @@ int sip_txn_new_server(struct sip_ua *ua, struct sip_msg *req, int proto, struct
                        struct sip_conn *c, struct sip_txn **out);
 int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_t len,
                        int proto, const struct sip_addr *dst, struct sip_listener *l,
-                       sip_response_cb cb, void *arg, struct sip_txn **out);
+                       const char *tls_name, sip_response_cb cb, void *arg, struct sip_txn **out);
 void sip_txn_server_retransmit(struct sip_txn *st, struct sip_msg *req);
 void sip_txn_client_response(struct sip_txn *ct, struct sip_msg *res);
 void sip_txn_transport_error(struct sip_txn *t, const char *why);

@@ -363,7 +363,7 @@ int sip_dialog_ack(struct sip_dialog *d, struct sip_msg *res, const char *body, 
 		d->ack_dst = o.dst;
 		d->ack_lst = o.lst;
 	}
-	return sip_ua_send_stateless(d->ua, d->ack_proto, &d->ack_dst, d->ack_lst, d->ack, d->acklen);
+	return sip_ua_send_stateless(d->ua, d->ack_proto, &d->ack_dst, d->ack_lst, NULL, d->ack, d->acklen);
 }
 
 /* responses to our re-INVITE: the dialog ACKs each 2xx */
@@ -419,7 +419,7 @@ int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
 		d->ri_cb = cb;
 		d->ri_arg = arg;
 		rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst,
-		                        reinvite_cb, d, out);
+		                        o.tls_name, reinvite_cb, d, out);
 		if (rc) {
 			d->ri_cb = NULL;
 			d->ri_arg = NULL;
@@ -428,10 +428,11 @@ int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
 			(*out)->dlg = d;
 		}
 	} else {
-		rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, cb, arg, out);
+		rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, o.tls_name,
+		                        cb, arg, out);
 	}
 	if (rc)
-		snprintf(err, errlen, "transport: %s", strerror(-rc));
+		sip_transport_error(err, errlen, rc);
 	return rc;
 }
 

@@ -60,6 +60,9 @@ int sip_addr_eq(const struct sip_addr *a, const struct sip_addr *b);
 uint32_t sip_addr_hash(const struct sip_addr *a);
 int sip_addr_is_any(const struct sip_addr *a);
 
+/* "transport: connection refused" for an errno value (either sign) */
+void sip_transport_error(char *buf, size_t n, int err);
+
 /* CSPRNG tokens (OpenSSL RAND_bytes), url-safe alphabet */
 int sip_random_token(char *buf, size_t nchars);
 

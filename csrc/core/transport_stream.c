@@ -37,8 +37,9 @@ void sip_conn_close(struct sip_conn *c, const char *why)
 	char peer[64];
 
 	if (c->closing == 2) {
-		/* inside conn_frame: it finishes the close when receive returns */
+		/* inside conn_frame: it finishes the close when it returns */
 		c->closing = 1;
+		snprintf(c->close_why, sizeof c->close_why, "%s", why ? why : "");
 		return;
 	}
 	if (c->closing)
@@ -65,16 +66,50 @@ void sip_conn_close(struct sip_conn *c, const char *why)
 	ev_timer_stop(loop, &c->idle);
 	/* transactions on this connection fail or forget it */
 	sip_txn_conn_closed(c, why ? why : "connection closed");
+	sip_tls_conn_free(c);
 	close(c->fd);
 	free(c->in);
 	sip_buf_free(&c->out);
 	free(c);
 }
 
+static void wio_start(struct sip_conn *c)
+{
+	if (!ev_is_active(&c->wio)) {
+		ev_io_start(c->ua->env->loop, &c->wio);
+		ev_unref(c->ua->env->loop);
+	}
+}
+
+static void wio_stop(struct sip_conn *c)
+{
+	if (ev_is_active(&c->wio)) {
+		ev_ref(c->ua->env->loop);
+		ev_io_stop(c->ua->env->loop, &c->wio);
+	}
+}
+
 static void conn_flush(struct sip_conn *c)
 {
 	struct ev_loop *loop = c->ua->env->loop;
 
+	if (c->connecting || c->handshaking)
+		return;
+	while (c->ssl && c->outoff < c->out.len) {
+		char why[160];
+		long n = sip_tls_write(c, c->out.p + c->outoff, c->out.len - c->outoff, why, sizeof why);
+		if (n == SIP_TLS_WANT_WRITE) {
+			wio_start(c);
+			return;
+		}
+		if (n == SIP_TLS_WANT_READ)
+			return;         /* the read callback flushes again */
+		if (n <= 0) {
+			sip_conn_close(c, why);
+			return;
+		}
+		c->outoff += (size_t)n;
+	}
 	while (c->outoff < c->out.len) {
 		ssize_t n = send(c->fd, c->out.p + c->outoff, c->out.len - c->outoff, MSG_NOSIGNAL);
 		if (n < 0) {
@@ -83,7 +118,7 @@ static void conn_flush(struct sip_conn *c)
 			if (errno == EINTR)
 				continue;
 			char why[96];
-			snprintf(why, sizeof why, "transport: %s", strerror(errno));
+			sip_transport_error(why, sizeof why, errno);
 			sip_conn_close(c, why);
 			return;
 		}
@@ -101,6 +136,32 @@ static void conn_flush(struct sip_conn *c)
 	}
 }
 
+/* drive a TLS handshake; on success the idle timer returns to normal
+ * and what was queued meanwhile goes out */
+static void conn_handshake(struct sip_conn *c)
+{
+	char why[200];
+	int rc = sip_tls_handshake(c, why, sizeof why);
+
+	if (rc == SIP_TLS_WANT_WRITE) {
+		wio_start(c);
+		return;
+	}
+	if (rc == SIP_TLS_WANT_READ) {
+		wio_stop(c);
+		return;
+	}
+	if (rc < 0) {
+		sip_log(c->ua->env, SIP_LOG_INFO, "%s", why);
+		sip_conn_close(c, why);
+		return;
+	}
+	wio_stop(c);
+	c->idle.repeat = c->ua->cfg.idle_timeout;
+	ev_timer_again(c->ua->env->loop, &c->idle);
+	conn_flush(c);
+}
+
 static void conn_wcb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct sip_conn *c = w->data;
@@ -113,11 +174,19 @@ static void conn_wcb(struct ev_loop *loop, ev_io *w, int revents)
 		getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
 		if (err) {
 			char why[96];
-			snprintf(why, sizeof why, "transport: %s", strerror(err));
+			sip_transport_error(why, sizeof why, err);
 			sip_conn_close(c, why);
 			return;
 		}
 		c->connecting = 0;
+		if (c->ssl) {
+			conn_handshake(c);
+			return;
+		}
+	}
+	if (c->handshaking) {
+		conn_handshake(c);
+		return;
 	}
 	conn_flush(c);
 }
@@ -158,13 +227,16 @@ static long stream_content_length(const char *h, size_t n)
 	return -1;
 }
 
-/* Deliver every complete message in the input buffer. */
-static void conn_frame(struct sip_conn *c)
+/* Deliver every complete message in the input buffer; -1 when the
+ * connection was closed (and freed) meanwhile. Closes requested while we
+ * work (by a reply, a pong, a framing error) are deferred to the end. */
+static int conn_frame(struct sip_conn *c)
 {
 	struct sip_ua *ua = c->ua;
 	size_t off = 0;
 
-	while (off < c->inlen) {
+	c->closing = 2;
+	while (off < c->inlen && c->closing == 2) {
 		char *p = c->in + off;
 		size_t avail = c->inlen - off;
 		char *hend;
@@ -188,7 +260,6 @@ static void conn_frame(struct sip_conn *c)
 			if (avail > ua->cfg.max_stream_msg) {
 				sip_ua_drop(ua, &c->peer, "header section larger than the stream limit");
 				sip_conn_close(c, "message too large");
-				return;
 			}
 			break;
 		}
@@ -199,29 +270,82 @@ static void conn_frame(struct sip_conn *c)
 			sip_ua_drop(ua, &c->peer, cl == -1 ? "no Content-Length on a stream"
 			                                    : "bad Content-Length on a stream");
 			sip_conn_close(c, "unframeable message");
-			return;
+			break;
 		}
 		if (hlen + (size_t)cl > ua->cfg.max_stream_msg) {
 			sip_ua_drop(ua, &c->peer, "Content-Length beyond the stream limit");
 			sip_conn_close(c, "message too large");
-			return;
+			break;
 		}
 		if (avail < hlen + (size_t)cl)
 			break;
-		c->closing = 2;         /* receive may close us: defer the free */
 		sip_ua_receive(ua, c->proto, c->lst, c, &c->peer, p, hlen + (size_t)cl);
-		if (c->closing == 1) {
-			c->closing = 0;
-			sip_conn_close(c, NULL);
-			return;
-		}
-		c->closing = 0;
 		off += hlen + (size_t)cl;
 	}
+	if (c->closing == 1) {
+		c->closing = 0;
+		sip_conn_close(c, c->close_why[0] ? c->close_why : NULL);
+		return -1;
+	}
+	c->closing = 0;
 	if (off) {
 		memmove(c->in, c->in + off, c->inlen - off);
 		c->inlen -= off;
 	}
+	return 0;
+}
+
+static int conn_grow(struct sip_conn *c)
+{
+	if (c->incap - c->inlen < 4096) {
+		size_t cap = c->incap ? c->incap * 2 : 8192;
+		char *p;
+		if (cap > c->ua->cfg.max_stream_msg + 8192)
+			cap = c->ua->cfg.max_stream_msg + 8192;
+		if (cap <= c->inlen) {
+			sip_conn_close(c, "input buffer full");
+			return -1;
+		}
+		p = realloc(c->in, cap);
+		if (!p) {
+			sip_conn_close(c, "out of memory");
+			return -1;
+		}
+		c->in = p;
+		c->incap = cap;
+	}
+	return 0;
+}
+
+/* TLS: read every decrypted record available (epoll will not report
+ * what OpenSSL has buffered already) */
+static void conn_tls_read(struct sip_conn *c)
+{
+	char why[160];
+
+	if (c->handshaking) {
+		conn_handshake(c);
+		if (c->closing || c->handshaking)
+			return;
+	}
+	for (;;) {
+		long n;
+		if (conn_grow(c))
+			return;
+		n = sip_tls_read(c, c->in + c->inlen, c->incap - c->inlen, why, sizeof why);
+		if (n == SIP_TLS_WANT_READ || n == SIP_TLS_WANT_WRITE)
+			break;
+		if (n <= 0) {
+			sip_conn_close(c, n == 0 ? "closed by peer" : why);
+			return;
+		}
+		c->inlen += (size_t)n;
+		conn_touch(c);
+		if (conn_frame(c))
+			return;
+	}
+	if (c->outoff < c->out.len)
+		conn_flush(c);
 }
 
 static void conn_rcb(struct ev_loop *loop, ev_io *w, int revents)
@@ -231,23 +355,12 @@ static void conn_rcb(struct ev_loop *loop, ev_io *w, int revents)
 
 	(void)loop;
 	(void)revents;
-	if (c->incap - c->inlen < 4096) {
-		size_t cap = c->incap ? c->incap * 2 : 8192;
-		char *p;
-		if (cap > c->ua->cfg.max_stream_msg + 8192)
-			cap = c->ua->cfg.max_stream_msg + 8192;
-		if (cap <= c->inlen) {
-			sip_conn_close(c, "input buffer full");
-			return;
-		}
-		p = realloc(c->in, cap);
-		if (!p) {
-			sip_conn_close(c, "out of memory");
-			return;
-		}
-		c->in = p;
-		c->incap = cap;
+	if (c->ssl) {
+		conn_tls_read(c);
+		return;
 	}
+	if (conn_grow(c))
+		return;
 	n = recv(c->fd, c->in + c->inlen, c->incap - c->inlen, 0);
 	if (n == 0) {
 		sip_conn_close(c, "closed by peer");
@@ -257,7 +370,7 @@ static void conn_rcb(struct ev_loop *loop, ev_io *w, int revents)
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
 		char why[96];
-		snprintf(why, sizeof why, "transport: %s", strerror(errno));
+		sip_transport_error(why, sizeof why, errno);
 		sip_conn_close(c, why);
 		return;
 	}
@@ -300,7 +413,9 @@ static struct sip_conn *conn_new(struct sip_ua *ua, int proto, int fd, const str
 	ev_io_init(&c->wio, conn_wcb, fd, EV_WRITE);
 	c->rio.data = c->wio.data = c;
 	ev_init(&c->idle, conn_idle_cb);
-	c->idle.repeat = ua->cfg.idle_timeout;
+	/* a TLS peer gets the handshake timeout first (an idle client that
+	 * never speaks is closed then), the idle timeout after */
+	c->idle.repeat = proto == SIP_TLS ? sip_tls_handshake_timeout(ua) : ua->cfg.idle_timeout;
 	c->idle.data = c;
 	ev_io_start(loop, &c->rio);
 	ev_unref(loop);
@@ -337,8 +452,13 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		old = sip_htab_find(&ua->conns, key);
 		if (old)
 			sip_conn_close((struct sip_conn *)old, "replaced by a new connection");
-		if (!conn_new(ua, l->proto, fd, &peer))
+		struct sip_conn *c = conn_new(ua, l->proto, fd, &peer);
+		if (!c) {
 			close(fd);
+			continue;
+		}
+		if (l->proto == SIP_TLS && sip_tls_conn_start(c, 1, NULL))
+			sip_conn_close(c, "tls: cannot start");
 	}
 }
 
@@ -389,7 +509,8 @@ struct sip_conn *sip_conn_find(struct sip_ua *ua, int proto, const struct sip_ad
 	return (struct sip_conn *)sip_htab_find(&ua->conns, key);
 }
 
-int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, struct sip_conn **out)
+int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, const char *tls_name,
+                 struct sip_conn **out)
 {
 	char key[80];
 	struct sip_hnode *n;
@@ -420,6 +541,18 @@ int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, struc
 	c->connecting = 1;
 	ev_io_start(ua->env->loop, &c->wio);
 	ev_unref(ua->env->loop);
+	if (proto == SIP_TLS) {
+		char host[INET6_ADDRSTRLEN];
+		if (!tls_name) {
+			/* no domain known (a stateless send): the address it is */
+			sip_addr_host(dst, host, sizeof host);
+			tls_name = host;
+		}
+		if (sip_tls_conn_start(c, 0, tls_name)) {
+			sip_conn_close(c, "tls: cannot start");
+			return -EPROTO;
+		}
+	}
 	*out = c;
 	return 0;
 }
@@ -438,7 +571,7 @@ int sip_conn_send(struct sip_conn *c, const char *buf, size_t len)
 		sip_ua_trace(c->ua, 1, c->proto, &c->peer, buf, len);
 	}
 	conn_touch(c);
-	if (!c->connecting && !ev_is_active(&c->wio))
+	if (!c->connecting && !c->handshaking && !ev_is_active(&c->wio))
 		conn_flush(c);
 	return 0;
 }

@@ -44,7 +44,7 @@ static void udp_errqueue(struct sip_listener *l)
 				continue;
 			ee = (struct sock_extended_err *)CMSG_DATA(cm);
 			char why[96];
-			snprintf(why, sizeof why, "transport: %s", strerror((int)ee->ee_errno));
+			sip_transport_error(why, sizeof why, (int)ee->ee_errno);
 			sip_ua_icmp_error(l->ua, data, (size_t)n, why);
 		}
 	}

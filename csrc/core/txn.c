@@ -33,7 +33,9 @@ static void timer_stop(struct sip_txn *t, ev_timer *w, unsigned weak)
 {
 	struct ev_loop *loop = t->ua->env->loop;
 
-	if (!ev_is_active(w))
+	/* an expired timer whose callback has not run yet is pending, not
+	 * active: clear it too, or libev calls back into freed memory */
+	if (!ev_is_active(w) && !ev_is_pending(w))
 		return;
 	if (weak)
 		ev_ref(loop);
@@ -125,6 +127,7 @@ static void txn_free(struct sip_txn *t)
 	sip_msg_unref(t->req);
 	free(t->out);
 	free(t->ack);
+	free(t->tls_name);
 	free(t->key);
 	free(t);
 }
@@ -162,7 +165,7 @@ int sip_txn_send(struct sip_txn *t, const char *buf, size_t len)
 	}
 	if (!t->conn) {
 		struct sip_conn *c;
-		rc = sip_conn_get(ua, t->proto, &t->dst, &c);
+		rc = sip_conn_get(ua, t->proto, &t->dst, t->tls_name, &c);
 		if (rc)
 			return rc;
 		conn_link(t, c);
@@ -176,7 +179,7 @@ static void send_or_fail(struct sip_txn *t, const char *buf, size_t len)
 
 	if (rc) {
 		char why[96];
-		snprintf(why, sizeof why, "transport: %s", strerror(-rc));
+		sip_transport_error(why, sizeof why, -rc);
 		sip_txn_transport_error(t, why);
 	}
 }
@@ -475,7 +478,7 @@ void sip_txn_set_owner(struct sip_txn *st, sip_txn_gone_cb gone, void *arg)
 
 int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_t len,
                        int proto, const struct sip_addr *dst, struct sip_listener *l,
-                       sip_response_cb cb, void *arg, struct sip_txn **out)
+                       const char *tls_name, sip_response_cb cb, void *arg, struct sip_txn **out)
 {
 	char key[300];
 	const char *branch = sip_msg_branch(req);
@@ -499,6 +502,8 @@ int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_
 	t->lst = l;
 	t->cb = cb;
 	t->cb_arg = arg;
+	if (proto == SIP_TLS && tls_name)
+		t->tls_name = strdup(tls_name);
 	t->state = t->kind == TXN_ICT ? TS_CALLING : TS_TRYING;
 	t->interval = T1(t);
 	rc = sip_txn_send(t, text, len);
@@ -743,7 +748,8 @@ int sip_txn_cancel(struct sip_txn *ict)
 		sip_buf_free(&b);
 		return -EINVAL;
 	}
-	rc = sip_txn_new_client(ict->ua, m, b.p, b.len, ict->proto, &ict->dst, ict->lst, NULL, NULL, &ct);
+	rc = sip_txn_new_client(ict->ua, m, b.p, b.len, ict->proto, &ict->dst, ict->lst, ict->tls_name,
+	                        NULL, NULL, &ct);
 	if (!rc && ict->conn && ct && !ct->conn) {
 		/* same connection as the INVITE */
 	}

@@ -136,6 +136,7 @@ void sip_ua_free(struct sip_ua *ua)
 	for (i = 0; i < ua->nserved; i++)
 		free(ua->served[i]);
 	free(ua->served);
+	sip_tls_free(ua);
 	sip_htab_free(&ua->txns);
 	sip_htab_free(&ua->conns);
 	sip_htab_free(&ua->dialogs);
@@ -198,10 +199,9 @@ int sip_ua_listen(struct sip_ua *ua, const char *spec, char *err, size_t errlen)
 		free(l);
 		return -EINVAL;
 	}
-	if (l->proto == SIP_TLS) {
-		snprintf(err, errlen, "tls: not supported by this build");
+	if (l->proto == SIP_TLS && (rc = sip_tls_can_listen(ua, err, errlen))) {
 		free(l);
-		return -ENOTSUP;
+		return rc;
 	}
 	rc = l->proto == SIP_UDP ? sip_udp_open(l, err, errlen) : sip_stream_listen(l, err, errlen);
 	if (rc) {
@@ -583,6 +583,11 @@ void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct
 	m->proto = proto;
 	m->src = *src;
 	m->received = 1;
+	if (c && c->tls_info) {
+		m->tls = malloc(sizeof *m->tls);
+		if (m->tls)
+			*m->tls = *c->tls_info;
+	}
 	if (rc) {
 		/* parsed but broken: a request gets 400 naming the fault when
 		 * it can be answered at all, a response is dropped */
@@ -614,6 +619,7 @@ struct target {
 	int proto;
 	struct sip_addr addr;
 	int sips;
+	char host[256];                 /* the URI's host: the name TLS verifies */
 };
 
 static int uri_target(const char *text, struct target *t, char *err, size_t errlen)
@@ -631,6 +637,7 @@ static int uri_target(const char *text, struct target *t, char *err, size_t errl
 		goto out;
 	}
 	t->sips = !strcasecmp(u->scheme, "sips");
+	snprintf(t->host, sizeof t->host, "%s", u->host);
 	t->proto = t->sips ? SIP_TLS : SIP_UDP;
 	osip_uri_uparam_get_byname(u, "transport", &tp);
 	if (tp && tp->gvalue) {
@@ -728,10 +735,6 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 			return rc;
 		t = rt;
 	}
-	if (t.proto == SIP_TLS) {
-		snprintf(err, errlen, "tls: not supported by this build");
-		return -ENOTSUP;
-	}
 	l = sip_ua_listener_for(ua, t.proto, t.addr.ss.ss_family);
 	if (!l && t.proto != SIP_UDP)
 		l = sip_ua_listener_for(ua, SIP_UDP, t.addr.ss.ss_family);
@@ -774,7 +777,8 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	else if (!strcmp(rq->method, "INVITE") || !strcmp(rq->method, "SUBSCRIBE") ||
 	         !strcmp(rq->method, "REFER") || !strcmp(rq->method, "UPDATE"))
 		sip_buf_printf(&b, "Contact: <sip:luasip@%s:%d%s>\r\n", host, lport,
-		               t.proto == SIP_TCP ? ";transport=tcp" : "");
+		               t.proto == SIP_TCP ? ";transport=tcp" :
+		               t.proto == SIP_TLS ? ";transport=tls" : "");
 	if (ua->cfg.user_agent[0] && strcmp(rq->method, "ACK"))
 		sip_buf_printf(&b, "User-Agent: %s\r\n", ua->cfg.user_agent);
 	if (rq->headers)
@@ -803,18 +807,19 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	o->proto = t.proto;
 	o->dst = t.addr;
 	o->lst = l;
+	snprintf(o->tls_name, sizeof o->tls_name, "%s", t.host);
 	return 0;
 }
 
 int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *dst,
-                          struct sip_listener *l, const char *text, size_t len)
+                          struct sip_listener *l, const char *tls_name, const char *text, size_t len)
 {
 	struct sip_conn *c;
 	int rc;
 
 	if (proto == SIP_UDP)
 		return l ? sip_udp_send(l, dst, text, len) : -ENOTCONN;
-	rc = sip_conn_get(ua, proto, dst, &c);
+	rc = sip_conn_get(ua, proto, dst, tls_name, &c);
 	return rc ? rc : sip_conn_send(c, text, len);
 }
 
@@ -829,8 +834,8 @@ int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
 	rc = sip_ua_build_request(ua, rq, &o, err, errlen);
 	if (rc)
 		return rc;
-	rc = sip_txn_new_client(ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, cb, arg, out);
+	rc = sip_txn_new_client(ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, o.tls_name, cb, arg, out);
 	if (rc)
-		snprintf(err, errlen, "transport: %s", strerror(-rc));
+		sip_transport_error(err, errlen, rc);
 	return rc;
 }

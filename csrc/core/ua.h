@@ -82,12 +82,13 @@ struct sip_outreq {
 	int proto;
 	struct sip_addr dst;
 	struct sip_listener *lst;
+	char tls_name[256];             /* host of the next hop: the TLS peer's name */
 };
 int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
                          char *errbuf, size_t errlen);
 /* send a built request outside any transaction (ACK for a 2xx) */
 int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *dst,
-                          struct sip_listener *l, const char *text, size_t len);
+                          struct sip_listener *l, const char *tls_name, const char *text, size_t len);
 /* "<sip:luasip@host:port;transport=tcp>" as a peer at `peer` reaches us */
 void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, char *buf, size_t n);
 int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,

@@ -32,6 +32,16 @@ void sip_log(const struct sip_env *env, int level, const char *fmt, ...)
 		fprintf(stderr, "luasip: %s\n", msg);
 }
 
+void sip_transport_error(char *buf, size_t n, int err)
+{
+	int len = snprintf(buf, n, "transport: %s", strerror(err < 0 ? -err : err));
+
+	/* "Connection refused" reads as a message part: lower-case it */
+	if (len > 12 && (size_t)len < n && buf[11] >= 'A' && buf[11] <= 'Z' &&
+	    !(buf[12] >= 'A' && buf[12] <= 'Z'))
+		buf[11] = (char)(buf[11] - 'A' + 'a');
+}
+
 const char *sip_proto_name(int proto)
 {
 	switch (proto) {

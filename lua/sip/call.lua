@@ -6,7 +6,7 @@
 local core = require "sip.core"
 local sdp = require "sip.sdp"
 
-return function(sip, internal)
+return function(_, internal)
   local current, wait, wake_now, spawn_with, log =
     internal.current, internal.wait, internal.wake_now, internal.spawn_with, internal.log
   local Call = core.Call.methods
@@ -24,7 +24,7 @@ return function(sip, internal)
       call._waiters = w
     end
     w[co] = kind
-    local t <close> = timeout and core.timer(timeout, co) or nil
+    local _ <close> = timeout and core.timer(timeout, co) or nil
     local a, b = wait()
     w[co] = nil
     if a == true then return nil, "timeout" end   -- the timer's wake

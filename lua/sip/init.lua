@@ -8,8 +8,8 @@
 
 local core = require "sip.core"
 
-local coroutine, debug, error, type, select, tostring, pairs, setmetatable =
-      coroutine, debug, error, type, select, tostring, pairs, setmetatable
+local coroutine, debug, error, type, tostring, pairs, setmetatable =
+      coroutine, debug, error, type, tostring, pairs, setmetatable
 local co_create, co_resume, co_running, co_status, co_yield =
       coroutine.create, coroutine.resume, coroutine.running, coroutine.status, coroutine.yield
 
@@ -144,7 +144,7 @@ function sip.sleep(seconds)
     error("bad argument #1 to 'sleep' (non-negative number expected)", 2)
   end
   local co = current("sip.sleep")
-  local t <close> = core.timer(seconds, co)
+  local _ <close> = core.timer(seconds, co)
   wait()
   return true
 end

@@ -4,7 +4,7 @@
 
 local core = require "sip.core"
 
-return function(sip, internal)
+return function(_, internal)
   local UA = core.UA.__index
   local current, wait_for_wake, spawn_with, log, wake_now =
     internal.current, internal.wait, internal.spawn_with, internal.log, internal.wake_now
@@ -86,7 +86,7 @@ return function(sip, internal)
         delay = math.min(r.retry_max, r.retry * 2 ^ math.max(failures - 1, 0))
       end
       r._sleeping = current("registration")
-      local t <close> = core.timer(delay, r._sleeping)
+      local _ <close> = core.timer(delay, r._sleeping)
       wait_for_wake()
       r._sleeping = nil
       if r.state == "closed" then break end
