@@ -3,9 +3,11 @@
  * The public module is lua/sip/init.lua; this file is its C half.
  * @module sip.core
  */
+#define _POSIX_C_SOURCE 200809L
 #include "lsip.h"
 
 #include <ev.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -324,6 +326,14 @@ int luaopen_sip_core(lua_State *L)
 	/* parser_init builds libosip2's read-only lookup tables: safe to
 	 * call again from a second Lua state */
 	parser_init();
+	/* OpenSSL writes to sockets with write(2): a peer that went away
+	 * would kill the process with SIGPIPE. Like LuaSocket, ignore it
+	 * unless the host program chose a handler of its own. */
+	{
+		struct sigaction sa;
+		if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+			signal(SIGPIPE, SIG_IGN);
+	}
 	/* libosip2 prints parse errors to stderr itself; every drop is
 	 * logged once, with its reason, by our own log function instead */
 	for (int lvl = 0; lvl < END_TRACE_LEVEL; lvl++)

@@ -667,7 +667,8 @@ void sip_txn_conn_closed(struct sip_conn *c, const char *why)
 		conn_unlink(t);
 		if ((t->kind == TXN_ICT || t->kind == TXN_NICT) &&
 		    (t->state == TS_CALLING || t->state == TS_TRYING || t->state == TS_PROCEEDING)) {
-			notify(t, NULL, !strncmp(why, "transport:", 10) ? why : "transport: connection closed", 1);
+			notify(t, NULL, !strncmp(why, "transport:", 10) || !strncmp(why, "tls:", 4) ? why
+			       : "transport: connection closed", 1);
 			terminate(t);
 		}
 		/* server transactions answer over a new connection (18.2.2) */

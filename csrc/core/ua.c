@@ -622,7 +622,7 @@ struct target {
 	char host[256];                 /* the URI's host: the name TLS verifies */
 };
 
-static int uri_target(const char *text, struct target *t, char *err, size_t errlen)
+static int uri_target(const char *text, struct target *t, int resolve, char *err, size_t errlen)
 {
 	osip_uri_t *u = NULL;
 	osip_uri_param_t *tp = NULL;
@@ -656,7 +656,7 @@ static int uri_target(const char *text, struct target *t, char *err, size_t errl
 		goto out;
 	}
 	/* RFC 3263 NAPTR/SRV is not done: a name resolves by A/AAAA */
-	if (sip_addr_resolve(u->host, port, &t->addr)) {
+	if (resolve && sip_addr_resolve(u->host, port, &t->addr)) {
 		snprintf(err, errlen, "transport: cannot resolve '%s'", u->host);
 		rc = -EHOSTUNREACH;
 		goto out;
@@ -722,17 +722,16 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	int rc, lport;
 
 	memset(o, 0, sizeof *o);
-	/* the Request-URI must parse even when another hop is the target */
-	rc = uri_target(rq->uri, &rt, err, errlen);
-	if (rc == -EINVAL)
-		return rc;
+	/* the Request-URI must parse even when another hop is the target;
+	 * only the hop we send to is looked up */
 	hop = rq->next_hop ? rq->next_hop : rq->proxy;
+	rc = uri_target(rq->uri, &rt, !hop, err, errlen);
+	if (rc)
+		return rc;
 	if (hop) {
-		if ((rc = uri_target(hop, &t, err, errlen)))
+		if ((rc = uri_target(hop, &t, 1, err, errlen)))
 			return rc;
 	} else {
-		if (rc)
-			return rc;
 		t = rt;
 	}
 	l = sip_ua_listener_for(ua, t.proto, t.addr.ss.ss_family);
