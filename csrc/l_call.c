@@ -573,6 +573,16 @@ static int call_index(lua_State *L)
 	lua_getiuservalue(L, 1, 1);
 	lua_pushvalue(L, 2);
 	lua_rawget(L, -2);
+	if (lua_isnil(L, -1)) {
+		/* fields computed on first use (remote_sdp is parsed only
+		 * when a script looks at it) */
+		lua_pushvalue(L, 2);
+		lua_rawget(L, lua_upvalueindex(2));
+		if (lua_isfunction(L, -1)) {
+			lua_pushvalue(L, 1);
+			lua_call(L, 1, 1);
+		}
+	}
 	return 1;
 }
 
@@ -614,7 +624,10 @@ int lsip_open_call(lua_State *L)
 	luaL_newlib(L, call_methods);
 	lua_pushvalue(L, -1);
 	lua_setfield(L, -3, "methods");
-	lua_pushcclosure(L, call_index, 1);
+	lua_newtable(L);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -4, "lazy");
+	lua_pushcclosure(L, call_index, 2);
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, call_newindex);
 	lua_setfield(L, -2, "__newindex");

@@ -49,30 +49,36 @@ void lsip_call(struct lsip_env *e, lua_State *L, int nargs)
 }
 
 /*
- * The scheduler's wake() and dispatch() only queue; an idle watcher of the
- * highest priority runs the queue in the next loop iteration, once the
- * engine's callbacks have returned. So Lua code (which may close a UA or
- * answer a request) never runs inside a transaction or transport callback
- * that still uses the objects it would free. While work is queued the
- * watcher also keeps the loop from blocking or exiting.
+ * The scheduler's wake() and dispatch() only queue; a prepare watcher runs
+ * the queue at the start of the next loop iteration, once the engine's
+ * callbacks have returned and before the loop blocks. So Lua code (which
+ * may close a UA or answer a request) never runs inside a transaction or
+ * transport callback that still uses the objects it would free. While work
+ * is queued the loop holds a reference, so it neither exits nor blocks
+ * with work pending; everything queued in one iteration runs in one flush.
  */
-static void flush_cb(struct ev_loop *loop, ev_idle *w, int revents)
+static void flush_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	struct lsip_env *e = w->data;
 	lua_State *L = e->L;
 
 	(void)revents;
-	ev_idle_stop(loop, w);
-	if (!L)
-		return;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, e->flush_ref);
-	lsip_call(e, L, 0);
+	/* what the flush itself queues (a close waking other waiters) runs
+	 * now too: nothing may be left queued while the loop blocks */
+	while (e->queued && L) {
+		e->queued = 0;
+		ev_unref(loop);
+		lua_rawgeti(L, LUA_REGISTRYINDEX, e->flush_ref);
+		lsip_call(e, L, 0);
+	}
 }
 
 void lsip_queued(struct lsip_env *e)
 {
-	if (!ev_is_active(&e->flush_w))
-		ev_idle_start(e->env.loop, &e->flush_w);
+	if (!e->queued) {
+		e->queued = 1;
+		ev_ref(e->env.loop);
+	}
 }
 
 static void log_to_lua(void *arg, int level, const char *msg)
@@ -117,7 +123,8 @@ static int env_gc(lua_State *L)
 		return 0;
 	e->closed = 1;
 	if (e->env.loop) {
-		ev_idle_stop(e->env.loop, &e->flush_w);
+		ev_ref(e->env.loop);
+		ev_prepare_stop(e->env.loop, &e->flush_w);
 		ev_loop_destroy(e->env.loop);
 	}
 	e->env.loop = NULL;
@@ -353,9 +360,10 @@ int luaopen_sip_core(lua_State *L)
 		e->env.loop = ev_loop_new(EVFLAG_AUTO);
 		if (!e->env.loop)
 			return luaL_error(L, "sip.core: cannot create the event loop");
-		ev_idle_init(&e->flush_w, flush_cb);
-		ev_set_priority(&e->flush_w, EV_MAXPRI);
+		ev_prepare_init(&e->flush_w, flush_cb);
 		e->flush_w.data = e;
+		ev_prepare_start(e->env.loop, &e->flush_w);
+		ev_unref(e->env.loop);
 		/* callbacks outside run/step (a send from main's first slice,
 		 * a close before the loop) use the main thread, which lives
 		 * as long as the state */

@@ -20,7 +20,8 @@ struct lsip_env {
 	int log_ref;            /* optional log function(level, msg) */
 	int trace_ref;          /* optional trace function(dir, proto, peer, text) */
 	int flush_ref;          /* scheduler: flush() runs what wake/dispatch queued */
-	ev_idle flush_w;        /* runs the queue outside every engine callback */
+	ev_prepare flush_w;     /* runs the queue outside every engine callback */
+	int queued;             /* work is queued: the loop holds a reference */
 	int closed;
 };
 

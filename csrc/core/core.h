@@ -72,6 +72,7 @@ struct sip_txn {
 	unsigned retx_weak : 1, life_weak : 1;
 	double interval;
 	int last_status;
+	unsigned cseq;                  /* the request's CSeq number */
 	char to_tag[24];                /* server: our To tag */
 	char *tls_name;                 /* client over TLS: the domain to verify */
 	sip_response_cb cb;             /* client TU */

@@ -455,7 +455,7 @@ void sip_dialog_ack_received(struct sip_dialog *d, struct sip_msg *ack)
 {
 	struct sip_txn *st = d->invite_st;
 
-	if (st && !strcmp(st->req->m->cseq->number, ack->m->cseq->number)) {
+	if (st && st->cseq == (unsigned)strtoul(ack->m->cseq->number, NULL, 10)) {
 		sip_txn_ack_seen(st);
 		st->dlg = NULL;
 		d->invite_st = NULL;

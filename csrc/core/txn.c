@@ -132,6 +132,15 @@ static void txn_free(struct sip_txn *t)
 	free(t);
 }
 
+/* After the final response a transaction only needs its key, its last
+ * message text and its timers: the parsed request goes, which keeps the
+ * thousands of transactions lingering in Timer J/K/L/D small. */
+static void drop_request(struct sip_txn *t)
+{
+	sip_msg_unref(t->req);
+	t->req = NULL;
+}
+
 static void terminate(struct sip_txn *t)
 {
 	t->state = TS_TERMINATED;
@@ -370,6 +379,7 @@ int sip_txn_new_server(struct sip_ua *ua, struct sip_msg *req, int proto, struct
 	if (!t)
 		return -ENOMEM;
 	t->req = sip_msg_ref(req);
+	t->cseq = (unsigned)strtoul(req->m->cseq->number, NULL, 10);
 	t->proto = proto;
 	t->lst = l;
 	t->state = is_invite ? TS_PROCEEDING : TS_TRYING;
@@ -422,6 +432,7 @@ int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len)
 		st->state = TS_PROCEEDING;
 		return rc;
 	}
+	drop_request(st);
 	if (st->kind == TXN_NIST) {
 		st->state = TS_COMPLETED;
 		life_arm(st, RELIABLE(st) ? 0. : 64 * T1(st));      /* Timer J */
@@ -495,6 +506,7 @@ int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_
 		return -ENOMEM;
 	}
 	t->req = req;
+	t->cseq = (unsigned)strtoul(req->m->cseq->number, NULL, 10);
 	t->out = text;
 	t->outlen = len;
 	t->proto = proto;
@@ -613,6 +625,9 @@ void sip_txn_client_response(struct sip_txn *ct, struct sip_msg *res)
 		} else {
 			life_arm(ct, RELIABLE(ct) ? 0. : T4(ct));        /* Timer K */
 		}
+		drop_request(ct);
+		free(ct->out);
+		ct->out = NULL;
 		notify(ct, res, NULL, 1);
 		return;
 	case TS_ACCEPTED:

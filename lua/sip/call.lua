@@ -15,6 +15,21 @@ return function(_, internal)
 
   local ENDED = { ended = true }
 
+  -- remote_sdp is parsed on first use from the last SDP the peer sent
+  core.Call.lazy.remote_sdp = function(call)
+    local text = call._remote_sdp_text
+    if not text then return nil end
+    local parsed = sdp.parse(text)
+    call._remote_sdp_text = nil
+    call.remote_sdp = parsed
+    return parsed
+  end
+
+  local function set_remote_sdp(call, text)
+    call.remote_sdp = nil
+    call._remote_sdp_text = text
+  end
+
   -- a coroutine waits for one of the call's events, with an optional timeout
   local function wait_for(call, kind, timeout)
     local co = current("call:" .. kind)
@@ -124,7 +139,7 @@ return function(_, internal)
       local host = local_addr(self)
       body, self._session = sdp.offer{ addr = host, port = 9, direction = "inactive" }
     end
-    if offer then self.remote_sdp = sdp.parse(offer) end
+    if offer then set_remote_sdp(self, offer) end
     local ok, err = self:_reply(200, nil, extra_headers(opts), body, body and "application/sdp")
     if not ok then return nil, err end
     self.local_sdp = body
@@ -234,7 +249,7 @@ return function(_, internal)
     if not res then return nil, err end
     if res.status >= 200 and res.status < 300 then
       self.local_sdp = body
-      if res.body ~= "" then self.remote_sdp = sdp.parse(res.body) end
+      if res.body ~= "" then set_remote_sdp(self, res.body) end
       return res
     end
     return nil, res.status .. " " .. (res.reason or ""), res
@@ -429,7 +444,7 @@ return function(_, internal)
     end
     if not ok then return nil, why or "failed", res end
     call.state = "confirmed"
-    if res and res.body ~= "" then call.remote_sdp = sdp.parse(res.body) end
+    if res and res.body ~= "" then set_remote_sdp(call, res.body) end
     return call
   end
 

@@ -72,21 +72,23 @@ end
 
 -- The C core queues work here (wake, dispatch) and calls flush() once
 -- its callbacks have returned, so Lua code never runs inside them.
+-- Five slots per item (function and up to four arguments) in one flat
+-- array: no table per queued item on this per-message path.
 local runq, runq_n = {}, 0
-local pack, unpack = table.pack, table.unpack
 
-local function queue(...)
-  runq_n = runq_n + 1
-  runq[runq_n] = pack(...)
+local function queue(f, a, b, c, d)
+  local n = runq_n
+  runq[n + 1], runq[n + 2], runq[n + 3], runq[n + 4], runq[n + 5] = f, a, b, c, d
+  runq_n = n + 5
 end
 
 local function flush()
   local i = 1
   while i <= runq_n do
-    local item = runq[i]
-    runq[i] = nil
-    i = i + 1
-    item[1](unpack(item, 2, item.n))
+    local f, a, b, c, d = runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4]
+    runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4] = nil, nil, nil, nil, nil
+    i = i + 5
+    f(a, b, c, d)
   end
   runq_n = 0
 end
@@ -98,8 +100,8 @@ local function wake_now(co, ...)
   return resume(co, ...)
 end
 
-local function wake(co, ...)
-  queue(wake_now, co, ...)
+local function wake(co, a, b, c)
+  queue(wake_now, co, a, b, c)
 end
 
 local function current(name)
