@@ -105,7 +105,8 @@ static void dialog_cb(void *arg, struct sip_dialog *d, int ev, struct sip_txn *s
 	(void)d;
 	switch (ev) {
 	case SIP_DLG_ACK:
-		lsip_event(e, c->self_ref, "ack", m, NULL);
+		(void)m;        /* nothing in an ACK a script needs: no userdata */
+		lsip_event(e, c->self_ref, "ack", NULL, NULL);
 		break;
 	case SIP_DLG_NO_ACK:
 		lsip_event(e, c->self_ref, "no_ack", NULL, NULL);
@@ -536,6 +537,13 @@ static int call_index(lua_State *L)
 	if (!lua_isnil(L, -1))
 		return 1;
 	lua_pop(L, 1);
+	/* the Lua side's fields next: they are read most often */
+	lua_getiuservalue(L, 1, 1);
+	lua_pushvalue(L, 2);
+	lua_rawget(L, -2);
+	if (!lua_isnil(L, -1))
+		return 1;
+	lua_pop(L, 2);
 	if (!strcmp(k, "call_id"))
 		return push_s(L, c->invite ? c->invite->call_id : NULL);
 	if (!strcmp(k, "uas")) {
@@ -570,19 +578,16 @@ static int call_index(lua_State *L)
 		lua_pushlstring(L, v, n);
 		return 1;
 	}
-	lua_getiuservalue(L, 1, 1);
+	/* fields computed on first use (remote_sdp is parsed only when a
+	 * script looks at it) */
 	lua_pushvalue(L, 2);
-	lua_rawget(L, -2);
-	if (lua_isnil(L, -1)) {
-		/* fields computed on first use (remote_sdp is parsed only
-		 * when a script looks at it) */
-		lua_pushvalue(L, 2);
-		lua_rawget(L, lua_upvalueindex(2));
-		if (lua_isfunction(L, -1)) {
-			lua_pushvalue(L, 1);
-			lua_call(L, 1, 1);
-		}
+	lua_rawget(L, lua_upvalueindex(2));
+	if (lua_isfunction(L, -1)) {
+		lua_pushvalue(L, 1);
+		lua_call(L, 1, 1);
+		return 1;
 	}
+	lua_pushnil(L);
 	return 1;
 }
 

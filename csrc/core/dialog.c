@@ -151,6 +151,8 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 	*out = NULL;
 	if (!d)
 		return -ENOMEM;
+	if (!ist->to_tag[0])
+		sip_env_token(ist->ua->env, ist->to_tag, 12);
 	d->ua = ist->ua;
 	d->uas = 1;
 	d->state = SIP_DLG_CONFIRMED;

@@ -30,6 +30,9 @@ struct sip_env {
 	void (*trace_fn)(void *arg, int out, int proto, const struct sockaddr *peer,
 	                 const char *buf, size_t len);
 	void *trace_arg;
+	/* CSPRNG output drawn in blocks: one RAND_bytes call per many tags */
+	unsigned char rnd[512];
+	size_t rnd_left;
 };
 
 void sip_log(const struct sip_env *env, int level, const char *fmt, ...)
@@ -65,6 +68,8 @@ void sip_transport_error(char *buf, size_t n, int err);
 
 /* CSPRNG tokens (OpenSSL RAND_bytes), url-safe alphabet */
 int sip_random_token(char *buf, size_t nchars);
+/* the same from the environment's pool (hot paths: branches, tags) */
+int sip_env_token(struct sip_env *env, char *buf, size_t nchars);
 
 /* a growable byte buffer for building messages */
 struct sip_buf {
@@ -77,6 +82,9 @@ void sip_buf_add(struct sip_buf *b, const char *s, size_t n);
 void sip_buf_adds(struct sip_buf *b, const char *s);
 void sip_buf_printf(struct sip_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sip_buf_free(struct sip_buf *b);
+/* hot-path helpers without printf: "Name: value\r\n", a decimal number */
+void sip_buf_header(struct sip_buf *b, const char *name, const char *v, size_t n);
+void sip_buf_addu(struct sip_buf *b, unsigned long v);
 
 /* string-keyed chained hash table with intrusive nodes */
 struct sip_hnode {

@@ -391,7 +391,7 @@ int sip_txn_new_server(struct sip_ua *ua, struct sip_msg *req, int proto, struct
 	osip_via_param_get_byname(via, "rport", &rport);
 	if (!rport && proto == SIP_UDP)
 		sip_addr_set_port(&t->dst, via->port ? atoi(via->port) : 5060);
-	sip_random_token(t->to_tag, 12);
+	/* our To tag is drawn when a response first needs it */
 	*out = t;
 	return 0;
 }

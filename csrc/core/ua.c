@@ -273,13 +273,6 @@ void sip_ua_stats(struct sip_ua *ua, struct sip_ua_stats *s)
 
 /* ---- responses ---- */
 
-static void add_header_line(struct sip_buf *b, const char *name, const char *v, size_t n)
-{
-	sip_buf_adds(b, name);
-	sip_buf_adds(b, ": ");
-	sip_buf_add(b, v, n);
-	sip_buf_adds(b, "\r\n");
-}
 
 /* The response text for a request (8.2.6): Vias from the parsed request
  * (they carry received/rport), From, Call-ID and CSeq copied as received,
@@ -294,34 +287,42 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 	osip_via_t *via;
 
 	sip_buf_init(&b, 512 + r->body_len);
-	sip_buf_printf(&b, "SIP/2.0 %d %s\r\n", r->status, r->reason ? r->reason : sip_reason_phrase(r->status));
+	sip_buf_adds(&b, "SIP/2.0 ");
+	sip_buf_addu(&b, (unsigned long)r->status);
+	sip_buf_adds(&b, " ");
+	sip_buf_adds(&b, r->reason ? r->reason : sip_reason_phrase(r->status));
+	sip_buf_adds(&b, "\r\n");
 	for (i = 0; (via = osip_list_get(&req->m->vias, i)); i++) {
 		char *s = NULL;
 		if (osip_via_to_str(via, &s) == 0) {
-			add_header_line(&b, "Via", s, strlen(s));
+			sip_buf_header(&b, "Via", s, strlen(s));
 			osip_free(s);
 		}
 	}
 	if ((v = sip_msg_header(req, "From", 0, &n)))
-		add_header_line(&b, "From", v, n);
+		sip_buf_header(&b, "From", v, n);
 	if ((v = sip_msg_header(req, "To", 0, &n))) {
 		sip_buf_adds(&b, "To: ");
 		sip_buf_add(&b, v, n);
-		if (to_tag && r->status > 100 && !sip_msg_tag(req->m->to))
-			sip_buf_printf(&b, ";tag=%s", to_tag);
+		if (to_tag && to_tag[0] && r->status > 100 && !sip_msg_tag(req->m->to)) {
+			sip_buf_adds(&b, ";tag=");
+			sip_buf_adds(&b, to_tag);
+		}
 		sip_buf_adds(&b, "\r\n");
 	}
 	if ((v = sip_msg_header(req, "Call-ID", 0, &n)))
-		add_header_line(&b, "Call-ID", v, n);
+		sip_buf_header(&b, "Call-ID", v, n);
 	if ((v = sip_msg_header(req, "CSeq", 0, &n)))
-		add_header_line(&b, "CSeq", v, n);
+		sip_buf_header(&b, "CSeq", v, n);
 	if (ua->cfg.user_agent[0])
-		sip_buf_printf(&b, "Server: %s\r\n", ua->cfg.user_agent);
+		sip_buf_header(&b, "Server", ua->cfg.user_agent, strlen(ua->cfg.user_agent));
 	if (r->headers)
 		sip_buf_adds(&b, r->headers);
 	if (r->body_len && r->content_type)
-		sip_buf_printf(&b, "Content-Type: %s\r\n", r->content_type);
-	sip_buf_printf(&b, "Content-Length: %zu\r\n\r\n", r->body_len);
+		sip_buf_header(&b, "Content-Type", r->content_type, strlen(r->content_type));
+	sip_buf_adds(&b, "Content-Length: ");
+	sip_buf_addu(&b, r->body_len);
+	sip_buf_adds(&b, "\r\n\r\n");
 	if (r->body_len)
 		sip_buf_add(&b, r->body, r->body_len);
 	if (b.oom) {
@@ -365,6 +366,8 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 		sip_buf_printf(&h, "Contact: %s\r\n", contact);
 	}
 	rr.headers = h.oom ? r->headers : h.p;
+	if (!st->to_tag[0] && r->status > 100 && !sip_msg_tag(st->req->m->to))
+		sip_env_token(st->ua->env, st->to_tag, 12);
 	rc = build_response(st->ua, st->req, st->to_tag, &rr, &text, &len);
 	sip_buf_free(&h);
 	if (rc)
@@ -383,7 +386,7 @@ static void reply_stateless(struct sip_ua *ua, struct sip_msg *req, int proto,
 	char *text, tag[16];
 	size_t len;
 
-	sip_random_token(tag, 10);
+	sip_env_token(ua->env, tag, 10);
 	if (build_response(ua, req, tag, r, &text, &len))
 		return;
 	if (c)
@@ -744,9 +747,11 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	}
 	local_host(l, &t.addr, host, sizeof host);
 	lport = sip_addr_port(&l->addr);
-	sip_random_token(branch, 16);
-	sip_random_token(tag, 10);
-	sip_random_token(cid, 20);
+	sip_env_token(ua->env, branch, 16);
+	if (!rq->from || !strstr(rq->from, ";tag="))
+		sip_env_token(ua->env, tag, 10);
+	if (!rq->call_id)
+		sip_env_token(ua->env, cid, 20);
 
 	sip_buf_init(&b, 768 + rq->body_len);
 	sip_buf_printf(&b, "%s %s SIP/2.0\r\n", rq->method, rq->uri);

@@ -232,6 +232,27 @@ int sip_random_token(char *buf, size_t nchars)
 	return 0;
 }
 
+int sip_env_token(struct sip_env *env, char *buf, size_t nchars)
+{
+	static const char alpha[] =
+		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
+	size_t i;
+
+	if (nchars > sizeof env->rnd)
+		return sip_random_token(buf, nchars);
+	if (env->rnd_left < nchars) {
+		if (RAND_bytes(env->rnd, (int)sizeof env->rnd) != 1)
+			return -EIO;
+		env->rnd_left = sizeof env->rnd;
+	}
+	for (i = 0; i < nchars; i++)
+		buf[i] = alpha[env->rnd[--env->rnd_left] & 63];
+	buf[nchars] = '\0';
+	/* used bytes are not kept around */
+	memset(env->rnd + env->rnd_left, 0, nchars);
+	return 0;
+}
+
 void sip_buf_init(struct sip_buf *b, size_t hint)
 {
 	b->len = 0;
@@ -304,6 +325,35 @@ void sip_buf_printf(struct sip_buf *b, const char *fmt, ...)
 		va_end(ap);
 	}
 	b->len += (size_t)n;
+}
+
+void sip_buf_header(struct sip_buf *b, const char *name, const char *v, size_t n)
+{
+	size_t nl = strlen(name);
+
+	if (buf_grow(b, nl + n + 4))
+		return;
+	memcpy(b->p + b->len, name, nl);
+	b->len += nl;
+	b->p[b->len++] = ':';
+	b->p[b->len++] = ' ';
+	memcpy(b->p + b->len, v, n);
+	b->len += n;
+	b->p[b->len++] = '\r';
+	b->p[b->len++] = '\n';
+	b->p[b->len] = '\0';
+}
+
+void sip_buf_addu(struct sip_buf *b, unsigned long v)
+{
+	char tmp[24];
+	size_t i = sizeof tmp;
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	sip_buf_add(b, tmp + i, sizeof tmp - i);
 }
 
 void sip_buf_free(struct sip_buf *b)
