@@ -108,7 +108,7 @@ function helper.spawn(argv, name)
   function proc.stop()
     if not proc.stopped then
       proc.stopped = true
-      os.execute("kill -TERM -- -" .. pid .. " 2>/dev/null; sleep 0.05; kill -KILL -- -" .. pid ..
+      os.execute("kill -TERM -" .. pid .. " 2>/dev/null; sleep 0.05; kill -KILL -" .. pid ..
                  " 2>/dev/null")
     end
   end

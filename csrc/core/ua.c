@@ -310,6 +310,14 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 		}
 		sip_buf_adds(&b, "\r\n");
 	}
+	/* 12.1.1: a response that may establish a dialog carries the
+	 * request's Record-Route, in order */
+	if (r->status > 100 && r->status < 300 && MSG_IS_REQUEST(req->m) &&
+	    (!strcmp(req->m->sip_method, "INVITE") || !strcmp(req->m->sip_method, "SUBSCRIBE") ||
+	     !strcmp(req->m->sip_method, "REFER"))) {
+		for (i = 0; (v = sip_msg_header(req, "Record-Route", i, &n)); i++)
+			sip_buf_header(&b, "Record-Route", v, n);
+	}
 	if ((v = sip_msg_header(req, "Call-ID", 0, &n)))
 		sip_buf_header(&b, "Call-ID", v, n);
 	if ((v = sip_msg_header(req, "CSeq", 0, &n)))

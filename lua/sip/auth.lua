@@ -24,10 +24,34 @@ function M.new_state(creds)
   return { creds = creds, clients = {}, extra = {} }
 end
 
+--- Headers for a new request with the nonces this state already holds
+-- (nc counts up per nonce), so refreshes and later requests need no
+-- 401 round trip. nil when there is nothing to reuse.
+function M.preempt(state, method, uri, body)
+  if not state or not state.creds or type(state.creds) ~= "table" or not next(state.clients) then
+    return nil
+  end
+  local extra = {}
+  for kind, client in pairs(state.clients) do
+    local ok, value = pcall(client.authorize, client, { method = method, uri = uri,
+      user = state.creds.user, password = state.creds.password, ha1 = state.creds.ha1, body = body })
+    if ok then extra[kind] = value end
+  end
+  if not next(extra) then return nil end
+  -- a challenge after a reused nonce is not a wrong password yet
+  state.extra = {}
+  state.preempted = true
+  return extra
+end
+
 --- The header to add to answer res (401/407), or nil when we cannot or
 -- must not (no credentials, wrong password already tried).
 function M.answer(state, res, method, uri, body)
   if not state or not state.creds then return nil end
+  if state.preempted then
+    state.preempted = false
+    state.extra = {}
+  end
   local proxy = res.status == 407
   local values = res:headers(proxy and "Proxy-Authenticate" or "WWW-Authenticate")
   if #values == 0 then return nil end

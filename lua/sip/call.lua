@@ -28,6 +28,7 @@ return function(_, internal)
   local function set_remote_sdp(call, text)
     call.remote_sdp = nil
     call._remote_sdp_text = text
+    call.remote_sdp_text = text
   end
 
   -- a coroutine waits for one of the call's events, with an optional timeout
@@ -424,6 +425,9 @@ return function(_, internal)
     local creds = auth.check_creds(opts.auth, "invite") or internal.ua_auth[self]
     local state = creds and auth.new_state(creds)
     local call, ok, why, res
+    if opts.on_call ~= nil and type(opts.on_call) ~= "function" then
+      error("bad argument #2 to 'invite' (opts.on_call must be a function)", 2)
+    end
     while true do
       local err
       call, err = self:_invite(uri, opts, co, opts.proxy or internal.proxies[self],
@@ -432,6 +436,13 @@ return function(_, internal)
       call.ua = self
       call.state = "calling"
       call.local_sdp = opts.sdp
+      -- the call before an answer, e.g. for a forking B2BUA to hang up
+      -- (CANCEL) the legs that lost
+      if opts.on_call then
+        spawn_with(function(okc, tb)
+          if not okc then log("error", "on_call failed: " .. tb) end
+        end, opts.on_call, call)
+      end
       ok, why, res = wait()
       if ok then break end
       call.state = "ended"
@@ -444,6 +455,7 @@ return function(_, internal)
     end
     if not ok then return nil, why or "failed", res end
     call.state = "confirmed"
+    call.response = res
     if res and res.body ~= "" then set_remote_sdp(call, res.body) end
     return call
   end

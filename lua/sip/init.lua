@@ -342,7 +342,11 @@ function UA:request(method, uri, opts)
   local co = current("ua:request")
   local proxy = opts and opts.proxy or proxies[self]
   local creds = sip_auth.check_creds(opts and opts.auth, "request") or ua_auth[self]
-  local state = creds and sip_auth.new_state(creds)
+  -- opts.auth_state: a state kept by the caller across requests (a
+  -- registration's refreshes reuse its nonce with a growing nc)
+  local state = opts and opts.auth_state or (creds and sip_auth.new_state(creds))
+  local pre = state and sip_auth.preempt(state, method, uri, opts and opts.body)
+  if pre then opts = sip_auth.retry_opts(opts, pre, nil) end
   while true do
     local ok, err = self:_request(method, uri, opts, co, proxy)
     if not ok then return nil, err end

@@ -56,7 +56,7 @@ return function(_, internal)
         to = "<" .. r.aor .. ">", from = "<" .. r.aor .. ">;tag=" .. r.tag,
         call_id = r.call_id, cseq = r.cseq,
         headers = { Contact = "<" .. r.contact_uri .. ">", Expires = tostring(expires) },
-        auth = r.auth, timeout = r.timeout })
+        auth = r.auth, auth_state = r.auth_state, timeout = r.timeout })
       if not res then return nil, err end
       -- ua:request may have retried with auth: continue after its CSeq
       r.cseq = math.max(r.cseq, res.cseq or r.cseq)
@@ -150,6 +150,10 @@ return function(_, internal)
       on_change = opts.on_change, retry = opts.retry or 5, retry_max = opts.retry_max or 300,
       timeout = opts.timeout,
     }, Registration)
+    -- one digest state for the registration's life: refreshes reuse the
+    -- nonce with nc counting up instead of a 401 round trip each
+    local creds = auth or internal.ua_auth[self]
+    r.auth_state = creds and internal.auth.new_state(creds)
     local res, err, asked = send(r, r.asked)
     if not res then
       r.state = "failed"
