@@ -11,12 +11,11 @@
 -- 3xx and fork by itself; as a B2BUA the PBX rings every contact in
 -- parallel (one ua:invite per contact, each in its own coroutine), the
 -- first to answer wins and its SDP answer goes back to the caller, the
--- other legs are hung up. Only signalling is bridged: there is no media
--- relay, the phones send RTP to each other.
--- Limits: a losing leg that is still ringing cannot be cancelled from
--- here (ua:invite hands out no call before the answer), it rings until
--- RING_TIME and is hung up if it answers late; an INVITE without SDP is
--- not supported (the offer would come in the callee's 200).
+-- other legs are cancelled (or hung up if they answer too late). Only
+-- signalling is bridged: there is no media relay, the phones send RTP to
+-- each other.
+-- Limits: an INVITE without SDP is not supported (the offer would come in
+-- the callee's 200).
 --
 -- Callers authenticate too (407): only USERS may place calls. One domain:
 -- bindings are kept per user name, whatever the host of the AOR.
@@ -123,14 +122,6 @@ ua:on("REGISTER", function(req)
   return 200, nil, { headers = { Contact = list, Date = os.date("!%a, %d %b %Y %H:%M:%S GMT") } }
 end)
 
--- ua:invite keeps the callee's SDP answer parsed (leg.remote_sdp): write it out again
-local function sdp_text(p)
-  if not p then return nil end
-  return (sip.sdp.update({ sess_id = p.origin.sess_id, version = tonumber(p.origin.sess_version) or 0,
-                           addr = p.addr or p.origin.addr, username = p.origin.username,
-                           media = p.media }, {}))
-end
-
 ua:on("INVITE", function(call)
   local caller = call:authenticate{ realm = REALM, credentials = USERS, proxy = true }
   if not caller then return end                     -- the 407 was sent
@@ -143,10 +134,12 @@ ua:on("INVITE", function(call)
   local offer = call.invite.body ~= "" and call.invite.body or nil
   local from = call.invite.from:gsub(";%s*[Tt][Aa][Gg]=[^;]*", "")
   local winner, failed, status = nil, 0, 480
+  local ringing = {}                                -- legs not answered yet
   for _, b in ipairs(targets) do
     sip.spawn(function()
       local leg, _, res = ua:invite(b.uri, { sdp = offer, from = from, to = call.invite.to,
-                                             timeout = RING_TIME })
+                                             timeout = RING_TIME,
+                                             on_call = function(c) ringing[c] = true end })
       if not leg then                               -- this contact said no
         failed = failed + 1
         if res and res.status ~= 487 then status = res.status end
@@ -158,7 +151,9 @@ ua:on("INVITE", function(call)
         return
       end
       winner = leg
-      if not call:answer{ sdp = sdp_text(leg.remote_sdp) } then
+      ringing[leg] = nil
+      for other in pairs(ringing) do other:hangup() end   -- CANCEL the losers
+      if not call:answer{ sdp = leg.remote_sdp_text } then
         leg:hangup()
         return
       end
@@ -167,5 +162,6 @@ ua:on("INVITE", function(call)
     end)
   end
   call:wait()                                       -- the caller hung up (or gave up)
+  for other in pairs(ringing) do other:hangup() end
   if winner then winner:hangup() end
 end)

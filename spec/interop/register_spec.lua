@@ -238,7 +238,11 @@ describe("Kamailio as registrar and authenticating proxy", function()
     assert.matches("\nRecord%-Route: [^\r\n]*" .. kaddr:gsub("%p", "%%%0"), ok200[1].text)
     -- ACK and BYE went to Kamailio with a Route, and reached bob from there
     for _, method in ipairs{ "ACK", "BYE" } do
-      local out = find_all(seen, "out", "^" .. method .. " ", kaddr)
+      local out = {}
+      for _, m in ipairs(find_all(seen, "out", "^" .. method .. " ", kaddr)) do
+        -- the ACK of the 407 went to Kamailio as well: keep the in-dialog one
+        if not m.text:find("\nCSeq: 1 ACK", 1, true) then out[#out + 1] = m end
+      end
       assert.are.equal(1, #out, method .. " not sent to Kamailio")
       assert.matches("\nRoute: [^\r\n]*" .. kaddr:gsub("%p", "%%%0"), out[1].text)
       assert.are.equal(1, #find_all(seen, "in", "^" .. method .. " ", kaddr), method .. " not from Kamailio")
