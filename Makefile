@@ -11,15 +11,19 @@ OPENSSL_INCDIR ?= /usr/include
 OSIP2_LIBDIR ?= /usr/lib
 LIBEV_LIBDIR ?= /usr/lib
 OPENSSL_LIBDIR ?= /usr/lib
+LIBEDIT_INCDIR ?= /usr/include
+LIBEDIT_LIBDIR ?= /usr/lib
 
 CC ?= cc
 CFLAGS ?= -O2 -g
 WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wpointer-arith -Wstrict-prototypes \
        -Wmissing-prototypes -Wno-unused-parameter
 ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden \
-             -I$(LUA_INCDIR) -I$(OSIP2_INCDIR) -I$(LIBEV_INCDIR) -I$(OPENSSL_INCDIR) -Icsrc/core -Icsrc
+             -I$(LUA_INCDIR) -I$(OSIP2_INCDIR) -I$(LIBEV_INCDIR) -I$(OPENSSL_INCDIR) \
+             -I$(LIBEDIT_INCDIR) -Icsrc/core -Icsrc
 LIBFLAG ?= -shared
-LIBS = -L$(OSIP2_LIBDIR) -L$(LIBEV_LIBDIR) -L$(OPENSSL_LIBDIR) -losipparser2 -lev -lcrypto -lssl
+LIBS = -L$(OSIP2_LIBDIR) -L$(LIBEV_LIBDIR) -L$(OPENSSL_LIBDIR) -L$(LIBEDIT_LIBDIR) \
+       -losipparser2 -lev -lcrypto -lssl -ledit
 
 CORE_SRC = $(wildcard csrc/core/*.c)
 BIND_SRC = $(wildcard csrc/l_*.c)
@@ -33,7 +37,8 @@ LUADIR ?= /usr/local/share/lua/$(LUA_VERSION)
 BINDIR ?= /usr/local/bin
 
 DEB_PKGS = liblua5.4-dev lua5.4 libosip2-dev libev-dev libssl-dev luarocks lua-busted \
-           lua-check sip-tester kamailio pkg-config gcc make openssl
+           lua-check sip-tester kamailio kamailio-tls-modules pkg-config gcc make openssl \
+           libedit-dev tmux
 BUSTED = $(LUA) /usr/bin/busted
 
 .PHONY: all deps build check test lint demo install clean bench bench-smoke

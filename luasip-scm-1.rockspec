@@ -35,6 +35,10 @@ external_dependencies = {
     header = "openssl/ssl.h",
     library = "ssl",
   },
+  LIBEDIT = {
+    header = "editline/readline.h",
+    library = "edit",
+  },
 }
 
 build = {
@@ -49,6 +53,8 @@ build = {
     LIBEV_LIBDIR = "$(LIBEV_LIBDIR)",
     OPENSSL_INCDIR = "$(OPENSSL_INCDIR)",
     OPENSSL_LIBDIR = "$(OPENSSL_LIBDIR)",
+    LIBEDIT_INCDIR = "$(LIBEDIT_INCDIR)",
+    LIBEDIT_LIBDIR = "$(LIBEDIT_LIBDIR)",
   },
   install_variables = {
     CFLAGS = "$(CFLAGS)",
@@ -60,6 +66,8 @@ build = {
     LIBEV_LIBDIR = "$(LIBEV_LIBDIR)",
     OPENSSL_INCDIR = "$(OPENSSL_INCDIR)",
     OPENSSL_LIBDIR = "$(OPENSSL_LIBDIR)",
+    LIBEDIT_INCDIR = "$(LIBEDIT_INCDIR)",
+    LIBEDIT_LIBDIR = "$(LIBEDIT_LIBDIR)",
     LIBDIR = "$(LIBDIR)",
     LUADIR = "$(LUADIR)",
     BINDIR = "$(BINDIR)",

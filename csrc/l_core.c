@@ -400,5 +400,7 @@ int luaopen_sip_core(lua_State *L)
 	lua_setfield(L, -2, "sdp_parse");
 	lsip_open_auth(L);
 	lua_setfield(L, -2, "auth");
+	lsip_open_edit(L);
+	lua_setfield(L, -2, "edit");
 	return 1;
 }

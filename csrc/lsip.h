@@ -57,6 +57,7 @@ void lsip_pending_drop(lua_State *L, struct pending *p);
 int lsip_open_call(lua_State *L);
 int lsip_open_sdp(lua_State *L);
 int lsip_open_auth(lua_State *L);
+int lsip_open_edit(lua_State *L);
 void lsip_call_incoming(struct lua_ua *lu, struct sip_txn *ist, struct sip_msg *req);
 int lsip_call_cancelled(struct sip_txn *ist);
 void lsip_calls_close(lua_State *L, struct lua_ua *lu);

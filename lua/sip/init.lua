@@ -238,12 +238,20 @@ function sip.trace(how)
     local t = core.now()
     local stamp = os.date("%H:%M:%S", math.floor(t)) .. string.format(".%03d", math.floor(t % 1 * 1000))
     local arrow = dir == "out" and "-->" or "<--"
+    local line
     if full then
-      out:write(stamp, " ", arrow, " ", proto, " ", peer, "\n", text, "\n")
+      line = stamp .. " " .. arrow .. " " .. proto .. " " .. peer .. "\n" .. text .. "\n"
     else
-      out:write(stamp, " ", arrow, " ", proto, " ", peer, "  ", short(text), "\n")
+      line = stamp .. " " .. arrow .. " " .. proto .. " " .. peer .. "  " .. short(text) .. "\n"
     end
-    out:flush()
+    -- at the REPL's prompt the line goes above the prompt (sip.repl sets sip._echo)
+    local echo = out == io.stdout and sip._echo
+    if echo then
+      echo(function() out:write(line); out:flush() end)
+    else
+      out:write(line)
+      out:flush()
+    end
   end)
 end
 
