@@ -37,7 +37,7 @@ LUADIR ?= /usr/local/share/lua/$(LUA_VERSION)
 BINDIR ?= /usr/local/bin
 
 DEB_PKGS = liblua5.4-dev lua5.4 libosip2-dev libev-dev libssl-dev luarocks lua-busted \
-           lua-check sip-tester kamailio kamailio-tls-modules pkg-config gcc make openssl \
+           lua-check lua-socket sip-tester kamailio kamailio-tls-modules pkg-config gcc make openssl \
            libedit-dev tmux
 BUSTED = $(LUA) /usr/bin/busted
 

@@ -460,8 +460,10 @@ static int msg_index(lua_State *L)
 			if (!m->tls)
 				return push_str(L, NULL);
 			lua_createtable(L, 0, 2);
-			lua_pushstring(L, m->tls->subject);
-			lua_setfield(L, -2, "peer_subject");
+			if (m->tls->subject[0]) {     /* no certificate: no subject */
+				lua_pushstring(L, m->tls->subject);
+				lua_setfield(L, -2, "peer_subject");
+			}
 			lua_pushboolean(L, m->tls->verified);
 			lua_setfield(L, -2, "verified");
 			return 1;

@@ -108,6 +108,8 @@ void sip_ua_drop(struct sip_ua *ua, const struct sip_addr *src, const char *why)
 void sip_ua_trace(struct sip_ua *ua, int out, int proto, const struct sip_addr *peer,
                   const char *buf, size_t len);
 struct sip_listener *sip_ua_listener_for(struct sip_ua *ua, int proto, int family);
+/* the text for a failed first send ("tls: name mismatch: x", "transport: ...") */
+void sip_send_error(char *err, size_t errlen, int rc, const char *tls_name);
 /* an ICMP error came back with this datagram of ours */
 void sip_ua_icmp_error(struct sip_ua *ua, const char *buf, size_t len, const char *why);
 

@@ -175,7 +175,7 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 	d->remote_cseq = (unsigned)strtoul(m->cseq->number, NULL, 10);
 	d->remote_cseq_set = 1;
 	d->local_cseq = 1;
-	sip_ua_contact(d->ua, d->proto, &d->peer, d->contact, sizeof d->contact);
+	sip_ua_contact(d->ua, d->proto, &d->peer, sip_msg_sips(ist->req), d->contact, sizeof d->contact);
 	if (!d->call_id || !d->local_tag || !d->remote_tag || !d->remote_uri || !d->local_uri ||
 	    set_routes(d, m, 0) || contact_target(d, m) || dialog_insert(d)) {
 		sip_dialog_free(d);
@@ -211,7 +211,8 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 			memcpy(d->contact, c, n);
 			d->contact[n] = '\0';
 		} else {
-			sip_ua_contact(d->ua, d->proto, &d->peer, d->contact, sizeof d->contact);
+			sip_ua_contact(d->ua, d->proto, &d->peer, sip_msg_sips(ict->req), d->contact,
+			               sizeof d->contact);
 		}
 	}
 	if (!d->call_id || !d->local_tag || !d->remote_tag || !d->remote_uri || !d->local_uri ||
@@ -335,10 +336,14 @@ static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
 	if (rc)
 		return rc;
 	/* over a stream, keep using the connection the dialog started on
-	 * when there is none to the target itself (RFC 5923 style reuse) */
-	if (o->proto != SIP_UDP && o->proto == d->proto && !sip_conn_find(d->ua, o->proto, &o->dst) &&
-	    sip_conn_find(d->ua, d->proto, &d->peer))
-		o->dst = d->peer;
+	 * when there is none to the target itself (RFC 5923 style reuse);
+	 * over TLS only when that peer proved its identity (mutual TLS),
+	 * else the request goes to a connection we verify ourselves */
+	if (o->proto != SIP_UDP && o->proto == d->proto && !sip_conn_find(d->ua, o->proto, &o->dst)) {
+		struct sip_conn *c = sip_conn_find(d->ua, d->proto, &d->peer);
+		if (c && (o->proto != SIP_TLS || sip_tls_peer_verified(c)))
+			o->dst = d->peer;
+	}
 	return 0;
 }
 
@@ -434,7 +439,7 @@ int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
 		                        cb, arg, out);
 	}
 	if (rc)
-		sip_transport_error(err, errlen, rc);
+		sip_send_error(err, errlen, rc, o.tls_name);
 	return rc;
 }
 

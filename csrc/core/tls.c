@@ -245,6 +245,13 @@ int sip_tls_conn_start(struct sip_conn *c, int server, const char *name)
 void sip_tls_conn_free(struct sip_conn *c)
 {
 	if (c->ssl) {
+		/* close_notify: the peer sees a clean end, and the session
+		 * stays resumable (OpenSSL drops sessions ended without it) */
+		if (!c->handshaking) {
+			ERR_clear_error();
+			SSL_shutdown(c->ssl);
+			ERR_clear_error();
+		}
 		SSL_set_app_data(c->ssl, NULL);
 		SSL_free(c->ssl);
 		c->ssl = NULL;
@@ -302,19 +309,46 @@ static int name_matches(struct sip_tls *t, X509 *cert, const char *name)
 	return X509_check_host(cert, host, 0, flags, NULL) == 1;
 }
 
+/* what a received request's req.tls tells: always there over TLS, with
+ * an empty subject when the peer showed no certificate */
 static void capture_peer(struct sip_conn *c)
 {
 	X509 *cert = SSL_get1_peer_certificate(c->ssl);
 
-	if (!cert)
-		return;
 	c->tls_info = calloc(1, sizeof *c->tls_info);
-	if (c->tls_info) {
+	if (c->tls_info && cert) {
 		X509_NAME_oneline(X509_get_subject_name(cert), c->tls_info->subject,
 		                  sizeof c->tls_info->subject);
 		c->tls_info->verified = SSL_get_verify_result(c->ssl) == X509_V_OK;
 	}
 	X509_free(cert);
+}
+
+int sip_tls_conn_serves(struct sip_conn *c, const char *name)
+{
+	struct sip_tls *t = c->ua->tls;
+	X509 *cert;
+	int ok;
+
+	if (!name || (c->tls_name && !strcasecmp(c->tls_name, name)))
+		return 1;
+	/* a connection the peer opened, with a client certificate we
+	 * verified: reusing it back (RFC 5923) needs no server name */
+	if (SSL_is_server(c->ssl))
+		return !c->handshaking && c->tls_info && c->tls_info->verified;
+	if (c->handshaking)
+		return 0;       /* verified for another name, still unknown */
+	if (!t || !t->verify)
+		return 1;
+	cert = SSL_get1_peer_certificate(c->ssl);
+	ok = cert && name_matches(t, cert, name);
+	X509_free(cert);
+	return ok;
+}
+
+int sip_tls_peer_verified(const struct sip_conn *c)
+{
+	return c->tls_info && c->tls_info->verified;
 }
 
 int sip_tls_handshake(struct sip_conn *c, char *why, size_t n)

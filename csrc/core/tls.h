@@ -40,6 +40,11 @@ void sip_tls_conn_free(struct sip_conn *c);
 long sip_tls_read(struct sip_conn *c, char *buf, size_t n, char *why, size_t wn);
 long sip_tls_write(struct sip_conn *c, const char *buf, size_t n, char *why, size_t wn);
 int sip_tls_pending(struct sip_conn *c);
+/* 1 when an open connection may carry a request for the SIP domain name
+ * (its certificate names it too) */
+int sip_tls_conn_serves(struct sip_conn *c, const char *name);
+/* 1 when the peer proved who it is with a certificate (mutual TLS) */
+int sip_tls_peer_verified(const struct sip_conn *c);
 double sip_tls_handshake_timeout(struct sip_ua *ua);
 
 #endif

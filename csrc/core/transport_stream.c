@@ -520,7 +520,12 @@ int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, const
 	conn_key(key, sizeof key, proto, dst);
 	n = sip_htab_find(&ua->conns, key);
 	if (n) {
-		*out = (struct sip_conn *)n;
+		c = (struct sip_conn *)n;
+		/* a TLS connection opened for one domain carries requests for
+		 * another only when its certificate names that one too */
+		if (proto == SIP_TLS && c->ssl && !sip_tls_conn_serves(c, tls_name))
+			return -EXDEV;
+		*out = c;
 		return 0;
 	}
 	if ((int)ua->nconns >= ua->cfg.max_conns)

@@ -186,7 +186,11 @@ static void send_or_fail(struct sip_txn *t, const char *buf, size_t len)
 {
 	int rc = sip_txn_send(t, buf, len);
 
-	if (rc) {
+	if (rc == -EXDEV) {
+		char why[300];
+		snprintf(why, sizeof why, "tls: name mismatch: %s", t->tls_name ? t->tls_name : "");
+		sip_txn_transport_error(t, why);
+	} else if (rc) {
 		char why[96];
 		sip_transport_error(why, sizeof why, -rc);
 		sip_txn_transport_error(t, why);

@@ -370,7 +370,8 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 		if (st->dlg)
 			snprintf(contact, sizeof contact, "%s", sip_dialog_contact(st->dlg));
 		else
-			sip_ua_contact(st->ua, st->proto, &st->req->src, contact, sizeof contact);
+			sip_ua_contact(st->ua, st->proto, &st->req->src, sip_msg_sips(st->req),
+			               contact, sizeof contact);
 		sip_buf_printf(&h, "Contact: %s\r\n", contact);
 	}
 	rr.headers = h.oom ? r->headers : h.p;
@@ -703,7 +704,14 @@ static void local_host(struct sip_listener *l, const struct sip_addr *dst, char 
 		close(fd);
 }
 
-void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, char *buf, size_t n)
+int sip_msg_sips(const struct sip_msg *m)
+{
+	return m && m->m && m->m->req_uri && m->m->req_uri->scheme &&
+	       !strcasecmp(m->m->req_uri->scheme, "sips");
+}
+
+void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, int sips,
+                    char *buf, size_t n)
 {
 	struct sip_listener *l = sip_ua_listener_for(ua, proto, peer->ss.ss_family);
 	char host[INET6_ADDRSTRLEN + 2];
@@ -717,8 +725,10 @@ void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, c
 		return;
 	}
 	local_host(l, peer, host, sizeof host);
-	snprintf(buf, n, "<sip:luasip@%s:%d%s>", host, sip_addr_port(&l->addr),
-	         proto == SIP_TCP ? ";transport=tcp" : proto == SIP_TLS ? ";transport=tls" : "");
+	/* the Contact names where we listen: the listener's own transport */
+	sips = sips && l->proto == SIP_TLS;
+	snprintf(buf, n, "<%s:luasip@%s:%d%s>", sips ? "sips" : "sip", host, sip_addr_port(&l->addr),
+	         l->proto == SIP_TCP ? ";transport=tcp" : l->proto == SIP_TLS && !sips ? ";transport=tls" : "");
 }
 
 int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
@@ -788,9 +798,14 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 		sip_buf_printf(&b, "Contact: %s\r\n", rq->contact);
 	else if (!strcmp(rq->method, "INVITE") || !strcmp(rq->method, "SUBSCRIBE") ||
 	         !strcmp(rq->method, "REFER") || !strcmp(rq->method, "UPDATE"))
-		sip_buf_printf(&b, "Contact: <sip:luasip@%s:%d%s>\r\n", host, lport,
-		               t.proto == SIP_TCP ? ";transport=tcp" :
-		               t.proto == SIP_TLS ? ";transport=tls" : "");
+	{
+		/* where we listen: the chosen listener's transport; sips: for a
+		 * sips: request over TLS (8.1.1.8) */
+		int sips = rt.sips && l->proto == SIP_TLS;
+		sip_buf_printf(&b, "Contact: <%s:luasip@%s:%d%s>\r\n", sips ? "sips" : "sip", host, lport,
+		               l->proto == SIP_TCP ? ";transport=tcp" :
+		               l->proto == SIP_TLS && !sips ? ";transport=tls" : "");
+	}
 	if (ua->cfg.user_agent[0] && strcmp(rq->method, "ACK"))
 		sip_buf_printf(&b, "User-Agent: %s\r\n", ua->cfg.user_agent);
 	if (rq->headers)
@@ -835,6 +850,14 @@ int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *d
 	return rc ? rc : sip_conn_send(c, text, len);
 }
 
+void sip_send_error(char *err, size_t errlen, int rc, const char *tls_name)
+{
+	if (rc == -EXDEV)
+		snprintf(err, errlen, "tls: name mismatch: %s", tls_name ? tls_name : "");
+	else
+		sip_transport_error(err, errlen, rc);
+}
+
 int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
                    sip_response_cb cb, void *arg, struct sip_txn **out,
                    char *err, size_t errlen)
@@ -848,6 +871,6 @@ int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
 		return rc;
 	rc = sip_txn_new_client(ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, o.tls_name, cb, arg, out);
 	if (rc)
-		sip_transport_error(err, errlen, rc);
+		sip_send_error(err, errlen, rc, o.tls_name);
 	return rc;
 }

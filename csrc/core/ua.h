@@ -89,8 +89,12 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 /* send a built request outside any transaction (ACK for a 2xx) */
 int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *dst,
                           struct sip_listener *l, const char *tls_name, const char *text, size_t len);
-/* "<sip:luasip@host:port;transport=tcp>" as a peer at `peer` reaches us */
-void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, char *buf, size_t n);
+/* "<sip:luasip@host:port;transport=tcp>" as a peer at `peer` reaches us;
+ * a sips: URI for a sips: request over TLS (RFC 3261 12.1.1) */
+void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, int sips,
+                    char *buf, size_t n);
+/* 1 when a message's Request-URI is a sips: URI */
+int sip_msg_sips(const struct sip_msg *m);
 int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
                    sip_response_cb cb, void *arg, struct sip_txn **out,
                    char *errbuf, size_t errlen);
