@@ -26,6 +26,7 @@ struct lcall {
 	int prov_ref;
 	ev_timer tmo;                   /* UAC: no answer in time: CANCEL */
 	int gave_up;                    /* UAC: timeout or hangup before answer */
+	struct sip_msg *late_2xx;       /* UAC: a 2xx offer the ACK must answer */
 };
 
 static struct lcall *check_call(lua_State *L, int idx)
@@ -105,8 +106,8 @@ static void dialog_cb(void *arg, struct sip_dialog *d, int ev, struct sip_txn *s
 	(void)d;
 	switch (ev) {
 	case SIP_DLG_ACK:
-		(void)m;        /* nothing in an ACK a script needs: no userdata */
-		lsip_event(e, c->self_ref, "ack", NULL, NULL);
+		/* an ACK matters to a script only with an answer in it */
+		lsip_event(e, c->self_ref, "ack", m && m->body_len ? m : NULL, NULL);
 		break;
 	case SIP_DLG_NO_ACK:
 		lsip_event(e, c->self_ref, "no_ack", NULL, NULL);
@@ -146,6 +147,10 @@ static void call_release(lua_State *L, struct lcall *c)
 		luaL_unref(L, LUA_REGISTRYINDEX, c->co_ref);
 		c->co_ref = LUA_NOREF;
 	}
+	if (c->late_2xx) {
+		sip_msg_unref(c->late_2xx);
+		c->late_2xx = NULL;
+	}
 	if (c->prov_ref != LUA_NOREF) {
 		luaL_unref(L, LUA_REGISTRYINDEX, c->prov_ref);
 		c->prov_ref = LUA_NOREF;
@@ -171,13 +176,24 @@ static int call_gc(lua_State *L)
 }
 
 /* the UA closes: its engine frees transactions and dialogs (BYE sent) */
-void lsip_calls_close(lua_State *L, struct lua_ua *lu)
+static void call_wake(struct lcall *c, int ok, const char *err, struct sip_msg *res);
+
+/* The UA closes: open calls get a BYE (sent once, now), and coroutines
+ * waiting on a call learn that it is over, except from __gc where no
+ * coroutine may be resumed. */
+void lsip_calls_close(lua_State *L, struct lua_ua *lu, int from_gc)
 {
 	while (lu->calls) {
 		struct lcall *c = lu->calls;
-		if (c->d) {
-			/* the dialog's BYE is sent by the engine as it closes */
-			c->d = NULL;
+		if (c->d && sip_dialog_state(c->d) == SIP_DLG_CONFIRMED) {
+			struct sip_dialog_req r = { .method = "BYE" };
+			struct sip_txn *bye;
+			char err[128];
+			sip_dialog_request(c->d, &r, NULL, NULL, &bye, err, sizeof err);
+		}
+		if (!from_gc) {
+			call_wake(c, 0, "closed", NULL);
+			lsip_event(lu->e, c->self_ref, "closed", NULL, NULL);
 		}
 		call_release(L, c);
 	}
@@ -352,7 +368,10 @@ static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const 
 	/* 2xx: the first confirms the call; the same again is a
 	 * retransmission to ACK again; another tag is a fork to end */
 	if (c->d && !strcmp(sip_dialog_remote_tag(c->d), sip_msg_tag(res->m->to) ? sip_msg_tag(res->m->to) : "")) {
-		sip_dialog_ack(c->d, res, NULL, 0, NULL);
+		/* a retransmission: ACK again, unless the script is still
+		 * writing the answer the ACK must carry */
+		if (!c->late_2xx)
+			sip_dialog_ack(c->d, res, NULL, 0, NULL);
 		return;
 	}
 	if (c->d || c->gave_up) {
@@ -365,8 +384,29 @@ static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const 
 		return;
 	}
 	sip_dialog_set_tu(c->d, dialog_cb, c);
-	sip_dialog_ack(c->d, res, NULL, 0, NULL);
+	if (c->invite && c->invite->body_len == 0 && res->body_len > 0) {
+		/* we sent no offer, the 2xx did: the ACK carries our answer,
+		 * which ua:invite writes (call:_ack) before anything else */
+		c->late_2xx = sip_msg_ref(res);
+	} else {
+		sip_dialog_ack(c->d, res, NULL, 0, NULL);
+	}
 	call_wake(c, 1, NULL, res);
+}
+
+/* call:_ack(sdp): the ACK with the answer to the 2xx's offer */
+static int call_ack(lua_State *L)
+{
+	struct lcall *c = check_call(L, 1);
+	size_t n = 0;
+	const char *body = luaL_optlstring(L, 2, NULL, &n);
+
+	if (!c->late_2xx || !c->d || !c->lu || !c->lu->ua)
+		return 0;
+	sip_dialog_ack(c->d, c->late_2xx, body, n, body ? "application/sdp" : NULL);
+	sip_msg_unref(c->late_2xx);
+	c->late_2xx = NULL;
+	return 0;
 }
 
 static void invite_timeout(struct ev_loop *loop, ev_timer *w, int revents)
@@ -593,7 +633,15 @@ static int call_index(lua_State *L)
 
 static int call_newindex(lua_State *L)
 {
+	static const char *const builtin[] = { "call_id", "uas", "local_tag", "remote_tag",
+		"remote_target", "routes", "local", "remote", "invite", "from", "to", NULL };
+	const char *k = lua_tostring(L, 2);
+	int i;
+
 	check_call(L, 1);
+	for (i = 0; k && builtin[i]; i++)
+		if (!strcmp(k, builtin[i]))
+			return luaL_error(L, "sip.Call field '%s' is read-only", k);
 	lua_getiuservalue(L, 1, 1);
 	lua_pushvalue(L, 2);
 	lua_pushvalue(L, 3);
@@ -620,6 +668,7 @@ static const luaL_Reg call_methods[] = {
 	{ "_cancel", call_cancel },
 	{ "_request", call_request },
 	{ "_end", call_end },
+	{ "_ack", call_ack },
 	{ NULL, NULL }
 };
 

@@ -304,6 +304,19 @@ static int l_trace(lua_State *L)
 	return 0;
 }
 
+/* token(n) -> n characters from the CSPRNG (Call-IDs, tags) */
+static int l_token(lua_State *L)
+{
+	char buf[65];
+	lua_Integer n = luaL_optinteger(L, 1, 16);
+
+	luaL_argcheck(L, n > 0 && n < 65, 1, "length must be 1..64");
+	if (sip_random_token(buf, (size_t)n))
+		return luaL_error(L, "the CSPRNG failed");
+	lua_pushstring(L, buf);
+	return 1;
+}
+
 /* headers_text(tbl, what) -> "Name: value\r\n" lines, checked */
 static int l_headers_text(lua_State *L)
 {
@@ -313,6 +326,7 @@ static int l_headers_text(lua_State *L)
 
 static const luaL_Reg core_funcs[] = {
 	{ "headers_text", l_headers_text },
+	{ "token", l_token },
 	{ "run", l_run },
 	{ "step", l_step },
 	{ "stop", l_stop },

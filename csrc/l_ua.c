@@ -317,7 +317,7 @@ static int l_ua_close(lua_State *L)
 			pending_free(L, p);
 		}
 	}
-	lsip_calls_close(L, lu);
+	lsip_calls_close(L, lu, from_gc || !lu->e->L);
 	if (lu->serving && !lu->e->closed)
 		ev_unref(lu->e->env.loop);
 	lu->serving = 0;

@@ -60,7 +60,7 @@ int lsip_open_auth(lua_State *L);
 int lsip_open_edit(lua_State *L);
 void lsip_call_incoming(struct lua_ua *lu, struct sip_txn *ist, struct sip_msg *req);
 int lsip_call_cancelled(struct sip_txn *ist);
-void lsip_calls_close(lua_State *L, struct lua_ua *lu);
+void lsip_calls_close(lua_State *L, struct lua_ua *lu, int from_gc);
 int lsip_ua_invite(lua_State *L);
 int lsip_calls_count(const struct lua_ua *lu);
 /* queue dispatch(obj, name, msg) for the Lua side */

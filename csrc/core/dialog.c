@@ -483,8 +483,10 @@ void sip_dialog_txn_gone(struct sip_dialog *d, struct sip_txn *t)
 	}
 	if (t == d->reinvite_ct)
 		d->reinvite_ct = NULL;
-	if (t == d->reinvite_st)
+	if (t == d->reinvite_st) {
 		d->reinvite_st = NULL;
+		t->dlg = NULL;
+	}
 }
 
 void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg *req)

@@ -446,8 +446,8 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		struct sip_hnode *old;
 		char key[80];
-		/* a second connection from the same address replaces the index
-		 * entry of the first; the first keeps working until it closes */
+		/* a new connection from the same address and port means the
+		 * old one is dead on the peer's side: close it */
 		conn_key(key, sizeof key, l->proto, &peer);
 		old = sip_htab_find(&ua->conns, key);
 		if (old)

@@ -448,11 +448,11 @@ int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len)
 		life_arm(st, 64 * T1(st));                          /* Timer H */
 	} else {
 		/* RFC 6026 Accepted: absorb INVITE retransmissions and resend
-		 * the 2xx until the dialog sees the ACK (Timer L bounds it) */
+		 * the 2xx until the dialog sees the ACK (Timer L bounds it);
+		 * over streams too, for the hops after the next (13.3.1.4) */
 		st->state = TS_ACCEPTED;
 		st->interval = T1(st);
-		if (!RELIABLE(st))
-			retx_arm(st, st->interval);
+		retx_arm(st, st->interval);
 		life_arm(st, 64 * T1(st));
 	}
 	return rc;

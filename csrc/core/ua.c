@@ -195,7 +195,7 @@ int sip_ua_listen(struct sip_ua *ua, const char *spec, char *err, size_t errlen)
 	l->ua = ua;
 	l->fd = -1;
 	if (sip_addr_parse_listen(spec, &l->proto, &l->addr)) {
-		snprintf(err, errlen, "bad listen address '%s' (want udp:HOST:PORT or tcp:HOST:PORT)", spec);
+		snprintf(err, errlen, "bad listen address '%s' (want udp:, tcp: or tls:HOST:PORT)", spec);
 		free(l);
 		return -EINVAL;
 	}
@@ -383,6 +383,8 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 		return rc;
 	if (st->kind == TXN_IST && st->dlg && r->status >= 200 && r->status < 300)
 		sip_dialog_answered(st->dlg, st);
+	else if (st->kind == TXN_IST && st->dlg && r->status >= 300)
+		sip_dialog_txn_gone(st->dlg, st);      /* a refused re-INVITE frees its slot */
 	return sip_txn_respond(st, r->status, text, len);
 }
 
@@ -446,26 +448,43 @@ static void default_answer(struct sip_ua *ua, struct sip_txn *st, const char *me
 	sip_txn_reply(st, &r);
 }
 
+/* The datagram an ICMP error brings back is often cut (576 bytes), so no
+ * full parse: the method, the top Via's branch and the CSeq method are
+ * read from the header text, which is enough to find the transaction. */
 void sip_ua_icmp_error(struct sip_ua *ua, const char *buf, size_t len, const char *why)
 {
-	struct sip_msg *m = NULL;
-	const char *w;
+	struct sip_msg m;
+	char text[2048], key[300], branch[128], method[32];
+	const char *v, *b, *sp;
+	size_t n, i;
 	struct sip_txn *t;
-	char key[300];
-	const char *branch;
 
-	if (sip_msg_parse(buf, len, &m, &w) != 0) {
-		sip_msg_unref(m);
+	if (len >= sizeof text)
+		len = sizeof text - 1;
+	memcpy(text, buf, len);
+	text[len] = '\0';
+	memset(&m, 0, sizeof m);
+	m.raw = text;
+	m.len = len;
+	sp = memchr(text, ' ', len);
+	if (!sp || !strncmp(text, "SIP/", 4))
+		return;                 /* only our requests matter */
+	v = sip_msg_header(&m, "Via", 0, &n);
+	b = v ? strstr(v, "branch=") : NULL;
+	if (!b || b >= v + n)
 		return;
-	}
-	branch = sip_msg_branch(m);
-	if (sip_msg_is_request(m) && branch) {
-		snprintf(key, sizeof key, "c%s;%s", branch, sip_msg_method(m));
-		t = sip_txn_find_key(ua, key);
-		if (t)
-			sip_txn_transport_error(t, why);
-	}
-	sip_msg_unref(m);
+	b += 7;
+	for (i = 0; i + 1 < sizeof branch && b + i < v + n && b[i] != ';' && b[i] != ',' &&
+	     b[i] != ' ' && b[i] != '\r'; i++)
+		branch[i] = b[i];
+	branch[i] = '\0';
+	v = sip_msg_header(&m, "CSeq", 0, &n);
+	if (!v || sscanf(v, "%*u %31[A-Za-z]", method) != 1)
+		return;
+	snprintf(key, sizeof key, "c%s;%s", branch, method);
+	t = sip_txn_find_key(ua, key);
+	if (t)
+		sip_txn_transport_error(t, why);
 }
 
 /* 18.2.1: received when the sent-by host is not the source address,

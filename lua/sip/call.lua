@@ -18,6 +18,13 @@ return function(_, internal)
   -- remote_sdp is parsed on first use from the last SDP the peer sent
   core.Call.lazy.remote_sdp = function(call)
     local text = call._remote_sdp_text
+    if not text and call.uas and (call.state == "incoming" or call.state == "early") then
+      -- before the answer, the INVITE's offer
+      local inv = call.invite
+      if inv and inv.body ~= "" and (inv.content_type or ""):lower():find("application/sdp", 1, true) then
+        text = inv.body
+      end
+    end
     if not text then return nil end
     local parsed = sdp.parse(text)
     call._remote_sdp_text = nil
@@ -68,13 +75,15 @@ return function(_, internal)
     return host, src
   end
 
-  local function finish(call, why)
+  -- keep_c: the C side ends by itself (an outgoing call that failed
+  -- before an answer keeps its INVITE transaction to ACK/BYE late 2xx)
+  local function finish(call, why, keep_c)
     if call.state == "ended" then return end
     call.state = "ended"
     call.ended_why = why
     notify(call, { answer = true }, nil, why == "cancel" and "cancelled" or why)
     notify(call, { ["end"] = true }, why)
-    call:_end()
+    if not keep_c then call:_end() end
     local h = call._hooks and call._hooks.ended
     if h then spawn_with(nil, h, call, why) end
   end
@@ -129,7 +138,8 @@ return function(_, internal)
     opts = check_opts(opts, "answer", 1)
     if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
     current("call:answer")
-    local body = opts.sdp
+    -- the SDP of a 183 stays the answer unless the script gives another
+    local body = opts.sdp or self.local_sdp
     local offer = remote_offer(self)
     if not body and offer then
       -- a 200 never breaks offer/answer: a valid answer with no media yet
@@ -226,7 +236,8 @@ return function(_, internal)
     opts = check_opts(opts, "request", 2)
     local co = current("call:request")
     local auth = internal.auth
-    local creds = auth.check_creds(opts.auth, "request") or (self.ua and internal.ua_auth[self.ua])
+    local creds = auth.check_creds(opts.auth, "request") or self._auth or
+                  (self.ua and internal.ua_auth[self.ua])
     local state = creds and auth.new_state(creds)
     while true do
       local ok, err = self:_request(method, opts, co, extra_headers(opts))
@@ -245,6 +256,7 @@ return function(_, internal)
     opts = check_opts(opts, "reinvite", 1)
     if self.state ~= "confirmed" and self.state ~= "answered" then return nil, "call is " .. self.state end
     local body = opts.sdp or self.local_sdp
+    if opts.sdp then self._session = nil end  -- hold/unhold start from this SDP
     local res, err = self:request("INVITE", { body = body, content_type = "application/sdp",
                                               headers = opts.headers, timeout = opts.timeout })
     if not res then return nil, err end
@@ -333,10 +345,13 @@ return function(_, internal)
           req:reply(500)
         elseif type(a) == "number" then
           req:reply(a, b, c)
-        elseif a == nil and (method == "INVITE" or method == "UPDATE") then
+        elseif a == nil and (method == "INVITE" or (method == "UPDATE" and req.body ~= "")) then
+          -- the hook did not answer: the default does (a reply of the
+          -- hook's own makes this one fail, and nothing changes)
           local body = default_reoffer(call, req)
-          req:reply(200, nil, { body = body, content_type = "application/sdp" })
-          call.local_sdp = body
+          if req:reply(200, nil, { body = body, content_type = "application/sdp" }) then
+            call.local_sdp = body
+          end
         elseif a == nil then
           req:reply(200)
         end
@@ -358,6 +373,8 @@ return function(_, internal)
   -- events from the core (queued, run outside engine callbacks)
   function internal.call_event(call, name, msg)
     if name == "ack" then
+      -- our 200 carried the offer: the ACK carries the answer
+      if msg and msg.body ~= "" then set_remote_sdp(call, msg.body) end
       call._acked = true
       if call.state == "answered" then call.state = "confirmed" end
       notify(call, { answer = true }, "ack")
@@ -378,7 +395,9 @@ return function(_, internal)
     elseif name == "request" then
       in_dialog_request(call, msg)
     elseif name == "failed" then
-      if call.state == "calling" then finish(call, "failed") end
+      if call.state == "calling" then finish(call, "failed", true) end
+    elseif name == "closed" then
+      finish(call, "closed", true)
     end
   end
 
@@ -398,7 +417,10 @@ return function(_, internal)
       if call.state == "incoming" or call.state == "early" then
         if type(a) == "number" and a >= 300 then
           call:reject(a, b)
-        elseif a == nil then
+        elseif type(a) == "number" and a >= 200 then
+          -- a returned 2xx answers (default SDP) and the call goes on
+          spawn_with(nil, function() call:answer() end)
+        else
           -- nobody answered and nobody can: say so rather than leave
           -- the caller ringing forever
           call:reject(480)
@@ -436,6 +458,7 @@ return function(_, internal)
       call.ua = self
       call.state = "calling"
       call.local_sdp = opts.sdp
+      call._auth = opts.auth            -- BYE and re-INVITE use them too
       -- the call before an answer, e.g. for a forking B2BUA to hang up
       -- (CANCEL) the legs that lost
       if opts.on_call then
@@ -445,8 +468,7 @@ return function(_, internal)
       end
       ok, why, res = wait()
       if ok then break end
-      call.state = "ended"
-      call.ended_why = why or "failed"
+      finish(call, why or "failed", true)
       -- 401/407: the transaction ACKed it; a new INVITE answers (22.2)
       local extra = res and (res.status == 401 or res.status == 407) and
                     auth.answer(state, res, "INVITE", uri, opts.sdp)
@@ -456,7 +478,19 @@ return function(_, internal)
     if not ok then return nil, why or "failed", res end
     call.state = "confirmed"
     call.response = res
-    if res and res.body ~= "" then set_remote_sdp(call, res.body) end
+    if res and res.body ~= "" then
+      set_remote_sdp(call, res.body)
+      if not opts.sdp then
+        -- we sent no offer: the 2xx has one, our ACK answers it
+        -- (opts.answer(offer_text) -> SDP, or the default answer)
+        local answer = opts.answer and opts.answer(res.body)
+        if not answer then
+          answer, call._session = sdp.default_answer(res.body, local_addr(call))
+        end
+        call.local_sdp = answer
+        call:_ack(answer)
+      end
+    end
     return call
   end
 

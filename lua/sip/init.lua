@@ -407,11 +407,13 @@ require("sip.register")(sip, internal)
 local close_c = UA.close
 --- Close the UA: registrations are removed (when called from a luasip
 -- coroutine), open calls get BYE, pending requests fail with "closed".
+-- Also `local ua <close> = sip.ua{...}`.
 function UA:close()
   if internal.close_registrations then internal.close_registrations(self) end
   handlers[self] = nil
   return close_c(self)
 end
+core.UA.__close = UA.close
 
 sip.sdp = require "sip.sdp"
 

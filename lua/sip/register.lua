@@ -77,7 +77,7 @@ return function(_, internal)
   -- refresh before expiry; back off after failures
   local function keeper(r)
     local failures = 0
-    while r.state ~= "closed" do
+    while r.state ~= "unregistered" do
       local delay
       if r.state == "registered" then
         local e = r.expires
@@ -89,9 +89,9 @@ return function(_, internal)
       local _ <close> = core.timer(delay, r._sleeping)
       wait_for_wake()
       r._sleeping = nil
-      if r.state == "closed" then break end
+      if r.state == "unregistered" then break end
       local res, err, asked = send(r, r.asked)
-      if r.state == "closed" then break end
+      if r.state == "unregistered" then break end
       if res then
         failures = 0
         r.expires = granted(r, res, asked)
@@ -104,15 +104,7 @@ return function(_, internal)
     end
   end
 
-  local function random_token(n)
-    local t = {}
-    local chars = "abcdefghijklmnopqrstuvwxyz0123456789"
-    for i = 1, n do
-      local k = math.random(1, #chars)
-      t[i] = chars:sub(k, k)
-    end
-    return table.concat(t)
-  end
+  local random_token = core.token           -- the CSPRNG, like the core's tags
 
   --- Register and keep the registration fresh.
   -- @tab opts registrar (URI), aor (URI), user, password (or auth =
@@ -160,6 +152,11 @@ return function(_, internal)
       return nil, err, asked
     end
     r.expires = granted(r, res, asked)
+    if r.expires <= 0 then
+      -- expires = 0 asked (or granted): nothing to keep alive
+      r.state = "unregistered"
+      return r
+    end
     set_state(r, "registered", nil, res)
     regs[self] = regs[self] or {}
     regs[self][r] = true
@@ -170,7 +167,7 @@ return function(_, internal)
   end
 
   local function stop(r)
-    r.state = "closed"
+    r.state = "unregistered"
     local ua_regs = regs[r.ua]
     if ua_regs then ua_regs[r] = nil end
     if r._sleeping then wake_now(r._sleeping) end
@@ -179,12 +176,12 @@ return function(_, internal)
   --- Remove the binding (REGISTER with Expires: 0) and stop refreshing.
   -- @return true, or fail, message, response
   function Registration:unregister()
-    if self.state == "closed" then return true end
+    if self.state == "unregistered" then return true end
     current("reg:unregister")
     stop(self)
     local res, err, extra = send(self, 0)
     if self.on_change then
-      spawn_with(nil, self.on_change, self, "unregistered", err)
+      spawn_with(nil, self.on_change, self, "unregistered", err, extra)
     end
     if not res then return nil, err, extra end
     return true
