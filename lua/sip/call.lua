@@ -15,19 +15,27 @@ return function(_, internal)
 
   local ENDED = { ended = true }
 
-  -- remote_sdp is parsed on first use from the last SDP the peer sent
-  core.Call.lazy.remote_sdp = function(call)
-    local text = call._remote_sdp_text
-    if not text and call.uas and (call.state == "incoming" or call.state == "early") then
-      -- before the answer, the INVITE's offer
-      local inv = call.invite
-      if inv and inv.body ~= "" and (inv.content_type or ""):lower():find("application/sdp", 1, true) then
-        text = inv.body
-      end
+  -- The peer's SDP is kept as text where it already is (the INVITE, the
+  -- 2xx) and parsed only when a script reads remote_sdp: a call that
+  -- never looks at it costs no tables. set_remote_sdp records a newer one
+  -- (re-INVITE, the ACK of a late offer).
+  local function sdp_body(msg)
+    if msg and msg.body ~= "" and (msg.content_type or ""):lower():find("application/sdp", 1, true) then
+      return msg.body
     end
+  end
+
+  core.Call.lazy.remote_sdp_text = function(call)
+    local text = call._remote_sdp_text
+    if text then return text end
+    if call.uas then return sdp_body(call.invite) end
+    return sdp_body(call.response)
+  end
+
+  core.Call.lazy.remote_sdp = function(call)
+    local text = call.remote_sdp_text
     if not text then return nil end
     local parsed = sdp.parse(text)
-    call._remote_sdp_text = nil
     call.remote_sdp = parsed
     return parsed
   end
@@ -35,7 +43,6 @@ return function(_, internal)
   local function set_remote_sdp(call, text)
     call.remote_sdp = nil
     call._remote_sdp_text = text
-    call.remote_sdp_text = text
   end
 
   -- a coroutine waits for one of the call's events, with an optional timeout
@@ -144,13 +151,12 @@ return function(_, internal)
     if not body and offer then
       -- a 200 never breaks offer/answer: a valid answer with no media yet
       local host = local_addr(self)
-      body, self._session = sdp.default_answer(offer, host)
+      body = sdp.default_answer(offer, host)
     elseif not body and not offer then
       -- no offer in the INVITE: the 200 must carry one
       local host = local_addr(self)
-      body, self._session = sdp.offer{ addr = host, port = 9, direction = "inactive" }
+      body = sdp.offer{ addr = host, port = 9, direction = "inactive" }
     end
-    if offer then set_remote_sdp(self, offer) end
     local ok, err = self:_reply(200, nil, extra_headers(opts), body, body and "application/sdp")
     if not ok then return nil, err end
     self.local_sdp = body
@@ -326,6 +332,7 @@ return function(_, internal)
     local s = session_for(call)
     local offer = req.body ~= "" and sdp.parse(req.body)
     if offer then
+      call._remote_sdp_text = req.body
       call.remote_sdp = offer
       local dir = offer.media[1] and offer.media[1].direction or "sendrecv"
       return (sdp.update(s, { direction = sdp.mirror[dir] or "sendrecv" }))
@@ -479,13 +486,12 @@ return function(_, internal)
     call.state = "confirmed"
     call.response = res
     if res and res.body ~= "" then
-      set_remote_sdp(call, res.body)
       if not opts.sdp then
         -- we sent no offer: the 2xx has one, our ACK answers it
         -- (opts.answer(offer_text) -> SDP, or the default answer)
         local answer = opts.answer and opts.answer(res.body)
         if not answer then
-          answer, call._session = sdp.default_answer(res.body, local_addr(call))
+          answer = sdp.default_answer(res.body, local_addr(call))
         end
         call.local_sdp = answer
         call:_ack(answer)
