@@ -38,10 +38,13 @@ BINDIR ?= /usr/local/bin
 
 DEB_PKGS = liblua5.4-dev lua5.4 libosip2-dev libev-dev libssl-dev luarocks lua-busted \
            lua-check lua-socket sip-tester kamailio kamailio-tls-modules pkg-config gcc make openssl \
-           libedit-dev tmux
+           libedit-dev tmux clang libclang-rt-14-dev iproute2 util-linux valgrind
 BUSTED = $(LUA) /usr/bin/busted
 
-.PHONY: all deps build check test lint demo install clean bench bench-smoke
+FUZZ_TIME ?= 30
+FUZZ_SMOKE_TIME ?= 15
+
+.PHONY: all deps build check test lint demo install clean bench bench-smoke fuzz fuzz-smoke
 
 all: build
 
@@ -75,6 +78,7 @@ check: deps build
 	$(BUSTED) $(BUSTED_ARGS)
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory bench-smoke
+	$(MAKE) --no-print-directory fuzz-smoke
 
 demo: deps build
 	./bin/luasip examples/demo.lua
@@ -85,6 +89,13 @@ bench: deps build
 bench-smoke: build
 	$(LUA) bench/run.lua --smoke
 
+# libFuzzer targets over the C engine under ASan+UBSan (fuzz/Makefile)
+fuzz: deps
+	$(MAKE) -C fuzz run FUZZ_TIME=$(FUZZ_TIME)
+
+fuzz-smoke:
+	$(MAKE) -C fuzz run FUZZ_TIME=$(FUZZ_SMOKE_TIME)
+
 install: build
 	install -d $(DESTDIR)$(LIBDIR)/sip $(DESTDIR)$(LUADIR)/sip $(DESTDIR)$(BINDIR)
 	install -m 755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/sip/core.so
@@ -93,3 +104,4 @@ install: build
 
 clean:
 	rm -f $(OBJ) $(CORE_SO)
+	$(MAKE) -C fuzz clean

@@ -327,6 +327,7 @@ static int l_headers_text(lua_State *L)
 static const luaL_Reg core_funcs[] = {
 	{ "headers_text", l_headers_text },
 	{ "token", l_token },
+	{ "parse", lsip_parse },
 	{ "run", l_run },
 	{ "step", l_step },
 	{ "stop", l_stop },
@@ -337,6 +338,12 @@ static const luaL_Reg core_funcs[] = {
 	{ "trace", l_trace },
 	{ NULL, NULL }
 };
+
+static void osip_trace_sink(const char *fi, int li, osip_trace_level_t level, const char *chfr,
+                            va_list ap)
+{
+	(void)fi; (void)li; (void)level; (void)chfr; (void)ap;
+}
 
 __attribute__((visibility("default"))) int luaopen_sip_core(lua_State *L);
 
@@ -357,6 +364,7 @@ int luaopen_sip_core(lua_State *L)
 	}
 	/* libosip2 prints parse errors to stderr itself; every drop is
 	 * logged once, with its reason, by our own log function instead */
+	osip_trace_initialize_func(TRACE_LEVEL0, osip_trace_sink);
 	for (int lvl = 0; lvl < END_TRACE_LEVEL; lvl++)
 		osip_trace_disable_level((osip_trace_level_t)lvl);
 	lua_getfield(L, LUA_REGISTRYINDEX, LSIP_ENV_KEY);

@@ -199,8 +199,14 @@ static int msg_reply(lua_State *L)
 	}
 	if (!lua_isnoneornil(L, 4))
 		luaL_checktype(L, 4, LUA_TTABLE);
-	if (!lm->st)
-		return luaL_error(L, "reply: this message is not a request awaiting an answer");
+	if (!lm->st) {
+		if (!lm->m->received || !MSG_IS_REQUEST(lm->m->m))
+			return luaL_error(L, "reply: this message is not a received request");
+		/* its transaction ended (the UA closed, or it timed out) */
+		lua_pushnil(L);
+		lua_pushstring(L, "transaction ended");
+		return 2;
+	}
 	if (sip_txn_final_sent(lm->st)) {
 		lua_pushnil(L);
 		lua_pushstring(L, "already answered");
@@ -336,18 +342,6 @@ static int msg_raw(lua_State *L)
 	return 1;
 }
 
-static void push_uri(lua_State *L, osip_uri_t *u)
-{
-	char *s = NULL;
-
-	if (u && osip_uri_to_str(u, &s) == 0) {
-		lua_pushstring(L, s);
-		osip_free(s);
-	} else {
-		lua_pushnil(L);
-	}
-}
-
 static int push_hdr(lua_State *L, struct sip_msg *m, const char *name)
 {
 	size_t n;
@@ -357,6 +351,50 @@ static int push_hdr(lua_State *L, struct sip_msg *m, const char *name)
 		lua_pushlstring(L, v, n);
 	else
 		lua_pushnil(L);
+	return 1;
+}
+
+/* The URI of a From/To value as it was written: <...> or the addr-spec
+ * before its parameters. libosip2 unescapes URIs (%00 would cut them), so
+ * scripts get the text itself. */
+static int push_hdr_uri(lua_State *L, struct sip_msg *m, const char *name)
+{
+	size_t n;
+	const char *v = sip_msg_header(m, name, 0, &n), *lt, *gt, *end;
+
+	if (!v) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lt = memchr(v, '<', n);
+	if (lt) {
+		gt = memchr(lt, '>', n - (size_t)(lt - v));
+		end = gt ? gt : v + n;
+		lua_pushlstring(L, lt + 1, (size_t)(end - lt - 1));
+		return 1;
+	}
+	end = memchr(v, ';', n);
+	if (!end)
+		end = v + n;
+	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	lua_pushlstring(L, v, (size_t)(end - v));
+	return 1;
+}
+
+/* the Request-URI as written on the request line */
+static int push_req_uri(lua_State *L, struct sip_msg *m)
+{
+	const char *end = m->raw + m->body_off;
+	const char *sp = memchr(m->raw, ' ', (size_t)(end - m->raw)), *sp2;
+
+	if (!sp) {
+		lua_pushnil(L);
+		return 1;
+	}
+	sp++;
+	sp2 = memchr(sp, ' ', (size_t)(end - sp));
+	lua_pushlstring(L, sp, sp2 ? (size_t)(sp2 - sp) : 0);
 	return 1;
 }
 
@@ -408,10 +446,8 @@ static int msg_index(lua_State *L)
 			return push_hdr(L, m, "From");
 		if (!strcmp(k, "from_tag"))
 			return push_str(L, sip_msg_tag(o->from));
-		if (!strcmp(k, "from_uri")) {
-			push_uri(L, o->from ? o->from->url : NULL);
-			return 1;
-		}
+		if (!strcmp(k, "from_uri"))
+			return push_hdr_uri(L, m, "From");
 		break;
 	case 'i':
 		if (!strcmp(k, "is_request")) {
@@ -449,10 +485,8 @@ static int msg_index(lua_State *L)
 			return push_hdr(L, m, "To");
 		if (!strcmp(k, "to_tag"))
 			return push_str(L, sip_msg_tag(o->to));
-		if (!strcmp(k, "to_uri")) {
-			push_uri(L, o->to ? o->to->url : NULL);
-			return 1;
-		}
+		if (!strcmp(k, "to_uri"))
+			return push_hdr_uri(L, m, "To");
 		if (!strcmp(k, "transport"))
 			return push_str(L, m->received ? sip_proto_name(m->proto) : NULL);
 		if (!strcmp(k, "tls")) {
@@ -472,9 +506,8 @@ static int msg_index(lua_State *L)
 	case 'u':
 		if (!strcmp(k, "uri")) {
 			if (MSG_IS_REQUEST(o))
-				push_uri(L, o->req_uri);
-			else
-				lua_pushnil(L);
+				return push_req_uri(L, m);
+			lua_pushnil(L);
 			return 1;
 		}
 		break;
@@ -517,6 +550,35 @@ static const luaL_Reg msg_methods[] = {
 	{ "close", msg_gc },
 	{ NULL, NULL }
 };
+
+/***
+ * Parse SIP text without sending it anywhere (tests, the REPL).
+ * @function parse
+ * @string text
+ * @return a sip.Message
+ * @return[2] fail, the reason, and "invalid" (parsed but broken: a 400 is
+ * possible) or "unparsable"
+ */
+int lsip_parse(lua_State *L)
+{
+	size_t n;
+	const char *text = luaL_checklstring(L, 1, &n), *why = NULL;
+	struct sip_msg *m = NULL;
+	int rc = sip_msg_parse(text, n, &m, &why);
+
+	if (rc) {
+		/* "invalid": broken, but a response (400, 501) can be built */
+		int answerable = rc == -EPROTO || (m && sip_msg_answerable(m));
+		sip_msg_unref(m);
+		lua_pushnil(L);
+		lua_pushstring(L, why ? why : "unparsable");
+		lua_pushstring(L, answerable ? "invalid" : "unparsable");
+		return 3;
+	}
+	lsip_push_msg(L, m, NULL);
+	sip_msg_unref(m);
+	return 1;
+}
 
 int lsip_open_msg(lua_State *L)
 {

@@ -83,6 +83,7 @@ const char *lsip_opt_string(lua_State *L, int t, const char *field, const char *
 double lsip_opt_number(lua_State *L, int t, const char *field, double dflt, const char *what);
 
 int lsip_open_msg(lua_State *L);
+int lsip_parse(lua_State *L);
 int lsip_open_ua(lua_State *L);
 
 #endif

@@ -63,6 +63,45 @@ static struct sip_msg *msg_alloc(void)
 	return m;
 }
 
+/* an unsigned decimal of at most max, with nothing else */
+static int digits_le(const char *v, size_t n, unsigned long max)
+{
+	unsigned long long x = 0;
+	size_t i;
+
+	if (n == 0 || n > 10)
+		return 0;
+	for (i = 0; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return 0;
+		x = x * 10 + (unsigned)(v[i] - '0');
+	}
+	return x <= max;
+}
+
+/* RFC 3261 25.1: Max-Forwards 0..255, Expires delta-seconds 32 bits */
+static int scalar_ok(const struct sip_msg *m, const char *name, unsigned long max)
+{
+	size_t n;
+	const char *v = sip_msg_header(m, name, 0, &n);
+
+	return !v || digits_le(v, n, max);
+}
+
+/* 20.10: an addr-spec with '?', ';' or ',' must be enclosed in <> — a
+ * bare one with a '?' hides headers (or a Route) in the URI */
+static int contacts_ok(const struct sip_msg *m)
+{
+	const char *v;
+	size_t n;
+	int i;
+
+	for (i = 0; (v = sip_msg_header(m, "Contact", i, &n)); i++)
+		if (!memchr(v, '<', n) && memchr(v, '?', n))
+			return 0;
+	return 1;
+}
+
 static int msg_check(struct sip_msg *m, const char **why)
 {
 	osip_message_t *s = m->m;
@@ -72,6 +111,19 @@ static int msg_check(struct sip_msg *m, const char **why)
 	if (!s->to || !s->to->url) { *why = "missing or bad To"; return -EINVAL; }
 	if (!s->cseq || !s->cseq->number || !s->cseq->method) { *why = "missing or bad CSeq"; return -EINVAL; }
 	if (osip_list_size(&s->vias) < 1) { *why = "missing Via"; return -EINVAL; }
+	if (!digits_le(s->cseq->number, strlen(s->cseq->number), 2147483647UL)) {
+		*why = "CSeq number out of range";
+		return -EINVAL;
+	}
+	if (!scalar_ok(m, "Max-Forwards", 255)) { *why = "bad Max-Forwards"; return -EINVAL; }
+	if (!scalar_ok(m, "Expires", 4294967295UL)) { *why = "bad Expires"; return -EINVAL; }
+	if (!contacts_ok(m)) { *why = "Contact URI with parameters or headers outside <>"; return -EINVAL; }
+	{
+		size_t n1, n2;
+		const char *a = sip_msg_header(m, "Content-Length", 0, &n1);
+		const char *b = sip_msg_header(m, "Content-Length", 1, &n2);
+		if (a && b) { *why = "more than one Content-Length"; return -EINVAL; }
+	}
 	if (MSG_IS_REQUEST(s)) {
 		if (!s->req_uri || !s->sip_method) { *why = "bad request line"; return -EINVAL; }
 		if (strcmp(s->sip_method, s->cseq->method)) {
@@ -80,6 +132,49 @@ static int msg_check(struct sip_msg *m, const char **why)
 		}
 	}
 	return 0;
+}
+
+/*
+ * libosip2 sees the header section only, without Content-Length, and never
+ * the body: the body is read from raw in place, so libosip2's body and MIME
+ * parsing (copies, multipart splitting, and a leak on odd multipart input)
+ * are never on the receive path.
+ */
+static int osip_parse_headers(struct sip_msg *m)
+{
+	const char *p = m->raw, *end = m->raw + m->body_off;
+	struct sip_buf b;
+	int rc;
+
+	sip_buf_init(&b, m->body_off + 4);
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *colon;
+		size_t n;
+		eol = eol ? eol + 1 : end;
+		n = (size_t)(eol - p);
+		colon = memchr(p, ':', n);
+		if (colon && p > m->raw) {
+			const char *ne = colon;
+			while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
+				ne--;
+			if (((ne - p) == 14 && !strncasecmp(p, "Content-Length", 14)) ||
+			    ((ne - p) == 1 && (*p | 0x20) == 'l')) {
+				p = eol;
+				continue;
+			}
+		}
+		sip_buf_add(&b, p, n);
+		p = eol;
+	}
+	/* make sure the section ends with an empty line */
+	if (b.len < 2 || b.p[b.len - 1] != '\n')
+		sip_buf_adds(&b, "\r\n");
+	if (b.len < 4 || (memcmp(b.p + b.len - 4, "\r\n\r\n", 4) && memcmp(b.p + b.len - 2, "\n\n", 2)))
+		sip_buf_adds(&b, "\r\n");
+	rc = b.oom ? -1 : osip_message_parse(m->m, b.p, b.len);
+	sip_buf_free(&b);
+	return rc;
 }
 
 int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why)
@@ -102,17 +197,19 @@ int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char 
 	m->raw[len] = '\0';
 	m->len = len;
 	off = find_body(m->raw, len);
-	if (!off) {
-		*why = "no end of headers";
-		goto fail;
-	}
+	if (!off)
+		off = len;      /* a datagram ending inside its headers: all headers */
 	m->body_off = off;
 	m->body_len = len - off;
 	if (osip_message_init(&m->m) != 0)
 		goto fail;
-	if (osip_message_parse(m->m, m->raw, len) != 0) {
+	if (osip_parse_headers(m)) {
+		/* libosip2 gave up: the raw text is still there for a 400 */
+		osip_message_free(m->m);
+		m->m = NULL;
 		*why = "unparsable message";
-		goto fail;
+		*out = m;
+		return -EINVAL;
 	}
 	if (m->m->call_id && m->m->call_id->number) {
 		const osip_call_id_t *c = m->m->call_id;
@@ -182,13 +279,17 @@ void sip_msg_unref(struct sip_msg *m)
 	free(m);
 }
 
+/* the accessors below also take a message libosip2 could not parse
+ * (m->m NULL, only its raw text) */
 int sip_msg_is_request(const struct sip_msg *m)
 {
-	return MSG_IS_REQUEST(m->m);
+	return m->m && MSG_IS_REQUEST(m->m);
 }
 
 const char *sip_msg_method(const struct sip_msg *m)
 {
+	if (!m->m)
+		return NULL;
 	if (MSG_IS_REQUEST(m->m))
 		return m->m->sip_method;
 	return m->m->cseq ? m->m->cseq->method : NULL;
@@ -196,7 +297,7 @@ const char *sip_msg_method(const struct sip_msg *m)
 
 int sip_msg_status(const struct sip_msg *m)
 {
-	return m->m->status_code;
+	return m->m ? m->m->status_code : 0;
 }
 
 static int name_matches(const char *line, size_t n, const char *want)
@@ -253,9 +354,20 @@ const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, s
 	return NULL;
 }
 
+int sip_msg_answerable(const struct sip_msg *m)
+{
+	static const char *const need[] = { "Via", "From", "To", "Call-ID", "CSeq" };
+	size_t i, n;
+
+	for (i = 0; i < sizeof need / sizeof need[0]; i++)
+		if (!sip_msg_header(m, need[i], 0, &n))
+			return 0;
+	return 1;
+}
+
 const char *sip_msg_branch(const struct sip_msg *m)
 {
-	osip_via_t *via = osip_list_get(&m->m->vias, 0);
+	osip_via_t *via = m->m ? osip_list_get(&m->m->vias, 0) : NULL;
 	osip_generic_param_t *br = NULL;
 
 	if (!via)

@@ -40,6 +40,8 @@ int sip_msg_status(const struct sip_msg *m);
  * pointer into raw and its length, or NULL */
 const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, size_t *vlen);
 const char *sip_msg_branch(const struct sip_msg *m);
+/* the raw text has what a response needs: Via, From, To, Call-ID, CSeq */
+int sip_msg_answerable(const struct sip_msg *m);
 const char *sip_msg_tag(const osip_from_t *f);
 
 /* header name -> long form for compact names, NULL otherwise */

@@ -7,6 +7,7 @@
 #include "core.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -513,6 +514,53 @@ static void stamp_via(struct sip_msg *req)
 	}
 }
 
+/* 1 when a media type list (Accept) takes application/sdp */
+static int accepts_sdp(const char *v, size_t n)
+{
+	char buf[512];
+
+	if (n >= sizeof buf)
+		return 1;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	return strcasestr(buf, "application/sdp") || strcasestr(buf, "*/*") ||
+	       strcasestr(buf, "application/*");
+}
+
+/* The UAS checks of 8.2.2 and 8.2.3: URI scheme (416), Require (420),
+ * and for INVITE the body type (415) and Accept (406). 1 when answered. */
+static int uas_checks(struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req)
+{
+	const char *scheme = req->m->req_uri->scheme, *v;
+	struct sip_reply r = { 0 };
+	char hdr[600];
+	size_t n;
+
+	(void)ua;
+	if (!scheme || (strcasecmp(scheme, "sip") && strcasecmp(scheme, "sips") &&
+	                strcasecmp(scheme, "tel"))) {
+		r.status = 416;
+	} else if ((v = sip_msg_header(req, "Require", 0, &n)) && n > 0) {
+		/* no extension is supported: every option required is unknown */
+		r.status = 420;
+		snprintf(hdr, sizeof hdr, "Unsupported: %.*s\r\n", (int)(n < 500 ? n : 500), v);
+		r.headers = hdr;
+	} else if (!strcmp(req->m->sip_method, "INVITE") && req->body_len &&
+	           (v = sip_msg_header(req, "Content-Type", 0, &n)) &&
+	           !(n >= 15 && !strncasecmp(v, "application/sdp", 15)) &&
+	           !(n >= 10 && !strncasecmp(v, "multipart/", 10))) {
+		r.status = 415;
+		r.headers = "Accept: application/sdp\r\n";
+	} else if (!strcmp(req->m->sip_method, "INVITE") &&
+	           (v = sip_msg_header(req, "Accept", 0, &n)) && n > 0 && !accepts_sdp(v, n)) {
+		r.status = 406;
+	} else {
+		return 0;
+	}
+	sip_txn_reply(st, &r);
+	return 1;
+}
+
 static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
                             struct sip_listener *l, struct sip_conn *c)
 {
@@ -555,6 +603,8 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 	rc = sip_txn_new_server(ua, req, proto, l, c, &st);
 	if (rc)
 		return;
+	if (strcmp(method, "CANCEL") && uas_checks(ua, st, req))
+		return;
 	if (sip_msg_tag(req->m->to) && strcmp(method, "CANCEL")) {
 		/* a To tag: a request within a dialog (12.2.2) */
 		struct sip_dialog *d = sip_dialog_match(ua, req);
@@ -594,6 +644,72 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 	ua->on_request(ua->tu_arg, ua, st, req);
 }
 
+static int method_known(const char *m, size_t n)
+{
+	size_t i;
+
+	for (i = 0; known_methods[i]; i++)
+		if (strlen(known_methods[i]) == n && !memcmp(known_methods[i], m, n))
+			return 1;
+	return 0;
+}
+
+/* libosip2 could not parse a request: answer from the raw text when it
+ * has what a response needs (Via, From, To, Call-ID, CSeq) — 501 for a
+ * method we do not know (nothing else about it matters), 400 otherwise.
+ * Responses and ACKs are only dropped. */
+static void reply_unparsable(struct sip_ua *ua, struct sip_msg *m, int proto,
+                             struct sip_listener *l, struct sip_conn *c,
+                             const struct sip_addr *src)
+{
+	static const char *const copy[] = { "From", "To", "Call-ID", "CSeq" };
+	const char *sp = memchr(m->raw, ' ', m->body_off), *v;
+	struct sip_buf b;
+	size_t n, i;
+	int status, k;
+
+	if (!sp || sp == m->raw || !strncmp(m->raw, "SIP/", 4) ||
+	    ((size_t)(sp - m->raw) == 3 && !memcmp(m->raw, "ACK", 3)))
+		return;
+	if (!sip_msg_answerable(m))
+		return;
+	status = method_known(m->raw, (size_t)(sp - m->raw)) ? 400 : 501;
+	{
+		/* a Request-URI scheme we do not know: 416 (8.2.2.1) */
+		const char *u = sp + 1, *colon = memchr(u, ':', (size_t)(m->raw + m->body_off - u));
+		const char *sp2 = memchr(u, ' ', (size_t)(m->raw + m->body_off - u));
+		size_t k2 = 0;
+		/* only a well-formed scheme (RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / ".")) */
+		while (colon && u + k2 < colon && (isalpha((unsigned char)u[k2]) ||
+		       (k2 > 0 && (isdigit((unsigned char)u[k2]) || u[k2] == '+' || u[k2] == '-' || u[k2] == '.'))))
+			k2++;
+		if (colon && (!sp2 || colon < sp2) && k2 > 0 && u + k2 == colon) {
+			size_t sl = (size_t)(colon - u);
+			if (!((sl == 3 && !strncasecmp(u, "sip", 3)) || (sl == 4 && !strncasecmp(u, "sips", 4)) ||
+			      (sl == 3 && !strncasecmp(u, "tel", 3))))
+				status = 416;
+		}
+	}
+	sip_buf_init(&b, 512);
+	sip_buf_printf(&b, "SIP/2.0 %d %s\r\n", status, sip_reason_phrase(status));
+	for (i = 0; (v = sip_msg_header(m, "Via", (int)i, &n)); i++)
+		sip_buf_header(&b, "Via", v, n);
+	for (k = 0; k < 4; k++) {
+		v = sip_msg_header(m, copy[k], 0, &n);
+		sip_buf_header(&b, copy[k], v, n);
+	}
+	if (ua->cfg.user_agent[0])
+		sip_buf_header(&b, "Server", ua->cfg.user_agent, strlen(ua->cfg.user_agent));
+	sip_buf_adds(&b, "Content-Length: 0\r\n\r\n");
+	if (!b.oom) {
+		if (c)
+			sip_conn_send(c, b.p, b.len);
+		else if (l && proto == SIP_UDP)
+			sip_udp_send(l, src, b.p, b.len);
+	}
+	sip_buf_free(&b);
+}
+
 void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct sip_conn *c,
                     const struct sip_addr *src, const char *buf, size_t len)
 {
@@ -604,9 +720,20 @@ void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct
 	ua->rx++;
 	sip_ua_trace(ua, 0, proto, src, buf, len);
 	/* a stray CRLF keep-alive on UDP (RFC 5626) is not an error */
-	if (len <= 4 && strspn(buf, "\r\n") == len)
-		return;
+	if (len <= 4) {
+		size_t i = 0;
+		while (i < len && (buf[i] == '\r' || buf[i] == '\n'))
+			i++;
+		if (i == len)
+			return;
+	}
 	rc = sip_msg_parse(buf, len, &m, &why);
+	if (rc == -EINVAL && m) {
+		reply_unparsable(ua, m, proto, l, c, src);
+		sip_ua_drop(ua, src, why);
+		sip_msg_unref(m);
+		return;
+	}
 	if (rc == -EINVAL || !m) {
 		sip_ua_drop(ua, src, why);
 		return;

@@ -82,15 +82,27 @@ local function queue(f, a, b, c, d)
   runq_n = n + 5
 end
 
-local function flush()
-  local i = 1
-  while i <= runq_n do
+local qhead = 1
+
+local function run_queue()
+  while qhead <= runq_n do
+    local i = qhead
     local f, a, b, c, d = runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4]
     runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4] = nil, nil, nil, nil, nil
-    i = i + 5
+    qhead = i + 5
     f(a, b, c, d)
   end
-  runq_n = 0
+  qhead, runq_n = 1, 0
+end
+
+-- an error in one item is logged and the rest still run: the queue is
+-- never left half-consumed
+local function flush()
+  while true do
+    local ok, err = pcall(run_queue)
+    if ok then return end
+    log("error", "callback failed: " .. tostring(err))
+  end
 end
 
 -- the outcome of a wait: exactly one resume per wait
