@@ -31,6 +31,7 @@ struct sip_conn {
 	int fd;
 	int connecting;
 	int closing;                    /* 1 closed; 2 inside conn_frame: deferred */
+	int partial;                    /* a message is partly in: header timeout runs */
 	char close_why[160];
 	struct sip_addr peer;
 	struct sip_listener *lst;       /* listener of the same protocol, if any */

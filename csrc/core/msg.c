@@ -354,6 +354,27 @@ const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, s
 	return NULL;
 }
 
+const char *sip_msg_limits(const char *buf, size_t len, size_t max_headers, size_t max_line)
+{
+	const char *p = buf, *end = buf + len;
+	size_t lines = 0;
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		if (n == 0 || (n == 1 && *p == '\r'))
+			break;          /* the empty line: the body follows */
+		if (n > max_line)
+			return "header line longer than max_header_line";
+		if (++lines > max_headers + 1)
+			return "more header lines than max_headers";
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	return NULL;
+}
+
 int sip_msg_answerable(const struct sip_msg *m)
 {
 	static const char *const need[] = { "Via", "From", "To", "Call-ID", "CSeq" };

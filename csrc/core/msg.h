@@ -40,6 +40,9 @@ int sip_msg_status(const struct sip_msg *m);
  * pointer into raw and its length, or NULL */
 const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, size_t *vlen);
 const char *sip_msg_branch(const struct sip_msg *m);
+/* NULL when the header section keeps within max_headers lines of at
+ * most max_line bytes each, else why not (checked before any parsing) */
+const char *sip_msg_limits(const char *buf, size_t len, size_t max_headers, size_t max_line);
 /* the raw text has what a response needs: Via, From, To, Call-ID, CSeq */
 int sip_msg_answerable(const struct sip_msg *m);
 const char *sip_msg_tag(const osip_from_t *f);

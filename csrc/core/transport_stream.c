@@ -25,9 +25,26 @@ static void conn_key(char *key, size_t n, int proto, const struct sip_addr *a)
 	snprintf(key, n, "%d/%s", proto, s);
 }
 
+/* Activity restarts the idle timer, except while a message is only
+ * partly in: then the header timeout set when it started keeps running,
+ * so a peer trickling bytes (slowloris) cannot hold the connection. */
 static void conn_touch(struct sip_conn *c)
 {
-	ev_timer_again(c->ua->env->loop, &c->idle);
+	if (!c->partial)
+		ev_timer_again(c->ua->env->loop, &c->idle);
+}
+
+/* after framing: start or stop the deadline of a partial message */
+static void conn_partial(struct sip_conn *c)
+{
+	struct sip_ua *ua = c->ua;
+	int partial = c->inlen > 0 && !c->handshaking;
+
+	if (partial == c->partial)
+		return;
+	c->partial = partial;
+	c->idle.repeat = partial ? ua->cfg.header_timeout : ua->cfg.idle_timeout;
+	ev_timer_again(ua->env->loop, &c->idle);
 }
 
 void sip_conn_close(struct sip_conn *c, const char *why)
@@ -343,6 +360,7 @@ static void conn_tls_read(struct sip_conn *c)
 		conn_touch(c);
 		if (conn_frame(c))
 			return;
+		conn_partial(c);
 	}
 	if (c->outoff < c->out.len)
 		conn_flush(c);
@@ -376,7 +394,8 @@ static void conn_rcb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	c->inlen += (size_t)n;
 	conn_touch(c);
-	conn_frame(c);
+	if (!conn_frame(c))
+		conn_partial(c);
 }
 
 static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -424,6 +443,25 @@ static struct sip_conn *conn_new(struct sip_ua *ua, int proto, int fd, const str
 	return c;
 }
 
+/* connections from one address (any port): a walk, on accept only */
+static int conns_from(struct sip_ua *ua, const struct sip_addr *a)
+{
+	const struct sip_conn *c;
+	int n = 0;
+
+	for (c = ua->conn_list; c; c = c->next) {
+		if (c->peer.ss.ss_family != a->ss.ss_family)
+			continue;
+		if (a->ss.ss_family == AF_INET6 ?
+		    !memcmp(&((const struct sockaddr_in6 *)&c->peer.ss)->sin6_addr,
+		            &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, 16) :
+		    ((const struct sockaddr_in *)&c->peer.ss)->sin_addr.s_addr ==
+		    ((const struct sockaddr_in *)&a->ss)->sin_addr.s_addr)
+			n++;
+	}
+	return n;
+}
+
 static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct sip_listener *l = w->data;
@@ -441,6 +479,11 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		if ((int)ua->nconns >= ua->cfg.max_conns) {
 			sip_ua_drop(ua, &peer, "connection limit reached");
+			close(fd);
+			continue;
+		}
+		if (conns_from(ua, &peer) >= ua->cfg.max_conns_per_ip) {
+			sip_ua_drop(ua, &peer, "per-address connection limit reached");
 			close(fd);
 			continue;
 		}

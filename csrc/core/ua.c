@@ -100,8 +100,11 @@ int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 	ua->cfg.max_udp = 65507;
 	ua->cfg.max_stream_msg = 65536;
 	ua->cfg.max_headers = 256;
+	ua->cfg.max_header_line = 8192;
 	ua->cfg.idle_timeout = 300.;
+	ua->cfg.header_timeout = 10.;
 	ua->cfg.max_conns = 1024;
+	ua->cfg.max_conns_per_ip = 64;
 	ua->cfg.max_server_txns = 100000;
 	snprintf(ua->cfg.user_agent, sizeof ua->cfg.user_agent, "luasip/0.1");
 	if (sip_htab_init(&ua->txns, 1024) || sip_htab_init(&ua->conns, 64) ||
@@ -726,6 +729,11 @@ void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct
 			i++;
 		if (i == len)
 			return;
+	}
+	if ((why = sip_msg_limits(buf, len, ua->cfg.max_headers, ua->cfg.max_header_line))) {
+		/* over a limit: nothing of it is parsed or kept */
+		sip_ua_drop(ua, src, why);
+		return;
 	}
 	rc = sip_msg_parse(buf, len, &m, &why);
 	if (rc == -EINVAL && m) {

@@ -16,8 +16,11 @@ struct sip_ua_cfg {
 	size_t max_udp;                 /* largest datagram accepted */
 	size_t max_stream_msg;          /* largest message on a stream */
 	size_t max_headers;             /* header lines per message */
+	size_t max_header_line;         /* bytes in one header line */
 	double idle_timeout;            /* stream connection idle close */
+	double header_timeout;          /* a started message must complete in this */
 	int max_conns;                  /* stream connections in total */
+	int max_conns_per_ip;           /* ... and from one address */
 	int max_server_txns;            /* 503 beyond this many */
 	char user_agent[128];
 };

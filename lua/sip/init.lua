@@ -285,7 +285,8 @@ sip._handlers = handlers
 local ua_options = {
   listen = true, proxy = true, user_agent = true, t1 = true, t2 = true, t4 = true,
   max_udp = true, max_message = true, idle_timeout = true, max_connections = true,
-  max_server_transactions = true, auth = true, tls = true,
+  max_server_transactions = true, auth = true, tls = true, header_timeout = true,
+  max_connections_per_ip = true, max_headers = true, max_header_line = true,
 }
 
 --- Create a user agent.
