@@ -146,6 +146,10 @@ static int osip_parse_headers(struct sip_msg *m)
 	struct sip_buf b;
 	int rc;
 
+	/* no body and a complete header section: the text goes as it is */
+	if (m->body_off == m->len && m->len >= 4 &&
+	    (!memcmp(m->raw + m->len - 4, "\r\n\r\n", 4) || !memcmp(m->raw + m->len - 2, "\n\n", 2)))
+		return osip_message_parse(m->m, m->raw, m->len);
 	sip_buf_init(&b, m->body_off + 4);
 	while (p < end) {
 		const char *eol = memchr(p, '\n', (size_t)(end - p));

@@ -102,11 +102,13 @@ return function(_, internal)
     end
   end
 
+  local NO_OPTS = setmetatable({}, { __newindex = function() error("options are read-only", 2) end })
+
   local function check_opts(opts, fname, n)
     if opts ~= nil and type(opts) ~= "table" then
       error("bad argument #" .. n .. " to '" .. fname .. "' (table expected, got " .. type(opts) .. ")", 3)
     end
-    return opts or {}
+    return opts or NO_OPTS
   end
 
   local function extra_headers(opts)

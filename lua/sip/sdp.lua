@@ -205,12 +205,33 @@ function sdp.update(session, changes)
   return build(session), session
 end
 
+-- Default answers by offer (its o= line left out) and address: peers
+-- send the same offer call after call, and only our o= line must differ
+-- per session, so a cached answer is cut around its session id.
+local answer_cache, answer_cache_n = {}, 0
+
 --- The answer the core gives when a script supplies none: every offered
 -- stream inactive on the discard port, so offer/answer stays valid.
 function sdp.default_answer(offer, addr)
-  local text, s = sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
-    "G729", "GSM", "opus", "telephone-event" }, direction = "inactive" })
-  return text, s
+  if type(offer) ~= "string" then
+    return (sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
+      "G729", "GSM", "opus", "telephone-event" }, direction = "inactive" }))
+  end
+  local key = offer:gsub("\no=[^\r\n]*", "", 1) .. "\0" .. addr
+  local parts = answer_cache[key]
+  if not parts then
+    local text = sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
+      "G729", "GSM", "opus", "telephone-event" }, direction = "inactive" })
+    if not text then return nil end
+    local a, id, b = text:match("^(.-\no=%S+ )(%d+)( .*)$")
+    if not a then return text end
+    if answer_cache_n >= 128 then answer_cache, answer_cache_n = {}, 0 end
+    parts = { a, b }
+    answer_cache[key] = parts
+    answer_cache_n = answer_cache_n + 1
+    return text
+  end
+  return parts[1] .. math.random(1, 2 ^ 31 - 1) .. parts[2]
 end
 
 sdp.codecs = codecs
