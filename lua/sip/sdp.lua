@@ -223,7 +223,7 @@ function sdp.default_answer(offer, addr)
     local text = sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
       "G729", "GSM", "opus", "telephone-event" }, direction = "inactive" })
     if not text then return nil end
-    local a, id, b = text:match("^(.-\no=%S+ )(%d+)( .*)$")
+    local a, b = text:match("^(.-\no=%S+ )%d+( .*)$")
     if not a then return text end
     if answer_cache_n >= 128 then answer_cache, answer_cache_n = {}, 0 end
     parts = { a, b }
