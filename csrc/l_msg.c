@@ -200,7 +200,7 @@ static int msg_reply(lua_State *L)
 	if (!lua_isnoneornil(L, 4))
 		luaL_checktype(L, 4, LUA_TTABLE);
 	if (!lm->st) {
-		if (!lm->m->received || !MSG_IS_REQUEST(lm->m->m))
+		if (!lm->m->received || !sip_msg_is_request(lm->m))
 			return luaL_error(L, "reply: this message is not a received request");
 		/* its transaction ended (the UA closed, or it timed out) */
 		lua_pushnil(L);
@@ -411,7 +411,7 @@ static int msg_index(lua_State *L)
 {
 	struct lmsg *lm = check_lmsg(L, 1);
 	struct sip_msg *m = lm->m;
-	osip_message_t *o = m->m;
+	osip_message_t *o;
 	const char *k = luaL_checkstring(L, 2);
 
 	/* methods first */
@@ -420,6 +420,11 @@ static int msg_index(lua_State *L)
 	if (!lua_isnil(L, -1))
 		return 1;
 	lua_pop(L, 1);
+	o = sip_msg_osip(m);
+	if (!o) {
+		lua_pushnil(L);
+		return 1;
+	}
 	switch (k[0]) {
 	case 'b':
 		if (!strcmp(k, "body")) {
@@ -528,8 +533,12 @@ static int msg_newindex(lua_State *L)
 static int msg_tostring(lua_State *L)
 {
 	struct sip_msg *m = lsip_check_msg(L, 1);
-	osip_message_t *o = m->m;
+	osip_message_t *o = sip_msg_osip(m);
 
+	if (!o) {
+		lua_pushliteral(L, "sip.Message (unparsable)");
+		return 1;
+	}
 	if (MSG_IS_REQUEST(o))
 		lua_pushfstring(L, "sip.Message: %s %s (call-id %s)", o->sip_method,
 		                o->req_uri && o->req_uri->host ? o->req_uri->host : "?",

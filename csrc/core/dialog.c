@@ -187,10 +187,14 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 
 int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dialog **out)
 {
-	struct sip_dialog *d = calloc(1, sizeof *d);
-	osip_message_t *rq = ict->req->m;
+	struct sip_dialog *d;
+	/* the request may be kept as text only (a later fork of a call) */
+	osip_message_t *rq = ict->req ? sip_msg_osip(ict->req) : NULL;
 
 	*out = NULL;
+	if (!rq)
+		return -EINVAL;
+	d = calloc(1, sizeof *d);
 	if (!d)
 		return -ENOMEM;
 	d->ua = ict->ua;

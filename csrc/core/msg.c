@@ -265,6 +265,27 @@ int sip_msg_from_text(char *text, size_t len, struct sip_msg **out)
 	return rc;
 }
 
+void sip_msg_compact(struct sip_msg *m)
+{
+	if (m->m) {
+		osip_message_free(m->m);
+		m->m = NULL;
+	}
+}
+
+osip_message_t *sip_msg_osip(struct sip_msg *m)
+{
+	if (m->m)
+		return m->m;
+	if (osip_message_init(&m->m) != 0)
+		return NULL;
+	if (osip_parse_headers(m)) {
+		osip_message_free(m->m);
+		m->m = NULL;
+	}
+	return m->m;
+}
+
 struct sip_msg *sip_msg_ref(struct sip_msg *m)
 {
 	m->refs++;

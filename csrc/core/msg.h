@@ -30,6 +30,10 @@ int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char 
 /* take ownership of a serialised message (built by the UA) */
 int sip_msg_from_text(char *text, size_t len, struct sip_msg **out);
 struct sip_msg *sip_msg_ref(struct sip_msg *m);
+/* a message kept long (a call's INVITE) drops its parsed form; the
+ * raw text stays and sip_msg_osip parses it again when asked */
+void sip_msg_compact(struct sip_msg *m);
+osip_message_t *sip_msg_osip(struct sip_msg *m);
 void sip_msg_unref(struct sip_msg *m);
 
 int sip_msg_is_request(const struct sip_msg *m);

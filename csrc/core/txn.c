@@ -470,6 +470,10 @@ void sip_txn_ack_seen(struct sip_txn *st)
 	} else if (st->state == TS_ACCEPTED) {
 		st->last_status = 0;    /* tells gone(): the ACK came */
 		retx_stop(st);
+		/* Timer L only absorbs INVITE retransmissions now: the 2xx text
+		 * is not needed any more (most of a lingering transaction) */
+		free(st->out);
+		st->out = NULL;
 	}
 }
 
