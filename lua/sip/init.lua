@@ -279,6 +279,7 @@ local UA = core.UA.__index          -- the C methods; Lua ones join them
 local handlers = setmetatable({}, { __mode = "k" })
 local proxies = setmetatable({}, { __mode = "k" })
 local ua_auth = setmetatable({}, { __mode = "k" })
+local event_closers = setmetatable({}, { __mode = "k" })
 local sip_auth = require "sip.auth"
 sip._handlers = handlers
 
@@ -331,6 +332,63 @@ function UA:on(method, fn)
   handlers[self][method] = fn
   self:_serve(method)
   return self
+end
+
+--- Pull-style serving, like eXosip_event_wait, for scripts that want one
+-- loop: `for ev in ua:events() do ... end`. Each incoming request that
+-- no handler of its own serves becomes an event: { type = "call_invite",
+-- call = call } for an INVITE, { type = "request", method =, request =
+-- req } otherwise (answer it with req:reply). The loop ends when the UA
+-- closes, or after `timeout` seconds without an event.
+function UA:events(timeout)
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
+    error("bad argument #1 to 'events' (positive number expected)", 2)
+  end
+  local q, head, tail, waiter = {}, 1, 0, nil
+  -- ua:close() ends a loop waiting here
+  event_closers[self] = function()
+    if waiter then
+      local co = waiter
+      waiter = nil
+      wake_now(co)
+    end
+  end
+  local hs = handlers[self]
+  local function push(ev)
+    tail = tail + 1
+    q[tail] = ev
+    if waiter then
+      local co = waiter
+      waiter = nil
+      wake_now(co, true)
+    end
+    -- the event's receiver answers it: the handler's coroutine ends here
+    return
+  end
+  for _, m in ipairs{ "*", "INVITE" } do
+    if not hs[m] then
+      hs[m] = m == "INVITE"
+        and function(call) push{ type = "call_invite", call = call }; return call:wait() end
+        or function(req) push{ type = "request", method = req.method, request = req } end
+      self:_serve(m)
+    end
+  end
+  local ua = self
+  return function()
+    while head > tail do
+      if not handlers[ua] then return nil end          -- closed
+      local co = current("ua:events")
+      waiter = co
+      local _ <close> = timeout and core.timer(timeout, co) or nil
+      wait()
+      waiter = nil
+      if head > tail then return nil end               -- timed out
+    end
+    local ev = q[head]
+    q[head] = nil
+    head = head + 1
+    return ev
+  end
 end
 
 --- The SIP URI of this UA's first (or idx-th) listener, with an optional user.
@@ -424,6 +482,9 @@ local close_c = UA.close
 function UA:close()
   if internal.close_registrations then internal.close_registrations(self) end
   handlers[self] = nil
+  local closer = event_closers[self]
+  event_closers[self] = nil
+  if closer then closer() end
   return close_c(self)
 end
 core.UA.__close = UA.close
