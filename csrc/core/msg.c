@@ -389,6 +389,8 @@ const char *sip_msg_limits(const char *buf, size_t len, size_t max_headers, size
 		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
 		if (n == 0 || (n == 1 && *p == '\r'))
 			break;          /* the empty line: the body follows */
+		if (n > 0 && p[n - 1] == '\r')
+			n--;            /* the length of a line is without its CRLF */
 		if (n > max_line)
 			return "header line longer than max_header_line";
 		if (++lines > max_headers + 1)

@@ -34,14 +34,18 @@ static void conn_touch(struct sip_conn *c)
 		ev_timer_again(c->ua->env->loop, &c->idle);
 }
 
-/* after framing: start or stop the deadline of a partial message */
-static void conn_partial(struct sip_conn *c)
+/* after framing: start or stop the deadline of a partial message; a
+ * busy connection that completed messages meanwhile starts a new one */
+static void conn_partial(struct sip_conn *c, int delivered)
 {
 	struct sip_ua *ua = c->ua;
 	int partial = c->inlen > 0 && !c->handshaking;
 
-	if (partial == c->partial)
+	if (partial == c->partial) {
+		if (partial && delivered > 0)
+			ev_timer_again(ua->env->loop, &c->idle);
 		return;
+	}
 	c->partial = partial;
 	c->idle.repeat = partial ? ua->cfg.header_timeout : ua->cfg.idle_timeout;
 	ev_timer_again(ua->env->loop, &c->idle);
@@ -245,12 +249,13 @@ static long stream_content_length(const char *h, size_t n)
 }
 
 /* Deliver every complete message in the input buffer; -1 when the
- * connection was closed (and freed) meanwhile. Closes requested while we
+ * connection was closed (and freed) meanwhile, else how many went up. Closes requested while we
  * work (by a reply, a pong, a framing error) are deferred to the end. */
 static int conn_frame(struct sip_conn *c)
 {
 	struct sip_ua *ua = c->ua;
 	size_t off = 0;
+	int delivered = 0;
 
 	c->closing = 2;
 	while (off < c->inlen && c->closing == 2) {
@@ -298,6 +303,7 @@ static int conn_frame(struct sip_conn *c)
 			break;
 		sip_ua_receive(ua, c->proto, c->lst, c, &c->peer, p, hlen + (size_t)cl);
 		off += hlen + (size_t)cl;
+		delivered++;
 	}
 	if (c->closing == 1) {
 		c->closing = 0;
@@ -309,7 +315,7 @@ static int conn_frame(struct sip_conn *c)
 		memmove(c->in, c->in + off, c->inlen - off);
 		c->inlen -= off;
 	}
-	return 0;
+	return delivered;
 }
 
 static int conn_grow(struct sip_conn *c)
@@ -339,6 +345,7 @@ static int conn_grow(struct sip_conn *c)
 static void conn_tls_read(struct sip_conn *c)
 {
 	char why[160];
+	int delivered;
 
 	if (c->handshaking) {
 		conn_handshake(c);
@@ -358,9 +365,9 @@ static void conn_tls_read(struct sip_conn *c)
 		}
 		c->inlen += (size_t)n;
 		conn_touch(c);
-		if (conn_frame(c))
+		if ((delivered = conn_frame(c)) < 0)
 			return;
-		conn_partial(c);
+		conn_partial(c, delivered);
 	}
 	if (c->outoff < c->out.len)
 		conn_flush(c);
@@ -370,6 +377,7 @@ static void conn_rcb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct sip_conn *c = w->data;
 	ssize_t n;
+	int delivered;
 
 	(void)loop;
 	(void)revents;
@@ -394,8 +402,8 @@ static void conn_rcb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	c->inlen += (size_t)n;
 	conn_touch(c);
-	if (!conn_frame(c))
-		conn_partial(c);
+	if ((delivered = conn_frame(c)) >= 0)
+		conn_partial(c, delivered);
 }
 
 static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
