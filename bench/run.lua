@@ -1,0 +1,1376 @@
+#!/usr/bin/env lua5.4
+-- bench/run.lua: the luasip benchmark harness (issue 7, DESIGN.md "Performance").
+--
+--   lua5.4 bench/run.lua            full run (about 12 minutes), writes bench/RESULTS.md
+--   lua5.4 bench/run.lua --smoke    a few seconds: tiny runs of every measurement; exits 0
+--                                   when they all ran, whatever the figures
+--
+-- Run from the repository root after `make build` (make bench / make bench-smoke do both).
+-- Plain Lua 5.4: the peers are SIPp and the Lua scripts bench/uas.lua and bench/uac.lua
+-- started with bin/luasip, each in a session of its own (setsid) so that every process
+-- the harness started is killed, process group by process group, on every path out.
+-- See bench/README.md for what each figure means.
+
+local SMOKE = false
+for _, a in ipairs(arg) do
+  if a == "--smoke" then
+    SMOKE = true
+  elseif a == "-h" or a == "--help" then
+    print("usage: lua5.4 bench/run.lua [--smoke]")
+    os.exit(0)
+  else
+    io.stderr:write("bench/run.lua: unknown argument ", a, "\n")
+    os.exit(2)
+  end
+end
+
+---------------------------------------------------------------------------
+-- Small helpers
+
+local fmt = string.format
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null")
+  local out = p:read("a") or ""
+  p:close()
+  return (out:gsub("%s+$", ""))
+end
+
+local function have(prog)
+  return os.execute("command -v " .. q(prog) .. " >/dev/null 2>&1") == true
+end
+
+local function readfile(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function writefile(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- os.execute (system()) ignores SIGINT in the harness while the child
+-- runs: a Ctrl-C kills the sleep, and that is raised here so that the
+-- processes started so far are killed on the way out
+local function sleep(s)
+  if s <= 0 then return end
+  local _, how, code = os.execute(fmt("sleep %.3f", s))
+  if how == "signal" and (code == 2 or code == 15) then error("interrupted", 0) end
+end
+
+-- wall clock with 10 ms resolution (plain Lua has only whole seconds)
+local function now()
+  local s = readfile("/proc/uptime")
+  return tonumber(s and s:match("^(%S+)")) or os.time()
+end
+
+local CLK_TCK = tonumber(sh("getconf CLK_TCK")) or 100
+
+-- utime + stime of a process, in seconds (nil once it is gone)
+local function cpu_of(pid)
+  local s = pid and readfile("/proc/" .. pid .. "/stat")
+  if not s then return nil end
+  local rest = s:match("%)%s+(.*)$")
+  local f = {}
+  for w in rest:gmatch("%S+") do f[#f + 1] = w end
+  -- after "pid (comm)": state is field 3, utime 14, stime 15
+  return (tonumber(f[12]) + tonumber(f[13])) / CLK_TCK
+end
+
+local function status_kb(pid, field)
+  local s = pid and readfile("/proc/" .. pid .. "/status")
+  return s and tonumber(s:match(field .. ":%s*(%d+)%s*kB"))
+end
+
+local SELF_PID = (readfile("/proc/self/stat") or ""):match("^(%d+)")
+
+local function pct(x) return fmt("%.0f%%", x * 100) end
+local function us(x) return x and fmt("%.1f", x * 1e6) or "-" end
+local function thousands(n)
+  local s = fmt("%.0f", n)
+  local r = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
+  return (r:gsub("^,", ""))
+end
+
+---------------------------------------------------------------------------
+-- Where things are
+
+local ROOT = sh("pwd")
+if not readfile(ROOT .. "/bench/uas.lua") then
+  local here = (arg[0] or ""):match("^(.*)/bench/[^/]*$")
+  if here and readfile(here .. "/bench/uas.lua") then
+    ROOT = sh("cd " .. q(here) .. " && pwd")
+  else
+    io.stderr:write("bench/run.lua: run it from the repository root\n")
+    os.exit(2)
+  end
+end
+local LUASIP = ROOT .. "/bin/luasip"
+local TMP = sh("mktemp -d /tmp/luasip-bench.XXXXXX")
+assert(TMP ~= "", "mktemp failed")
+
+local report = {}          -- the lines of RESULTS.md
+local function out(line)   -- a figure: printed and kept for RESULTS.md
+  line = line or ""
+  print(line)
+  report[#report + 1] = line
+end
+local function note(line)  -- progress: printed only
+  io.stdout:write("  .. ", line, "\n")
+  io.stdout:flush()
+end
+local warnings = {}
+local function warn(line)
+  warnings[#warnings + 1] = line
+  io.stdout:write("  !! ", line, "\n")
+  io.stdout:flush()
+end
+
+---------------------------------------------------------------------------
+-- Processes: each in its own session; pid, exit code and CPU (`times`)
+-- of the real program are written by the wrapper shell into TMP
+
+local procs = {}
+local seq = 0
+
+-- the process group of a process (field 5 of /proc/PID/stat)
+local function pgrp_of(pid)
+  local s = readfile("/proc/" .. pid .. "/stat")
+  local rest = s and s:match("%)%s+(.*)$")
+  return rest and tonumber(rest:match("^%S+%s+%S+%s+(%d+)"))
+end
+
+-- alive and not a zombie (reparented shells may stay zombies: PID 1 here
+-- does not always reap them)
+local function alive(pid)
+  local s = pid and readfile("/proc/" .. pid .. "/stat")
+  local state = s and s:match("%)%s+(%S)")
+  return state ~= nil and state ~= "Z"
+end
+
+local function spawn(name, cmd)
+  seq = seq + 1
+  local base = fmt("%s/%02d-%s", TMP, seq, name)
+  local p = { name = name, out = base .. ".out", pidf = base .. ".pid", rcf = base .. ".rc",
+              timesf = base .. ".times", cmd = cmd }
+  -- the shell setsid runs is the session and group leader; the program is
+  -- its child in the same group, its pid written to pidf; then its exit
+  -- code and CPU (`times`)
+  local inner = "cd " .. q(TMP) .. " || exit 1; " .. cmd .. " >" .. q(p.out) .. " 2>&1 </dev/null & echo $! >" ..
+                q(p.pidf) .. "; wait $!; rc=$?; times >" .. q(p.timesf) .. "; echo $rc >" .. q(p.rcf .. ".t") ..
+                " && mv " .. q(p.rcf .. ".t") .. " " .. q(p.rcf)
+  local h = io.popen("setsid sh -c " .. q(inner) .. " </dev/null >/dev/null 2>&1 & echo $!")
+  p.leader = tonumber(h:read("l"))
+  h:close()
+  assert(p.leader, "could not start " .. name)
+  procs[#procs + 1] = p
+  local deadline = now() + 5
+  repeat
+    p.pid = tonumber(readfile(p.pidf) or "")
+    if p.pid then break end
+    sleep(0.02)
+  until now() > deadline
+  assert(p.pid, "no pid for " .. name)
+  -- the group to kill is the program's own (read back, not assumed)
+  p.pgid = pgrp_of(p.pid) or p.leader
+  if p.pgid <= 1 or p.pgid == pgrp_of(SELF_PID) then
+    error("bench/run.lua: " .. name .. " did not get a process group of its own", 0)
+  end
+  return p
+end
+
+local function rc_of(p)
+  return tonumber(readfile(p.rcf) or "")
+end
+
+local function wait_proc(p, timeout)
+  local deadline = now() + timeout
+  while now() < deadline do
+    local rc = rc_of(p)
+    if rc then return rc end
+    sleep(0.1)
+  end
+  return nil
+end
+
+local function kill(p)
+  if p.killed then return end
+  p.killed = true
+  -- "kill -SIG -PGID": dash's kill (os.execute runs /bin/sh) rejects "--"
+  os.execute("kill -TERM -" .. p.pgid .. " 2>/dev/null")
+  for _ = 1, 40 do
+    if not alive(p.pid) then break end
+    sleep(0.05)
+  end
+  os.execute("kill -KILL -" .. p.pgid .. " 2>/dev/null")
+end
+
+local function kill_all()
+  for _, p in ipairs(procs) do kill(p) end
+end
+
+-- children CPU reported by the wrapper's `times` (user + system), seconds
+local function times_cpu(p)
+  local s = readfile(p.timesf)
+  if not s then return nil end
+  local lines = {}
+  for l in s:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  local l = lines[2]
+  if not l then return nil end
+  local t = 0
+  for m, sec in l:gmatch("(%d+)m([%d.]+)s") do t = t + tonumber(m) * 60 + tonumber(sec) end
+  return t
+end
+
+local function tail(path, n)
+  local s = readfile(path) or ""
+  local lines = {}
+  for l in s:gmatch("[^\n]*") do if l ~= "" then lines[#lines + 1] = l end end
+  return table.concat(lines, "\n", math.max(1, #lines - (n or 5) + 1))
+end
+
+---------------------------------------------------------------------------
+-- Ports
+
+local handed = {}
+local function in_use(port)
+  local hex = fmt(":%04X ", port)
+  for _, f in ipairs{ "udp", "udp6", "tcp", "tcp6" } do
+    local s = readfile("/proc/net/" .. f) or ""
+    if s:find(hex, 1, true) then return true end
+  end
+  return false
+end
+
+math.randomseed(os.time(), tonumber(SELF_PID) or 0)
+local function free_port()
+  for _ = 1, 500 do
+    local port = math.random(20000, 59999)
+    if not handed[port] and not in_use(port) then
+      handed[port] = true
+      return port
+    end
+  end
+  error("no free port")
+end
+
+---------------------------------------------------------------------------
+-- Peers
+
+-- the Lua UAS; wrapper: a command prefix (valgrind), startup: seconds to wait
+local function start_lua_uas(opts)
+  opts = opts or {}
+  local port = free_port()
+  local cmd = (opts.wrapper or "") .. (opts.host and (q(opts.host) .. " ") or "") .. q(LUASIP) .. " " ..
+              q(ROOT .. "/bench/uas.lua") ..
+              " " .. port .. " --parent " .. SELF_PID .. " " .. (opts.args or "")
+  local p = spawn(opts.name or "lua-uas", cmd)
+  p.port = port
+  local deadline = now() + (opts.startup or 10)
+  while true do
+    local s = readfile(p.out) or ""
+    local auth = s:match("READY auth=(%a+)")
+    if auth then
+      p.auth = auth == "yes"
+      break
+    end
+    if rc_of(p) or now() > deadline then
+      error("the Lua UAS did not start (" .. cmd .. "):\n" .. tail(p.out, 10), 0)
+    end
+    sleep(0.05)
+  end
+  p.idle_rss = status_kb(p.pid, "VmRSS")
+  return p
+end
+
+-- the last STAT line of a Lua UAS as a table
+local function uas_stat(p)
+  local s = readfile(p.out) or ""
+  local last
+  for l in s:gmatch("STAT [^\n]*") do last = l end
+  if not last then return {} end
+  local t = {}
+  for k, v in last:gmatch("([%w_]+)=([%d.]+)") do t[k] = tonumber(v) end
+  return t
+end
+
+-- SIPp's socket buffers: its default (-buff_size 65535) drops datagrams on
+-- loopback from about 2000 cps on, which would measure SIPp, not the server
+local SIPP_BUF = "-buff_size 4194304"
+
+-- SIPp as a server: -sn uas, or -sf file
+local function start_sipp_uas(scen, name)
+  local port = free_port()
+  local cmd = "sipp -nostdin -i 127.0.0.1 -p " .. port .. " " .. scen .. " -timeout 600 " .. SIPP_BUF
+  local p = spawn(name or "sipp-uas", cmd)
+  p.port = port
+  sleep(0.4)
+  if rc_of(p) then error("SIPp UAS did not start (" .. cmd .. "):\n" .. tail(p.out, 10), 0) end
+  return p
+end
+
+local function sipp_rows(path)
+  local s = readfile(path)
+  if not s then return nil end
+  local lines = {}
+  for l in s:gmatch("[^\n]+") do lines[#lines + 1] = l end
+  if #lines < 2 then return nil end
+  local names, rows = {}, {}
+  for f in (lines[1] .. ";"):gmatch("([^;]*);") do names[#names + 1] = f end
+  for i = 2, #lines do
+    local vals, t = {}, {}
+    for f in (lines[i] .. ";"):gmatch("([^;]*);") do vals[#vals + 1] = f end
+    for j, n in ipairs(names) do t[n] = vals[j] end
+    rows[#rows + 1] = t
+  end
+  return rows
+end
+
+local function csv_num(c, name)
+  return c and tonumber(c[name]) or 0
+end
+
+local function csv_elapsed(c)
+  local v = c and c["ElapsedTime(C)"]
+  local h, m, s, u = (v or ""):match("(%d+):(%d+):(%d+):(%d+)")
+  if not h then return nil end
+  return h * 3600 + m * 60 + s + u / 1e6
+end
+
+-- when SIPp had created `calls` calls (interpolated between its 1 s rows)
+local function creation_time(rows, calls)
+  local pt, pc = 0, 0
+  for _, r in ipairs(rows or {}) do
+    local t, c = csv_elapsed(r), csv_num(r, "TotalCallCreated")
+    if t and c >= calls then
+      if c == pc then return t end
+      return pt + (t - pt) * (calls - pc) / (c - pc)
+    end
+    if t then pt, pc = t, c end
+  end
+  return nil
+end
+
+-- calls SIPp had created t seconds after it started (interpolated)
+local function created_at(rows, t)
+  local pt, pc
+  for _, r in ipairs(rows or {}) do
+    local rt, c = csv_elapsed(r), csv_num(r, "TotalCallCreated")
+    if rt and rt >= t then
+      if not pt then return nil end
+      return pc + (c - pc) * (t - pt) / math.max(1e-9, rt - pt)
+    end
+    if rt then pt, pc = rt, c end
+  end
+  return nil
+end
+
+-- the drops counter of the UDP socket bound to 127.0.0.1:port (/proc/net/udp)
+local function udp_drops(port)
+  local s = readfile("/proc/net/udp") or ""
+  local hex = fmt(":%04X ", port)
+  for line in s:gmatch("[^\n]+") do
+    local f = {}
+    for w in line:gmatch("%S+") do f[#f + 1] = w end
+    if f[2] and (f[2] .. " "):find(hex, 1, true) then return tonumber(f[#f]) end
+  end
+  return nil
+end
+
+-- SIPp as a client; returns the process (csv in p.csv)
+local function start_sipp_uac(o)
+  local lport = free_port()
+  local csv = fmt("%s/sipp-%d.csv", TMP, lport)
+  local cmd = table.concat({
+    "sipp -nostdin -i 127.0.0.1 -p", lport, o.scen, SIPP_BUF,
+    "-r", o.rate, "-rp 1000", "-m", o.calls, "-l", o.limit or math.max(200, o.rate * 2),
+    o.duration and ("-d " .. o.duration) or "",
+    "-timeout", fmt("%ds", math.ceil(o.timeout or 30)), "-timeout_error",
+    "-trace_stat -stf", q(csv), "-fd 1",
+    "127.0.0.1:" .. o.port,
+  }, " ")
+  local p = spawn(o.name or "sipp-uac", cmd)
+  p.csv = csv
+  p.lport = lport
+  p.t0 = now()
+  return p
+end
+
+-- run SIPp's client to the end and say how it went; o.server (a process
+-- with pid and port) is watched: its CPU and both sides' socket drops
+local function run_sipp_uac(o)
+  local p = start_sipp_uac(o)
+  local srv = o.server
+  local traffic = o.calls / o.rate            -- seconds of call creation asked
+  local deadline = p.t0 + (o.timeout or 30) + 15
+  local c_drops, s_drops0 = 0, srv and srv.port and udp_drops(srv.port) or 0
+  local sa, sb                                -- samples during the traffic
+  local rc
+  while true do
+    rc = rc_of(p)
+    if rc or now() > deadline then break end
+    local t = now()
+    c_drops = udp_drops(p.lport) or c_drops
+    if t - p.t0 >= 0.3 and t - p.t0 <= traffic then
+      local smp = { t = t, u = cpu_of(p.pid), s = srv and cpu_of(srv.pid) }
+      if smp.u then
+        if not sa then sa = smp else sb = smp end
+      end
+    end
+    sleep(0.1)
+  end
+  local wall = now() - p.t0
+  if not rc then kill(p) end
+  local rows = sipp_rows(p.csv)
+  local c = rows and rows[#rows]
+  if not c then
+    error("SIPp client produced no statistics (" .. p.cmd .. "):\n" .. tail(p.out, 10), 0)
+  end
+  local r = {
+    rc = rc, calls = o.calls, rate = o.rate,
+    ok = csv_num(c, "SuccessfulCall(C)"), failed = csv_num(c, "FailedCall(C)"),
+    retrans = csv_num(c, "Retransmissions(C)"),
+    elapsed = csv_elapsed(c) or wall, wall = wall, cpu = times_cpu(p),
+    client_drops = c_drops,
+    server_drops = srv and srv.port and ((udp_drops(srv.port) or 0) - s_drops0) or 0,
+  }
+  local ct = creation_time(rows, o.calls)
+  r.achieved = ct and ct > 0 and o.calls / ct or csv_num(c, "CallRate(C)")
+  r.clean = rc == 0 and r.failed == 0 and r.ok == o.calls and r.achieved >= 0.9 * o.rate
+  r.why = (rc == nil and "SIPp timed out") or (r.failed > 0 and (r.failed .. " failed")) or
+          (r.ok < o.calls and ((o.calls - r.ok) .. " unfinished")) or
+          (r.achieved < 0.9 * o.rate and fmt("rate reached %.0f", r.achieved)) or
+          (rc ~= 0 and ("SIPp exit " .. tostring(rc))) or "ok"
+  -- the share of a core each used while the calls were being created
+  if sa and sb and sb.t - sa.t >= 0.25 then
+    r.uac_load = (sb.u - sa.u) / (sb.t - sa.t)
+    r.server_load = sb.s and sa.s and (sb.s - sa.s) / (sb.t - sa.t) or nil
+  else
+    r.uac_load = r.cpu and r.elapsed > 0 and r.cpu / r.elapsed or nil
+  end
+  return r
+end
+
+---------------------------------------------------------------------------
+-- A rate ladder: the same client against a fresh server at rising rates,
+-- up to the first step with a failure
+
+local STEP = SMOKE and 0.5 or 5    -- seconds of traffic per step
+
+local function ladder(o)
+  local steps = {}
+  local best
+  for _, rate in ipairs(o.rates) do
+    local server = o.server()
+    sleep(0.2)
+    local c0 = cpu_of(server.pid)
+    local calls = math.max(1, math.floor(rate * STEP))
+    local r = run_sipp_uac{ scen = o.scen, rate = rate, calls = calls, port = server.port,
+                            timeout = STEP + 10, name = o.client_name, server = server }
+    local c1 = cpu_of(server.pid)
+    if not c1 then
+      kill(server)
+      error(o.label .. ": the server died during the " .. rate .. "/s step:\n" .. tail(server.out, 10), 0)
+    end
+    r.server_cpu = c1 - c0
+    r.server_per = r.ok > 0 and r.server_cpu / r.ok or nil
+    r.server_load = r.server_load or r.server_cpu / r.elapsed
+    r.stat = uas_stat(server)
+    kill(server)
+    steps[#steps + 1] = r
+    note(fmt("%-26s %6d/s: %-17s server %s us/%s (%s CPU), SIPp %s CPU, %d retrans, drops %d/%d",
+             o.label, rate, r.why, us(r.server_per), o.unit or "call", pct(r.server_load),
+             r.uac_load and pct(r.uac_load) or "?", r.retrans, r.server_drops, r.client_drops))
+    if not r.clean then break end
+    best = r
+  end
+  return { steps = steps, best = best, top = o.rates[#o.rates] }
+end
+
+-- the highest clean rate; "≥" when the ladder ended without a failure
+local function best_of(l, key)
+  if not l or not l.best then return "none" end
+  local v = l.best[key or "rate"]
+  if l.top and v == l.top then return "≥ " .. v end
+  return tostring(v)
+end
+
+local function step_at(l, rate)
+  for _, s in ipairs(l.steps) do if s.rate == rate then return s end end
+end
+
+-- result, CPU per call, CPU share, socket drops (server / SIPp client)
+local function cell(s)
+  if not s then return "-", "-", "-", "-" end
+  local res = s.clean and "0 failed" or s.why
+  return res, us(s.server_per), s.server_load and pct(s.server_load) or "-",
+         fmt("%d / %d", s.server_drops or 0, s.client_drops or 0)
+end
+
+---------------------------------------------------------------------------
+-- 1. Server calls
+
+local R = {}
+
+local function section_server_calls()
+  local rates = SMOKE and { 50 } or { 500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000,
+                                      20000 }
+  note("1. server calls: SIPp -sn uac against the Lua UAS, then against SIPp -sn uas")
+  R.lua_uas = ladder{ label = "Lua UAS", rates = rates, scen = "-sn uac",
+                      server = function() return start_lua_uas() end }
+  R.sipp_uas = ladder{ label = "SIPp UAS", rates = rates, scen = "-sn uac",
+                       server = function() return start_sipp_uas("-sn uas") end }
+end
+
+local function render_server_calls()
+  local l, s = R.lua_uas, R.sipp_uas
+  out("## 1. Server calls: SIPp `-sn uac` against the UAS")
+  out()
+  out(fmt("Each step: a fresh server, %g s of calls at the rate (INVITE, 100, 180, 200, ACK, BYE, 200; ",
+          STEP) ..
+      "the Lua UAS rings, answers with the default SDP answer and waits for the BYE). " ..
+      "CPU per call is the server's utime+stime over the step divided by the calls; " ..
+      "the transactions' Timer J/L expiry 32 s later is not in it (section 4 has the " ..
+      "steady-state figure that includes it). \"CPU\" is the share of a core each process used " ..
+      "while the calls were being created; \"drops\" the datagrams the kernel dropped because a " ..
+      "socket's receive buffer was full (server socket / SIPp client socket, from /proc/net/udp).")
+  out()
+  out("| rate (cps) | Lua UAS | CPU/call (us) | CPU | drops | SIPp UAS | CPU/call (us) " ..
+      "| CPU | drops | SIPp uac CPU (vs Lua / vs SIPp) |")
+  out("|---:|---|---:|---:|---:|---|---:|---:|---:|---:|")
+  local n = math.max(#l.steps, #s.steps)
+  for i = 1, n do
+    local a, b = l.steps[i], s.steps[i]
+    local rate = (a or b).rate
+    b = step_at(s, rate)
+    local ar, ac, al, ad = cell(a)
+    local br, bc, bl, bd = cell(b)
+    out(fmt("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s |", rate, ar, ac, al, ad, br, bc, bl, bd,
+            a and a.uac_load and pct(a.uac_load) or "-", b and b.uac_load and pct(b.uac_load) or "-"))
+  end
+  out()
+  out(fmt("**Highest rate with 0 failed calls: Lua UAS %s cps, SIPp UAS %s cps.**",
+          best_of(l), best_of(s)))
+  local common = R.common_rate
+  if common then
+    local a, b = step_at(l, common), step_at(s, common)
+    out(fmt("**CPU per call at %d cps: Lua UAS %s us, SIPp UAS %s us (ratio %s).**", common,
+            us(a.server_per), us(b.server_per),
+            (b.server_per or 0) > 0 and fmt("%.2f", a.server_per / b.server_per) or "-"))
+  end
+  local function ceiling(ld, who)
+    local last = ld.steps[#ld.steps]
+    if not last or last.clean then return end
+    if last.uac_load and last.uac_load > 0.85 then
+      out(fmt("At %d cps against the %s, SIPp's client used %s of a core: the load generator " ..
+              "is (near) the ceiling there, not the server.", last.rate, who, pct(last.uac_load)))
+    elseif last.server_load and last.server_load > 0.85 then
+      out(fmt("At %d cps the %s used %s of a core: the server is the ceiling.", last.rate, who,
+              pct(last.server_load)))
+    elseif (last.server_drops or 0) > 0 and who:match("^Lua") then
+      out(fmt("At %d cps the %s's socket dropped %d datagrams (receive buffer full) while it used %s of a " ..
+              "core on average: it falls behind in bursts (scheduling on %s cores shared with SIPp and " ..
+              "other work, Lua GC pauses) and its receive buffer (the kernel default, %s bytes: the " ..
+              "library does not set SO_RCVBUF) does not absorb them. SIPp runs with 4 MiB buffers " ..
+              "(`-buff_size`).", last.rate, who, last.server_drops,
+              last.server_load and pct(last.server_load) or "?", sh("nproc"),
+              sh("cat /proc/sys/net/core/rmem_default")))
+    elseif (last.server_drops or 0) + (last.client_drops or 0) > 0 then
+      out(fmt("At %d cps SIPp, on both sides (server %s, client %s of a core, 4 MiB buffers), dropped " ..
+              "%d + %d datagrams: the two SIPp processes and the rest of the machine's load on %s " ..
+              "cores are the ceiling there.", last.rate, last.server_load and pct(last.server_load) or "?",
+              last.uac_load and pct(last.uac_load) or "?", last.server_drops or 0, last.client_drops or 0,
+              sh("nproc")))
+    else
+      out(fmt("At %d cps against the %s neither side was saturated (server %s, SIPp %s): " ..
+              "the 2 cores shared by both, and the other load on the machine, are the limit.",
+              last.rate, who, pct(last.server_load), last.uac_load and pct(last.uac_load) or "?"))
+    end
+  end
+  ceiling(l, "Lua UAS")
+  ceiling(s, "SIPp UAS")
+  out()
+end
+
+---------------------------------------------------------------------------
+-- 2. Client calls
+
+local function section_client_calls()
+  local rates = SMOKE and { 50 } or { 500, 1000, 2000, 3000, 4000, 5000, 6000 }
+  note("2. client calls: the Lua UAC (bench/uac.lua) into SIPp -sn uas")
+  local steps, best = {}, nil
+  for _, rate in ipairs(rates) do
+    local server = start_sipp_uas("-sn uas")
+    local calls = math.max(1, math.floor(rate * STEP))
+    local c0, sd0 = cpu_of(server.pid), udp_drops(server.port) or 0
+    local uport = free_port()
+    local p = spawn("lua-uac", q(LUASIP) .. " " .. q(ROOT .. "/bench/uac.lua") .. " " ..
+                    q("sip:bench@127.0.0.1:" .. server.port) .. " " .. rate .. " " .. calls .. " 0 " .. uport)
+    local rc, cdrops
+    local deadline = now() + STEP + 45
+    while now() < deadline do
+      rc = rc_of(p)
+      if rc then break end
+      cdrops = udp_drops(uport) or cdrops
+      sleep(0.1)
+    end
+    local c1 = cpu_of(server.pid)
+    local sdrops = (udp_drops(server.port) or 0) - sd0
+    if not rc then kill(p) end
+    kill(server)
+    local text = readfile(p.out) or ""
+    local line = text:match("RESULT [^\n]*")
+    local r = { rate = rate, calls = calls, client_drops = cdrops or 0, server_drops = sdrops }
+    if not line then
+      if rc == nil then
+        r.why, r.clean = "did not finish in time", false
+      else
+        error("bench/uac.lua failed (exit " .. tostring(rc) .. "):\n" .. tail(p.out, 10), 0)
+      end
+    else
+      for k, v in line:gmatch("([%w_]+)=(%S+)") do r[k] = tonumber(v) or v end
+      r.per = r.ok > 0 and r.cpu / r.ok or nil
+      r.load = r.cpu / r.elapsed
+      r.server_load = c1 and c0 and (c1 - c0) / r.elapsed or nil
+      r.clean = r.failed == 0 and r.ok == calls and r.rate >= 0.9 * rate
+      r.why = (r.failed > 0 and (r.failed .. " failed (" .. tostring(r.first_err) .. ")")) or
+              (r.rate < 0.9 * rate and fmt("rate reached %.0f", r.rate)) or "ok"
+    end
+    r.target = rate
+    steps[#steps + 1] = r
+    note(fmt("%-26s %6d/s: %-17s UAC %s us/call (%s CPU), SIPp UAS %s CPU, drops %d/%d", "Lua UAC", rate,
+             r.why, us(r.per), r.load and pct(r.load) or "?", r.server_load and pct(r.server_load) or "?",
+             r.client_drops, r.server_drops))
+    if not r.clean then break end
+    best = r
+  end
+  R.lua_uac = { steps = steps, best = best, top = rates[#rates] }
+end
+
+local function render_client_calls()
+  local l = R.lua_uac
+  out("## 2. Client calls: a UAC into SIPp `-sn uas`")
+  out()
+  out(fmt("The Lua UAC (bench/uac.lua: coroutines sharing one schedule, ua:invite then call:hangup at " ..
+      "once) places %g s of calls at the rate; its CPU is os.clock() from the first call to the last. " ..
+      "SIPp's own `-sn uac` into the same `-sn uas` is the reference (the SIPp/SIPp steps of " ..
+      "section 1, CPU from the shell's `times`). SIPp's `-sn uas` takes an INVITE retransmission " ..
+      "for an unexpected message and aborts that call: when the UAC's socket drops the 180 and the " ..
+      "200 (see drops), the UAC retransmits its INVITE as it must and the call fails on SIPp's side " ..
+      "(\"INVITE: timeout\").", STEP))
+  out()
+  out("| rate (cps) | Lua UAC | Lua UAC CPU/call (us) | Lua UAC CPU | SIPp uac CPU/call (us) " ..
+      "| SIPp uac CPU " ..
+      "| SIPp UAS CPU (under Lua UAC) | drops (Lua UAC / SIPp UAS) |")
+  out("|---:|---|---:|---:|---:|---:|---:|---:|")
+  for _, r in ipairs(l.steps) do
+    local s = step_at(R.sipp_uas, r.target)
+    out(fmt("| %d | %s | %s | %s | %s | %s | %s | %d / %d |", r.target, r.clean and "0 failed" or r.why,
+            us(r.per), r.load and pct(r.load) or "-", s and s.cpu and us(s.cpu / math.max(1, s.ok)) or "-",
+            s and s.uac_load and pct(s.uac_load) or "-", r.server_load and pct(r.server_load) or "-",
+            r.client_drops or 0, r.server_drops or 0))
+  end
+  out()
+  out(fmt("**Highest clean client rate: Lua UAC %s cps; SIPp uac into SIPp uas %s cps.**",
+          best_of(l, "target"), best_of(R.sipp_uas)))
+  out()
+end
+
+---------------------------------------------------------------------------
+-- 3. Instructions per call (callgrind)
+
+-- a tiny Lua host linked with liblua5.4.a, which keeps the symbols the
+-- stripped /usr/bin/lua5.4 lacks (luaV_execute ... in the profile)
+local HOST_C = [[
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+int main(int argc, char **argv)
+{
+	lua_State *L;
+	int i;
+	if (argc < 2)
+		return 2;
+	L = luaL_newstate();
+	luaL_openlibs(L);
+	lua_createtable(L, argc, 1);
+	for (i = 1; i < argc; i++) {
+		lua_pushstring(L, argv[i]);
+		lua_rawseti(L, -2, i - 1);
+	}
+	lua_setglobal(L, "arg");
+	if (luaL_loadfile(L, argv[1]) != LUA_OK) {
+		fprintf(stderr, "%s\n", lua_tostring(L, -1));
+		return 1;
+	}
+	for (i = 2; i < argc; i++)
+		lua_pushstring(L, argv[i]);
+	if (lua_pcall(L, argc - 2, 0, 0) != LUA_OK) {
+		fprintf(stderr, "%s\n", lua_tostring(L, -1));
+		return 1;
+	}
+	lua_close(L);
+	return 0;
+}
+]]
+
+local function build_host()
+  local lib
+  for _, d in ipairs{ "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib" } do
+    if readfile(d .. "/liblua5.4.a") then lib = d .. "/liblua5.4.a" break end
+  end
+  if not lib or not have("cc") then return nil end
+  writefile(TMP .. "/lhost.c", HOST_C)
+  local inc = sh("pkg-config --variable=includedir lua5.4")
+  inc = (inc ~= "" and inc or "/usr/include") .. "/lua5.4"
+  local ok = os.execute(fmt("cc -O2 -g -I%s -o %s %s -Wl,-E -Wl,--whole-archive %s -Wl,--no-whole-archive " ..
+                            "-lm -ldl >%s 2>&1", q(inc), q(TMP .. "/lhost"), q(TMP .. "/lhost.c"), q(lib),
+                            q(TMP .. "/lhost.log")))
+  if ok ~= true then return nil end
+  -- it must run bin/luasip like lua5.4 does
+  local v = sh(q(TMP .. "/lhost") .. " " .. q(LUASIP) .. " -e 'print(require(\"sip\")._VERSION)'")
+  if not v:match("luasip") then return nil end
+  return TMP .. "/lhost"
+end
+
+-- per-function exclusive Ir from callgrind_annotate
+local function annotate(file)
+  local p = io.popen("callgrind_annotate --auto=no --inclusive=no --threshold=100 " .. q(file) ..
+                     " 2>/dev/null")
+  local total, fns = nil, {}
+  for line in p:lines() do
+    local n, rest = line:match("^%s*([%d,]+)%s+%(%s*[%d.]+%%%)%s+(.-)%s*$")
+    if n then
+      n = tonumber((n:gsub(",", "")))
+      if rest == "PROGRAM TOTALS" then
+        total = n
+      else
+        local obj = rest:match("%[([^%]]*)%]$") or ""
+        local loc = rest:gsub("%s*%[[^%]]*%]$", "")
+        local src, fn = loc:match("^([^:]*):(.*)$")
+        src, fn = src or "", (fn or loc):gsub("'%d+$", "")
+        local key = fn .. "\0" .. obj
+        local e = fns[key]
+        if not e then
+          e = { fn = fn, obj = obj, file = src, ir = 0 }
+          fns[key] = e
+        end
+        e.ir = e.ir + n
+      end
+    end
+  end
+  p:close()
+  return total, fns
+end
+
+-- inclusive Ir of a few entry points
+local function annotate_inclusive(file, names)
+  local p = io.popen("callgrind_annotate --auto=no --inclusive=yes --threshold=100 " .. q(file) ..
+                     " 2>/dev/null")
+  local res = {}
+  for line in p:lines() do
+    local n, rest = line:match("^%s*([%d,]+)%s+%(%s*[%d.]+%%%)%s+(.-)%s*$")
+    if n then
+      local fn = (rest:gsub("%s*%[[^%]]*%]$", ""):match(":([^:]*)$") or ""):gsub("'%d+$", "")
+      for _, want in ipairs(names) do
+        want = want[1]
+        if fn == want and not res[want] then res[want] = tonumber((n:gsub(",", ""))) end
+      end
+    end
+  end
+  p:close()
+  return res
+end
+
+local function category(e)
+  local obj = e.obj:match("([^/]*)$") or ""
+  if obj:match("^libosipparser2") or obj:match("^libosip2") then return "parse" end
+  if obj == "core.so" then
+    if ("/" .. e.file):match("/csrc/l_[%w_]*%.c$") then return "binding" end
+    return "core"
+  end
+  if obj:match("^lhost") or obj:match("^lua5%.4") or obj:match("^liblua") then return "lua" end
+  if obj:match("^libc%.so") or obj:match("^libc%-") or (obj == "" and e.file:match("^%./")) then
+    return "libc"
+  end
+  if obj:match("^libev") then return "libev" end
+  if obj:match("^libcrypto") or obj:match("^libssl") then return "crypto" end
+  return "other"
+end
+
+local CATS = {
+  { "parse", "libosip2 (parse, build, serialise: osip_*, __osip_*)", "parse" },
+  { "core", "our C core: transactions, transport, dialogs (csrc/core: sip_*, txn, conn)", "core" },
+  { "binding", "our Lua binding (csrc/l_*.c)", "core" },
+  { "lua", "Lua VM, GC, tables, strings (lua_*, luaV_*, luaH_*, luaC_*)", "lua" },
+  { "libc", "libc (malloc/free, strings, stdio, syscall wrappers)", "other" },
+  { "libev", "libev", "other" },
+  { "crypto", "libcrypto (random tags, branches, Call-IDs)", "other" },
+  { "other", "other (dynamic linker, valgrind preload)", "other" },
+}
+
+-- entry points whose inclusive cost (callees counted) says where a call goes
+local INCL = {
+  { "sip_ua_receive", "receiving a datagram: parse, match, dispatch (C)" },
+  { "sip_msg_parse", "parsing a message (our wrapper)" },
+  { "osip_message_parse", "libosip2's parser alone" },
+  { "sip_msg_unref", "freeing messages" },
+  { "sip_txn_reply", "building and sending a response" },
+  { "osip_message_to_str", "libosip2's serialiser" },
+  { "sip_txn_server_key", "transaction keys (snprintf)" },
+  { "flush_cb", "all Lua work run from the queue (handlers, wake-ups)" },
+  { "l_sdp_parse", "sdp.parse (call:answer parses the offer)" },
+  { "call_index", "call.field reads (the C __index of sip.Call)" },
+  { "luaC_step", "Lua garbage collector" },
+  { "GCTM", "__gc finalizers (freeing messages, calls)" },
+  { "malloc", "malloc" },
+  { "free", "free" },
+  { "realloc", "realloc (Lua's allocator included)" },
+  { "snprintf", "snprintf" },
+}
+
+local function section_callgrind()
+  note("3. instructions per call: the Lua UAS under valgrind --tool=callgrind")
+  R.cg = { available = false }
+  if not have("valgrind") or not have("callgrind_annotate") then
+    R.cg.why = "valgrind (callgrind) is not installed"
+    warn(R.cg.why)
+    return
+  end
+  local host = build_host()
+  R.cg.host = host and "a Lua host linked with liblua5.4.a (Lua's own functions named)" or
+              "/usr/bin/lua5.4 (stripped: Lua's internal functions show as addresses)"
+  host = host or sh("command -v lua5.4")
+  local calls = SMOKE and 10 or 2000
+  local rate = SMOKE and 20 or 50
+  local drain = not SMOKE
+  local function cg_run(name, n, with_calls)
+    local outf = TMP .. "/" .. name .. ".callgrind"
+    local srv = start_lua_uas{
+      name = name, host = host, startup = 120,
+      wrapper = "valgrind --tool=callgrind --callgrind-out-file=" .. q(outf) .. " ",
+      args = "--stop-after " .. n .. (drain and with_calls and " --drain" or ""),
+    }
+    local r
+    if with_calls then
+      r = run_sipp_uac{ scen = "-sn uac", rate = rate, calls = n, port = srv.port,
+                        timeout = math.ceil(n / rate) + 30, limit = 200 }
+    end
+    local rc = wait_proc(srv, drain and 120 or 60)
+    if not rc then
+      kill(srv)
+      error("the Lua UAS under callgrind did not stop:\n" .. tail(srv.out, 5), 0)
+    end
+    return outf, r, uas_stat(srv)
+  end
+  -- the smoke skips the run with no call (its figure is not the point)
+  local base_file = not SMOKE and cg_run("cg-idle", 0, false)
+  local run_file, r, st = cg_run("cg-calls", calls, true)
+  local base_total, base_fns = 0, {}
+  if base_file then base_total, base_fns = annotate(base_file) end
+  local total, fns = annotate(run_file)
+  if not total or not base_total then
+    error("callgrind_annotate gave no totals", 0)
+  end
+  R.cg.available = true
+  R.cg.calls, R.cg.rate, R.cg.drain, R.cg.run = calls, rate, drain, r
+  R.cg.stat = st
+  R.cg.total, R.cg.base = total, base_total
+  local net = total - base_total
+  R.cg.per_call = net / calls
+  local cats, list = {}, {}
+  for key, e in pairs(fns) do
+    local b = base_fns[key]
+    local ir = e.ir - (b and b.ir or 0)
+    local c = category(e)
+    cats[c] = (cats[c] or 0) + ir
+    list[#list + 1] = { fn = e.fn, obj = e.obj:match("([^/]*)$") or e.obj, ir = ir, cat = c }
+  end
+  table.sort(list, function(a, b) return a.ir > b.ir end)
+  R.cg.cats, R.cg.list = cats, list
+  local bincl = base_file and annotate_inclusive(base_file, INCL) or {}
+  R.cg.incl = annotate_inclusive(run_file, INCL)
+  for k, v in pairs(R.cg.incl) do R.cg.incl[k] = v - (bincl[k] or 0) end
+  R.cg.file = run_file
+  if not r.clean then warn("callgrind run: " .. r.why) end
+  note(fmt("callgrind: %s Ir per call (%d calls, %s Ir, startup %s Ir subtracted)", thousands(R.cg.per_call),
+           calls, thousands(total), thousands(base_total)))
+
+  -- the reference: SIPp's own UAS under callgrind, same load; it exits by
+  -- itself after the calls (-m) or, for the run with no call, after 2 s
+  local function cg_sipp(name, n)
+    local outf = TMP .. "/" .. name .. ".callgrind"
+    local port = free_port()
+    local p = spawn(name, "valgrind --tool=callgrind --callgrind-out-file=" .. q(outf) ..
+                    " sipp -nostdin -i 127.0.0.1 -p " .. port .. " -sn uas " .. SIPP_BUF ..
+                    (n > 0 and (" -m " .. n) or " -timeout 2s"))
+    local deadline = now() + 60
+    while not in_use(port) do
+      if rc_of(p) or now() > deadline then
+        error("SIPp under callgrind did not start:\n" .. tail(p.out, 5), 0)
+      end
+      sleep(0.1)
+    end
+    local res
+    if n > 0 then
+      res = run_sipp_uac{ scen = "-sn uac", rate = rate, calls = n, port = port,
+                          timeout = math.ceil(n / rate) + 30, limit = 200 }
+    end
+    if not wait_proc(p, 60) then
+      kill(p)
+      error("SIPp under callgrind did not stop:\n" .. tail(p.out, 5), 0)
+    end
+    return outf, res
+  end
+  local sbase = not SMOKE and cg_sipp("cg-sipp-idle", 0)
+  local sfile, sres = cg_sipp("cg-sipp-calls", calls)
+  local stotal = annotate(sfile)
+  local sbt = sbase and annotate(sbase) or 0
+  if stotal then
+    R.cg.sipp = { per_call = (stotal - sbt) / calls, total = stotal, base = sbt, run = sres }
+    note(fmt("callgrind: SIPp UAS %s Ir per call", thousands(R.cg.sipp.per_call)))
+  end
+end
+
+local function render_callgrind()
+  local cg = R.cg
+  out("## 3. Instructions per call (callgrind)")
+  out()
+  if not cg.available then
+    out("Not available: " .. tostring(cg.why) .. ".")
+    out()
+    return
+  end
+  out(fmt("%d calls at %d cps (SIPp `-sn uac`: %s) into the Lua UAS under `valgrind --tool=callgrind`, " ..
+          "run by %s. " ..
+          "%s The instructions of a run with no call (start-up, module loading, exit: %s Ir) are " ..
+          "subtracted, per function.", cg.calls, cg.rate, cg.run.clean and "0 failed" or cg.run.why, cg.host,
+          cg.drain and "The UAS stops once every transaction has ended (Timers J and L, 32 s), " ..
+          "so their expiry is counted." or "(smoke: stopped before the transactions expired.)",
+          thousands(cg.base)))
+  out()
+  out(fmt("**%s instructions per call** (total %s Ir).", thousands(cg.per_call), thousands(cg.total)))
+  out()
+  out("| share | Ir per call | % |")
+  out("|---|---:|---:|")
+  local net = cg.total - cg.base
+  local groups = {}
+  for _, c in ipairs(CATS) do
+    local v = cg.cats[c[1]] or 0
+    out(fmt("| %s | %s | %.1f%% |", c[2], thousands(v / cg.calls), 100 * v / net))
+    groups[c[3]] = (groups[c[3]] or 0) + v
+  end
+  out()
+  out(fmt("In four groups: parse (libosip2) %.0f%%, transaction/transport/dialog (our C) %.0f%%, " ..
+          "Lua %.0f%%, libc/libev/libcrypto/other %.0f%%.", 100 * (groups.parse or 0) / net,
+          100 * (groups.core or 0) / net, 100 * (groups.lua or 0) / net, 100 * (groups.other or 0) / net))
+  if cg.sipp then
+    out(fmt("**SIPp's own UAS, same load under callgrind: %s instructions per call** (its start-up, " ..
+            "%s Ir, subtracted; SIPp `-sn uac`: %s).", thousands(cg.sipp.per_call), thousands(cg.sipp.base),
+            cg.sipp.run and (cg.sipp.run.clean and "0 failed" or cg.sipp.run.why) or "?"))
+    out()
+  end
+  local incl = cg.incl or {}
+  out("Where a call's instructions go, inclusive (callees counted; the run with no call subtracted; " ..
+      "the rows overlap):")
+  out()
+  out("| function | what | Ir per call | % |")
+  out("|---|---|---:|---:|")
+  for _, e in ipairs(INCL) do
+    local v = incl[e[1]]
+    if v then out(fmt("| %s | %s | %s | %.1f%% |", e[1], e[2], thousands(v / cg.calls), 100 * v / net)) end
+  end
+  out()
+  out("Top functions (exclusive Ir per call):")
+  out()
+  out("| # | function | object | Ir per call | % |")
+  out("|---:|---|---|---:|---:|")
+  for i = 1, math.min(10, #cg.list) do
+    local e = cg.list[i]
+    out(fmt("| %d | %s | %s | %s | %.1f%% |", i, e.fn, e.obj, thousands(e.ir / cg.calls), 100 * e.ir / net))
+  end
+  out()
+end
+
+---------------------------------------------------------------------------
+-- 4. Scaling: short calls versus 20 s calls at the same rate
+
+local function steady(o)
+  -- the server, SIPp's client; CPU and memory read over a window in which
+  -- every stage of a call (arrivals, BYEs, transaction expiry) runs at the rate
+  local server = o.start()
+  sleep(0.3)
+  local idle_rss = status_kb(server.pid, "VmRSS")
+  local c = start_sipp_uac{ scen = "-sn uac", rate = o.rate, calls = math.floor(o.rate * (o.w1 + 5)),
+                            port = server.port, limit = o.limit, duration = o.duration,
+                            timeout = o.w1 + 60 }
+  local t0 = c.t0
+  local function at(t)
+    local left = t0 + t - now()
+    if left > 0 then sleep(left) end
+  end
+  at(o.w0)
+  local s0, u0, ta, d0 = cpu_of(server.pid), cpu_of(c.pid), now(), udp_drops(server.port) or 0
+  at(o.w1)
+  local s1, u1, tb, d1 = cpu_of(server.pid), cpu_of(c.pid), now(), udp_drops(server.port) or 0
+  local cd = udp_drops(c.lport) or 0
+  local r = { rate = o.rate }
+  r.hwm = status_kb(server.pid, "VmHWM")
+  r.rss = status_kb(server.pid, "VmRSS")
+  r.idle_rss = server.idle_rss or idle_rss
+  r.stat = server.port and uas_stat(server) or {}
+  kill(c)
+  kill(server)
+  if not (s0 and s1) then error(o.label .. ": the server died:\n" .. tail(server.out, 10), 0) end
+  local rows = sipp_rows(c.csv)
+  local csv = rows and rows[#rows]
+  r.failed = csv_num(csv, "FailedCall(C)")
+  r.concurrent = csv_num(csv, "CurrentCall")
+  r.created = csv_num(csv, "TotalCallCreated")
+  r.server_drops, r.client_drops = d1 - d0, cd
+  r.window = tb - ta
+  -- calls SIPp created in the window (its 1 s rows, interpolated), else rate x window
+  local ca, cb = created_at(rows, ta - t0), created_at(rows, tb - t0)
+  r.calls = ca and cb and cb > ca and (cb - ca) or o.rate * r.window
+  r.achieved = r.calls / r.window
+  r.server_per = (s1 - s0) / r.calls
+  r.server_load = (s1 - s0) / r.window
+  r.uac_load = u0 and u1 and (u1 - u0) / r.window or nil
+  r.clean = r.failed == 0 and u1 ~= nil
+  note(fmt("%-26s window %.0f-%.0f s: %.0f cps, %s us/call (%s CPU), %d concurrent, %d failed, " ..
+           "SIPp %s CPU, HWM %s kB, drops %d/%d", o.label, o.w0, o.w1, r.achieved, us(r.server_per),
+           pct(r.server_load), r.concurrent, r.failed, r.uac_load and pct(r.uac_load) or "?", tostring(r.hwm),
+           r.server_drops, r.client_drops))
+  return r
+end
+
+local function section_scaling()
+  note("4. scaling: 1000 cps with short calls, then with 20 s calls")
+  local rate = SMOKE and 50 or 1000
+  local dur = SMOKE and 1000 or 20000
+  local long_limit = math.floor(rate * dur / 1000 * 1.5) + 1000
+  -- Lua: the window starts after the first transactions expired (32 s) and,
+  -- with long calls, after the first BYEs' transactions did (20 + 32 s)
+  local lw = SMOKE and { 0.6, 1.4, 1.2, 2 } or { 34, 41, 54, 61 }
+  local sw = SMOKE and { 0.6, 1.4, 1.2, 2 } or { 5, 12, 26, 33 }
+  R.scale = {}
+  R.scale.lua_short = steady{ label = "Lua UAS short calls", start = start_lua_uas, rate = rate,
+                              w0 = lw[1], w1 = lw[2] }
+  R.scale.lua_long = steady{ label = "Lua UAS 20 s calls", start = start_lua_uas, rate = rate, w0 = lw[3],
+                             w1 = lw[4], duration = dur, limit = long_limit }
+  local function sipp() return start_sipp_uas("-sn uas") end
+  R.scale.sipp_short = steady{ label = "SIPp UAS short calls", start = sipp, rate = rate, w0 = sw[1],
+                               w1 = sw[2] }
+  R.scale.sipp_long = steady{ label = "SIPp UAS 20 s calls", start = sipp, rate = rate, w0 = sw[3],
+                              w1 = sw[4], duration = dur, limit = long_limit }
+  R.scale.rate, R.scale.dur = rate, dur
+end
+
+local function render_scaling()
+  local s = R.scale
+  out("## 4. Scaling: short calls versus 20 s calls, same rate")
+  out()
+  out(fmt("SIPp `-sn uac` at %d cps, calls of 0 s then of %d s (`-d %d`). CPU per call is read over a " ..
+          "window in which every stage runs at the rate: for the Lua UAS after the first transactions " ..
+          "expired (Timers J/L, 32 s; with long calls 20 + 32 s), for SIPp's UAS after its own 4 s " ..
+          "timewait. " ..
+          "Peak RSS per concurrent call: (VmHWM - idle VmRSS) / concurrent calls.",
+          s.rate, s.dur // 1000, s.dur))
+  out()
+  out("| | rate in window | concurrent calls | server CPU/call (us) | server CPU | SIPp uac CPU | failed " ..
+      "| drops | VmHWM (kB) | idle RSS (kB) | transactions | Lua heap (kB) |")
+  out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  local function row(name, r)
+    out(fmt("| %s | %.0f | %d | %s | %s | %s | %d | %d / %d | %s | %s | %s | %s |", name, r.achieved,
+            r.concurrent, us(r.server_per), pct(r.server_load), r.uac_load and pct(r.uac_load) or "-",
+            r.failed, r.server_drops, r.client_drops, tostring(r.hwm or "-"), tostring(r.idle_rss or "-"),
+            r.stat.txns and tostring(r.stat.txns) or "-", r.stat.mem_kb and tostring(r.stat.mem_kb) or "-"))
+  end
+  row("Lua UAS, short calls", s.lua_short)
+  row(fmt("Lua UAS, %d s calls", s.dur // 1000), s.lua_long)
+  row("SIPp UAS, short calls", s.sipp_short)
+  row(fmt("SIPp UAS, %d s calls", s.dur // 1000), s.sipp_long)
+  out()
+  local ls, ll = s.lua_short, s.lua_long
+  out(fmt("**Lua UAS: CPU per call with %d concurrent calls / with short calls = %.2f** (target <= 1.3); " ..
+          "SIPp UAS: %.2f.", ll.concurrent, ll.server_per / ls.server_per,
+          s.sipp_long.server_per / s.sipp_short.server_per))
+  if ll.server_drops > 0 then
+    out(fmt("In the long-call window the Lua UAS's socket dropped %d datagrams while it used %s of a core " ..
+            "on average: its loop stalls now and then for longer than its receive buffer lasts " ..
+            "(with this many coroutines, the Lua collector's sweep and the frees it makes are the " ..
+            "usual cause; SIPp's UAS dropped %d).", ll.server_drops, pct(ll.server_load),
+            s.sipp_long.server_drops))
+  end
+  local per = ll.hwm and ll.idle_rss and ll.concurrent > 0 and (ll.hwm - ll.idle_rss) / ll.concurrent
+  local per2 = ll.hwm and ls.hwm and ll.concurrent > ls.concurrent and
+               (ll.hwm - ls.hwm) / (ll.concurrent - ls.concurrent)
+  local sp = s.sipp_long.hwm and s.sipp_long.concurrent > 0 and s.sipp_long.idle_rss and
+             (s.sipp_long.hwm - s.sipp_long.idle_rss) / s.sipp_long.concurrent
+  out(fmt("**Peak RSS per concurrent call: Lua UAS %s KiB** (target <= 8; this includes the call's " ..
+          "share of " ..
+          "the live transactions); over the short-call run's peak, %s KiB per extra established call; " ..
+          "SIPp UAS %s KiB.", per and fmt("%.1f", per) or "-", per2 and fmt("%.1f", per2) or "-",
+          sp and fmt("%.1f", sp) or "-"))
+  local lh = ll.stat.mem_kb and ls.stat.mem_kb and ll.concurrent > ls.concurrent and
+             (ll.stat.mem_kb - ls.stat.mem_kb) / (ll.concurrent - ls.concurrent)
+  if lh then
+    out(fmt("Of which the Lua heap (collectgarbage(\"count\") in the UAS): %.1f KiB per established " ..
+            "call.", lh))
+  end
+  R.rss_per_call = per
+  for _, r in ipairs{ ls, ll } do
+    if r.uac_load and r.uac_load > 0.85 then
+      out(fmt("SIPp's client used %s of a core during the %s run: it is the ceiling there.", pct(r.uac_load),
+              r == ls and "short-call" or "long-call"))
+    end
+  end
+  out()
+end
+
+---------------------------------------------------------------------------
+-- 5. Non-INVITE: OPTIONS and REGISTER with digest
+
+local function section_non_invite()
+  note("5. non-INVITE: OPTIONS served, REGISTER with digest")
+  local orates = SMOKE and { 50 } or { 2000, 5000, 10000, 15000, 20000, 25000, 30000, 40000 }
+  local opt_uac = "-sf " .. q(ROOT .. "/bench/options_uac.xml")
+  R.opt_core = ladder{ label = "OPTIONS, Lua UAS (core)", rates = orates, scen = opt_uac, unit = "req",
+                       server = function() return start_lua_uas() end }
+  R.opt_lua = ladder{ label = "OPTIONS, Lua UAS (handler)", rates = orates, scen = opt_uac, unit = "req",
+                      server = function() return start_lua_uas{ args = "--options-handler" } end }
+  R.opt_sipp = ladder{ label = "OPTIONS, SIPp", rates = orates, scen = opt_uac, unit = "req",
+                       server = function()
+                         return start_sipp_uas("-sf " .. q(ROOT .. "/bench/options_uas.xml"), "sipp-options")
+                       end }
+  local rrates = SMOKE and { 20 } or { 500, 1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000 }
+  local reg_uac = "-sf " .. q(ROOT .. "/bench/register_uac.xml")
+  -- is req:authenticate there? the UAS says so when it starts
+  local probe = start_lua_uas()
+  local auth = probe.auth
+  kill(probe)
+  R.reg_auth = auth
+  if auth then
+    R.reg_lua = ladder{ label = "REGISTER digest, Lua UAS", rates = rrates, scen = reg_uac, unit = "reg",
+                        server = function() return start_lua_uas() end }
+  else
+    note("REGISTER digest, Lua UAS: not available (no req:authenticate in this build)")
+  end
+  R.reg_sipp = ladder{ label = "REGISTER digest, SIPp", rates = rrates, scen = reg_uac, unit = "reg",
+                       server = function()
+                         return start_sipp_uas("-sf " .. q(ROOT .. "/bench/register_uas.xml"),
+                                               "sipp-register")
+                       end }
+end
+
+local function render_non_invite()
+  out("## 5. Non-INVITE requests")
+  out()
+  out(fmt("OPTIONS: SIPp with bench/options_uac.xml (one OPTIONS, its 200) at rising rates, %g s a step, " ..
+          "against the Lua UAS with no OPTIONS handler (the C core answers), with a Lua handler " ..
+          "(`ua:on(\"OPTIONS\", function() return 200 end)`), and SIPp with bench/options_uas.xml. " ..
+          "REGISTER: bench/register_uac.xml (REGISTER, 401, REGISTER with digest, 200) against " ..
+          "`req:authenticate` in the Lua UAS and SIPp's bench/register_uas.xml (verifyauth). " ..
+          "CPU per request: server CPU over the step / requests (a REGISTER counts once, both " ..
+          "transactions in it).", STEP))
+  out()
+  local function side_table(cols, unit)
+    local head = {}
+    for _, c in ipairs(cols) do head[#head + 1] = c[1] .. " | CPU/" .. unit .. " (us) | CPU | drops" end
+    out("| rate (/s) | " .. table.concat(head, " | ") .. " |")
+    out("|---:" .. string.rep("|---|---:|---:|---:", #cols) .. "|")
+    local rates, seen = {}, {}
+    for _, c in ipairs(cols) do
+      for _, st in ipairs(c[2].steps) do
+        if not seen[st.rate] then seen[st.rate] = true; rates[#rates + 1] = st.rate end
+      end
+    end
+    table.sort(rates)
+    for _, rate in ipairs(rates) do
+      local cells = {}
+      for _, c in ipairs(cols) do
+        local a, b, d, e = cell(step_at(c[2], rate))
+        if c[2].na then a = "not available" end
+        cells[#cells + 1] = table.concat({ a, b, d, e }, " | ")
+      end
+      out(fmt("| %d | %s |", rate, table.concat(cells, " | ")))
+    end
+    out()
+  end
+  side_table({ { "OPTIONS, C core answers", R.opt_core }, { "OPTIONS, Lua handler", R.opt_lua },
+               { "OPTIONS, SIPp", R.opt_sipp } }, "req")
+  out(fmt("**OPTIONS per second with 0 failed: C core %s, Lua handler %s, SIPp %s.**",
+          best_of(R.opt_core), best_of(R.opt_lua), best_of(R.opt_sipp)))
+  out()
+  side_table({ { "REGISTER digest, Lua UAS", R.reg_lua or { steps = {}, na = true } },
+               { "REGISTER digest, SIPp", R.reg_sipp } }, "reg")
+  out(fmt("**REGISTERs with digest per second with 0 failed: Lua UAS %s, SIPp %s.**",
+          R.reg_lua and best_of(R.reg_lua) or
+          "not available (req:authenticate does not exist in this build)",
+          best_of(R.reg_sipp)))
+  out()
+end
+
+---------------------------------------------------------------------------
+-- The machine, and the summary against the targets of issue 7
+
+local function machine()
+  local cpuinfo = readfile("/proc/cpuinfo") or ""
+  local model = cpuinfo:match("model name%s*:%s*([^\n]+)") or cpuinfo:match("Model%s*:%s*([^\n]+)") or "?"
+  local mem = tonumber((readfile("/proc/meminfo") or ""):match("MemTotal:%s*(%d+)")) or 0
+  return {
+    nproc = sh("nproc"), model = model, mem = fmt("%.1f GiB", mem / 1048576),
+    kernel = sh("uname -r"), date = os.date("!%Y-%m-%d %H:%M UTC"),
+    commit = sh("git -C " .. q(ROOT) .. " rev-parse --short HEAD"),
+    dirty = sh("git -C " .. q(ROOT) .. " status --porcelain --untracked-files=no") ~= "",
+    sipp = sh("sipp -v | grep -i 'sipp v' | head -1"):gsub("^%s+", ""),
+    lua = sh("lua5.4 -v"),
+    valgrind = sh("valgrind --version"),
+    load = (readfile("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)") or "?",
+  }
+end
+
+local function render_header(m, load_end, secs)
+  out("# luasip benchmark results")
+  out()
+  out("Written by `make bench` (bench/run.lua); bench/README.md says how to read it. Every figure is " ..
+      "side by side with SIPp's own, on loopback, same machine, same run.")
+  out()
+  out("| | |")
+  out("|---|---|")
+  out("| date | " .. m.date .. " |")
+  out("| commit | " .. m.commit .. (m.dirty and " (with uncommitted changes)" or "") .. " |")
+  out("| machine | " .. m.nproc .. " CPU(s), " .. m.model .. ", " .. m.mem .. " RAM, Linux " ..
+      m.kernel .. " |")
+  out("| versions | " .. m.sipp .. "; " .. m.lua .. "; " .. m.valgrind .. " |")
+  out("| load average | " .. m.load .. " at start, " .. load_end .. " at the end |")
+  out("| run time | " .. fmt("%.0f s", secs) .. " |")
+  out()
+  out("Noise: the machine has " .. m.nproc .. " cores shared by the server, SIPp and, during this run, " ..
+      "other engineers' test suites (see the load average), so CPU figures can move by 10-20% from run " ..
+      "to run; the callgrind instruction counts do not. CPU time is utime+stime from /proc/PID/stat " ..
+      "(" .. CLK_TCK .. " ticks a second).")
+  out()
+end
+
+local function render_summary()
+  out("## Against the targets of issue 7")
+  out()
+  out("| target | figure | met |")
+  out("|---|---|---|")
+  local l, s = R.lua_uas, R.sipp_uas
+  local cr = R.common_rate
+  if cr then
+    local a, b = step_at(l, cr), step_at(s, cr)
+    out(fmt("| Lua UAS CPU/call <= SIPp UAS CPU/call, same rate | %s us vs %s us at %d cps | %s |",
+            us(a.server_per), us(b.server_per), cr, a.server_per <= b.server_per and "yes" or "no"))
+  end
+  local best = l.best and l.best.rate or 0
+  out(fmt("| 0 failed calls at 3000 cps and above | highest clean: %s cps (SIPp UAS: %s) | %s |",
+          best_of(l), best_of(s), best >= 3000 and "yes" or "no"))
+  local sc = R.scale
+  if sc then
+    local ratio = sc.lua_long.server_per / sc.lua_short.server_per
+    out(fmt("| CPU/call at 20,000 concurrent <= 1.3 x short calls | %.2f x (%d concurrent) | %s |", ratio,
+            sc.lua_long.concurrent, ratio <= 1.3 and "yes" or "no"))
+  end
+  if R.rss_per_call then
+    out(fmt("| <= 8 KiB RSS per concurrent call | %.1f KiB | %s |", R.rss_per_call,
+            R.rss_per_call <= 8 and "yes" or "no"))
+  end
+  if R.cg and R.cg.available then
+    out(fmt("| instructions per call: tracked | %s Ir | - |", thousands(R.cg.per_call)))
+  end
+  out()
+end
+
+local function render_optimisations()
+  out("## What each optimisation bought")
+  out()
+  out("From bench/OPTIMISATIONS.md, kept by whoever lands an optimisation: the figure before and " ..
+      "after, from two runs of `make bench` (or of the callgrind section alone for instruction " ..
+      "counts, which are repeatable).")
+  out()
+  local rows = readfile(ROOT .. "/bench/OPTIMISATIONS.md")
+  if rows then
+    for line in rows:gmatch("[^\n]+") do out(line) end
+  else
+    out("| change (commit) | figure | before | after | note |")
+    out("|---|---|---:|---:|---|")
+  end
+  out()
+end
+
+---------------------------------------------------------------------------
+-- Main
+
+local started = now()
+local M = machine()
+print(fmt("luasip bench%s: commit %s, %s CPU(s), load %s; logs in %s", SMOKE and " (smoke)" or "", M.commit,
+          M.nproc, M.load, TMP))
+for _, prog in ipairs{ "sipp" } do
+  if not have(prog) then
+    io.stderr:write("bench/run.lua: " .. prog .. " is not installed (make deps)\n")
+    os.exit(1)
+  end
+end
+if not readfile(ROOT .. "/sip/core.so") then
+  io.stderr:write("bench/run.lua: sip/core.so is missing: make build\n")
+  os.exit(1)
+end
+
+local ok, err = xpcall(function()
+  section_server_calls()
+  -- the comparison at the same rate: the highest both passed
+  for _, a in ipairs(R.lua_uas.steps) do
+    local b = step_at(R.sipp_uas, a.rate)
+    if a.clean and b and b.clean then R.common_rate = a.rate end
+  end
+  section_client_calls()
+  section_callgrind()
+  section_scaling()
+  section_non_invite()
+end, debug.traceback)
+kill_all()
+
+if not ok then
+  io.stderr:write("bench/run.lua: the harness broke: ", tostring(err), "\n(logs kept in ", TMP, ")\n")
+  os.exit(1)
+end
+
+local secs = now() - started
+print()
+local load_end = (readfile("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)") or "?"
+render_header(M, load_end, secs)
+render_summary()
+render_server_calls()
+render_client_calls()
+render_callgrind()
+render_scaling()
+render_non_invite()
+render_optimisations()
+if #warnings > 0 then
+  out("## Warnings from this run")
+  out()
+  for _, w in ipairs(warnings) do out("- " .. w) end
+  out()
+end
+
+if SMOKE then
+  print(fmt("bench smoke: every measurement ran (%.0f s)", secs))
+  os.execute("rm -rf " .. q(TMP))
+else
+  writefile(ROOT .. "/bench/RESULTS.md", table.concat(report, "\n") .. "\n")
+  print(fmt("bench: wrote bench/RESULTS.md (%.0f s; logs and callgrind output in %s)", secs, TMP))
+end
+os.exit(0)
