@@ -44,7 +44,8 @@ BUSTED = $(LUA) /usr/bin/busted
 FUZZ_TIME ?= 30
 FUZZ_SMOKE_TIME ?= 15
 
-.PHONY: all deps build check test lint demo install clean bench bench-smoke fuzz fuzz-smoke
+.PHONY: all deps build check test lint demo install clean bench bench-smoke fuzz fuzz-smoke \
+        check-asan check-valgrind
 
 all: build
 
@@ -79,6 +80,21 @@ check: deps build
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory bench-smoke
 	$(MAKE) --no-print-directory fuzz-smoke
+	$(MAKE) --no-print-directory check-asan
+	$(MAKE) --no-print-directory check-valgrind VALGRIND_SPECS="$(VALGRIND_SMOKE_SPECS)"
+
+# every spec against an ASan+UBSan build of the core (a copy of the tree
+# under spec/tmp/sanitize); fails on any sanitizer report
+check-asan: deps
+	sh spec/run_sanitized.sh asan $(ASAN_SPECS)
+
+# the interop specs with the Lua processes under valgrind memcheck; fails
+# on a memory error or a definite leak through luasip's own code
+VALGRIND_SPECS ?= spec/interop
+VALGRIND_SMOKE_SPECS ?= spec/interop/client_spec.lua spec/interop/calls_kamailio_spec.lua \
+                        spec/interop/calls_scenarios_spec.lua
+check-valgrind: deps
+	sh spec/run_sanitized.sh valgrind $(VALGRIND_SPECS)
 
 demo: deps build
 	./bin/luasip examples/demo.lua

@@ -107,9 +107,17 @@ static void pending_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 
 struct pending *lsip_pending_new(lua_State *L, struct lua_ua *lu, int co_idx, int opts_idx)
 {
-	struct pending *p = calloc(1, sizeof *p);
+	/* everything that may raise comes before the allocation */
 	double timeout = lsip_opt_number(L, opts_idx, "timeout", 0, "opts");
+	struct pending *p;
 
+	if (!lua_isnoneornil(L, opts_idx)) {
+		lua_getfield(L, opts_idx, "on_provisional");
+		if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+			luaL_error(L, "opts.on_provisional must be a function");
+		lua_pop(L, 1);
+	}
+	p = calloc(1, sizeof *p);
 	if (!p)
 		luaL_error(L, "out of memory");
 	p->lu = lu;

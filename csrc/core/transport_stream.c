@@ -110,24 +110,27 @@ static void wio_stop(struct sip_conn *c)
 	}
 }
 
-static void conn_flush(struct sip_conn *c)
+/* -1: the connection failed and is gone (freed) */
+static int conn_flush(struct sip_conn *c)
 {
 	struct ev_loop *loop = c->ua->env->loop;
 
 	if (c->connecting || c->handshaking)
-		return;
+		return 0;
 	while (c->ssl && c->outoff < c->out.len) {
 		char why[160];
 		long n = sip_tls_write(c, c->out.p + c->outoff, c->out.len - c->outoff, why, sizeof why);
 		if (n == SIP_TLS_WANT_WRITE) {
 			wio_start(c);
-			return;
+			return 0;
 		}
 		if (n == SIP_TLS_WANT_READ)
-			return;         /* the read callback flushes again */
+			return 0;       /* the read callback flushes again */
 		if (n <= 0) {
+			/* inside conn_frame the close is deferred and c lives on */
+			int deferred = c->closing == 2;
 			sip_conn_close(c, why);
-			return;
+			return deferred ? 0 : -1;
 		}
 		c->outoff += (size_t)n;
 	}
@@ -139,9 +142,10 @@ static void conn_flush(struct sip_conn *c)
 			if (errno == EINTR)
 				continue;
 			char why[96];
+			int deferred = c->closing == 2;
 			sip_transport_error(why, sizeof why, errno);
 			sip_conn_close(c, why);
-			return;
+			return deferred ? 0 : -1;
 		}
 		c->outoff += (size_t)n;
 	}
@@ -155,32 +159,34 @@ static void conn_flush(struct sip_conn *c)
 		ev_io_start(loop, &c->wio);
 		ev_unref(loop);
 	}
+	return 0;
 }
 
 /* drive a TLS handshake; on success the idle timer returns to normal
- * and what was queued meanwhile goes out */
-static void conn_handshake(struct sip_conn *c)
+ * and what was queued meanwhile goes out. -1: the connection failed and
+ * is gone (freed). */
+static int conn_handshake(struct sip_conn *c)
 {
 	char why[200];
 	int rc = sip_tls_handshake(c, why, sizeof why);
 
 	if (rc == SIP_TLS_WANT_WRITE) {
 		wio_start(c);
-		return;
+		return 0;
 	}
 	if (rc == SIP_TLS_WANT_READ) {
 		wio_stop(c);
-		return;
+		return 0;
 	}
 	if (rc < 0) {
 		sip_log(c->ua->env, SIP_LOG_INFO, "%s", why);
 		sip_conn_close(c, why);
-		return;
+		return -1;
 	}
 	wio_stop(c);
 	c->idle.repeat = c->ua->cfg.idle_timeout;
 	ev_timer_again(c->ua->env->loop, &c->idle);
-	conn_flush(c);
+	return conn_flush(c);
 }
 
 static void conn_wcb(struct ev_loop *loop, ev_io *w, int revents)
@@ -348,8 +354,8 @@ static void conn_tls_read(struct sip_conn *c)
 	int delivered;
 
 	if (c->handshaking) {
-		conn_handshake(c);
-		if (c->closing || c->handshaking)
+		/* conn_flush at its end may have closed it too */
+		if (conn_handshake(c) < 0 || c->closing || c->handshaking)
 			return;
 	}
 	for (;;) {
@@ -627,8 +633,8 @@ int sip_conn_send(struct sip_conn *c, const char *buf, size_t len)
 		sip_ua_trace(c->ua, 1, c->proto, &c->peer, buf, len);
 	}
 	conn_touch(c);
-	if (!c->connecting && !c->handshaking && !ev_is_active(&c->wio))
-		conn_flush(c);
+	if (!c->connecting && !c->handshaking && !ev_is_active(&c->wio) && conn_flush(c) < 0)
+		return -EPIPE;  /* the connection failed and is gone */
 	return 0;
 }
 
