@@ -100,6 +100,14 @@ int sip_udp_open(struct sip_listener *l, char *err, size_t errlen)
 	} else {
 		setsockopt(fd, SOL_IP, IP_RECVERR, &on, sizeof on);
 	}
+	{
+		/* a few MiB of receive buffer ride out the loop's pauses at
+		 * thousands of calls a second (the kernel caps it at rmem_max
+		 * unless we may force it) */
+		int sz = 4 << 20;
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) < 0)
+			setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+	}
 	if (bind(fd, (struct sockaddr *)&l->addr.ss, l->addr.len) < 0)
 		goto fail;
 	alen = sizeof l->addr.ss;

@@ -105,7 +105,8 @@ int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 	ua->cfg.header_timeout = 10.;
 	ua->cfg.max_conns = 1024;
 	ua->cfg.max_conns_per_ip = 64;
-	ua->cfg.max_server_txns = 100000;
+	/* 2 lingering transactions a call for 32 s: room for ~10,000 cps */
+	ua->cfg.max_server_txns = 1000000;
 	snprintf(ua->cfg.user_agent, sizeof ua->cfg.user_agent, "luasip/0.1");
 	if (sip_htab_init(&ua->txns, 1024) || sip_htab_init(&ua->conns, 64) ||
 	    sip_htab_init(&ua->dialogs, 256)) {
