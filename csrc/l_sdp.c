@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <osipparser2/sdp_message.h>
+#include "core/sdp.h"
 
 static void set_s(lua_State *L, const char *k, const char *v)
 {
@@ -51,13 +52,19 @@ static void push_attributes(lua_State *L, sdp_message_t *sdp, int pos_media)
  */
 static int l_sdp_parse(lua_State *L)
 {
-	const char *text = luaL_checkstring(L, 1);
+	size_t n;
+	const char *raw = luaL_checklstring(L, 1, &n);
 	sdp_message_t *sdp = NULL;
-	int m, i;
+	char *text;
+	int m, i, rc;
 
 	if (sdp_message_init(&sdp) != 0)
 		return luaL_error(L, "out of memory");
-	if (sdp_message_parse(sdp, text) != 0) {
+	/* every line ended by CRLF: libosip2 overreads some LF-only text */
+	text = sip_sdp_normalize(raw, n);
+	rc = text ? sdp_message_parse(sdp, text) : -1;
+	free(text);
+	if (rc != 0) {
 		sdp_message_free(sdp);
 		lua_pushnil(L);
 		lua_pushstring(L, "sdp: unparsable");
