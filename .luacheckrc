@@ -13,3 +13,6 @@ files["bench"] = { read_globals = { "arg" } }
 -- busted's globals (describe, it, assert.*, finally, ...)
 -- (callbacks in specs often take arguments they do not look at)
 files["spec"] = { std = "+busted", unused_args = false }
+
+-- scratch space of the specs (sanitizer trees, logs)
+exclude_files = { "spec/tmp/**" }
