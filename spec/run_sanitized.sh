@@ -5,7 +5,8 @@
 #   spec/run_sanitized.sh valgrind [busted args]   default: spec/interop
 #
 # asan: a copy of the tree (git-tracked files) under $LUASIP_SAN_DIR
-# (default spec/tmp/sanitize) gets a sip/core.so built with
+# (default build-sanitize/, outside spec/ so busted does not find the
+# copies) gets a sip/core.so built with
 # -fsanitize=address,undefined, and a `lua5.4` interpreter built with the
 # same runtimes goes first in PATH. So busted, and every bin/luasip script a
 # spec starts (#!/usr/bin/env lua5.4), run instrumented, while SIPp,
@@ -31,7 +32,7 @@ case "$mode" in
 esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SAN=${LUASIP_SAN_DIR:-$ROOT/spec/tmp/sanitize}/$mode
+SAN=${LUASIP_SAN_DIR:-$ROOT/build-sanitize}/$mode
 TREE=$SAN/tree
 LOGS=$SAN/logs
 CC=${SAN_CC:-gcc}
