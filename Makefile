@@ -84,7 +84,7 @@ check: deps build
 	$(MAKE) --no-print-directory check-valgrind VALGRIND_SPECS="$(VALGRIND_SMOKE_SPECS)"
 
 # every spec against an ASan+UBSan build of the core (a copy of the tree
-# under spec/tmp/sanitize); fails on any sanitizer report
+# under build-sanitize/); fails on any sanitizer report
 check-asan: deps
 	sh spec/run_sanitized.sh asan $(ASAN_SPECS)
 
@@ -121,3 +121,4 @@ install: build
 clean:
 	rm -f $(OBJ) $(CORE_SO)
 	$(MAKE) -C fuzz clean
+	rm -rf build-sanitize
