@@ -1297,16 +1297,17 @@ end
 local function render_optimisations()
   out("## What each optimisation bought")
   out()
-  out("From bench/OPTIMISATIONS.md, kept by whoever lands an optimisation: the figure before and " ..
-      "after, from two runs of `make bench` (or of the callgrind section alone for instruction " ..
-      "counts, which are repeatable).")
+  out("Kept in bench/OPTIMISATIONS.md (a table, one row per change: the figure before and after, " ..
+      "from two runs of `make bench`, or of the callgrind section alone for instruction counts, which " ..
+      "are repeatable) and copied here by every run.")
   out()
-  local rows = readfile(ROOT .. "/bench/OPTIMISATIONS.md")
-  if rows then
-    for line in rows:gmatch("[^\n]+") do out(line) end
+  local t = readfile(ROOT .. "/bench/OPTIMISATIONS.md")
+  if t and t:match("%S") then
+    for line in (t:gsub("%s+$", "") .. "\n"):gmatch("([^\n]*)\n") do out(line) end
   else
     out("| change (commit) | figure | before | after | note |")
     out("|---|---|---:|---:|---|")
+    out("| | | | | |")
   end
   out()
 end
