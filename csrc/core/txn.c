@@ -541,53 +541,49 @@ int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_
 	return 0;
 }
 
-/* ACK for a non-2xx final (17.1.1.3): same branch, To from the response */
-static void build_ack(struct sip_txn *t, struct sip_msg *res)
+/* The text of a request that goes with our INVITE in its transaction
+ * (ACK for a non-2xx, 17.1.1.3; CANCEL, 9.1): the INVITE's Request-URI,
+ * top Via (same branch), Route, Max-Forwards, From, Call-ID and CSeq
+ * number, the To of `to` (the response for an ACK). */
+static int invite_sibling(struct sip_buf *b, struct sip_msg *rq, const char *method,
+                          struct sip_msg *to)
 {
-	struct sip_msg *rq = t->req;
-	struct sip_buf b;
+	static const char *const copied[] = { "Route", "Max-Forwards", "From" };
 	const char *v;
-	size_t n;
+	size_t n, k;
 	int i;
 	char *uri = NULL;
 
-	sip_buf_init(&b, 512);
+	sip_buf_init(b, 512);
 	osip_uri_to_str(rq->m->req_uri, &uri);
-	sip_buf_printf(&b, "ACK %s SIP/2.0\r\n", uri ? uri : "");
+	sip_buf_printf(b, "%s %s SIP/2.0\r\n", method, uri ? uri : "");
 	osip_free(uri);
 	if ((v = sip_msg_header(rq, "Via", 0, &n))) {
 		/* only the top Via value of a possibly comma-joined line */
 		const char *comma = memchr(v, ',', n);
-		sip_buf_adds(&b, "Via: ");
-		sip_buf_add(&b, v, comma ? (size_t)(comma - v) : n);
-		sip_buf_adds(&b, "\r\n");
+		sip_buf_header(b, "Via", v, comma ? (size_t)(comma - v) : n);
 	}
-	for (i = 0; (v = sip_msg_header(rq, "Route", i, &n)); i++) {
-		sip_buf_adds(&b, "Route: ");
-		sip_buf_add(&b, v, n);
-		sip_buf_adds(&b, "\r\n");
+	for (k = 0; k < sizeof copied / sizeof copied[0]; k++)
+		for (i = 0; (v = sip_msg_header(rq, copied[k], i, &n)); i++)
+			sip_buf_header(b, copied[k], v, n);
+	if ((v = sip_msg_header(to, "To", 0, &n)))
+		sip_buf_header(b, "To", v, n);
+	sip_buf_printf(b, "Call-ID: %s\r\nCSeq: %s %s\r\nContent-Length: 0\r\n\r\n",
+	               rq->call_id, rq->m->cseq->number, method);
+	if (b->oom) {
+		sip_buf_free(b);
+		return -ENOMEM;
 	}
-	if ((v = sip_msg_header(rq, "Max-Forwards", 0, &n))) {
-		sip_buf_adds(&b, "Max-Forwards: ");
-		sip_buf_add(&b, v, n);
-		sip_buf_adds(&b, "\r\n");
-	}
-	if ((v = sip_msg_header(rq, "From", 0, &n))) {
-		sip_buf_adds(&b, "From: ");
-		sip_buf_add(&b, v, n);
-		sip_buf_adds(&b, "\r\n");
-	}
-	if ((v = sip_msg_header(res, "To", 0, &n))) {
-		sip_buf_adds(&b, "To: ");
-		sip_buf_add(&b, v, n);
-		sip_buf_adds(&b, "\r\n");
-	}
-	sip_buf_printf(&b, "Call-ID: %s\r\nCSeq: %s ACK\r\nContent-Length: 0\r\n\r\n",
-	               rq->call_id, rq->m->cseq->number);
-	if (b.oom) {
-		sip_buf_free(&b);
+	return 0;
+}
+
+/* ACK for a non-2xx final: same branch, To from the response */
+static void build_ack(struct sip_txn *t, struct sip_msg *res)
+{
+	struct sip_buf b;
+
+	if (invite_sibling(&b, t->req, "ACK", res))
 		return;
-	}
 	free(t->ack);
 	t->ack = b.p;
 	t->acklen = b.len;
@@ -720,10 +716,8 @@ int sip_txn_cancel(struct sip_txn *ict)
 	struct sip_msg *rq = ict->req, *m = NULL;
 	struct sip_txn *ct;
 	struct sip_buf b;
-	const char *v, *why;
-	size_t n;
-	int i, rc;
-	char *uri = NULL;
+	const char *why;
+	int rc;
 
 	if (ict->kind != TXN_ICT || ict->cancelled)
 		return -EALREADY;
@@ -734,48 +728,15 @@ int sip_txn_cancel(struct sip_txn *ict)
 	if (ict->state != TS_PROCEEDING)
 		return -EALREADY;
 	ict->cancelled = 1;
-	sip_buf_init(&b, 512);
-	osip_uri_to_str(rq->m->req_uri, &uri);
-	sip_buf_printf(&b, "CANCEL %s SIP/2.0\r\n", uri ? uri : "");
-	osip_free(uri);
-	if ((v = sip_msg_header(rq, "Via", 0, &n))) {
-		const char *comma = memchr(v, ',', n);
-		sip_buf_adds(&b, "Via: ");
-		sip_buf_add(&b, v, comma ? (size_t)(comma - v) : n);
-		sip_buf_adds(&b, "\r\n");
-	}
-	for (i = 0; (v = sip_msg_header(rq, "Route", i, &n)); i++) {
-		sip_buf_adds(&b, "Route: ");
-		sip_buf_add(&b, v, n);
-		sip_buf_adds(&b, "\r\n");
-	}
-	sip_buf_adds(&b, "Max-Forwards: 70\r\n");
-	if ((v = sip_msg_header(rq, "From", 0, &n))) {
-		sip_buf_adds(&b, "From: ");
-		sip_buf_add(&b, v, n);
-		sip_buf_adds(&b, "\r\n");
-	}
-	if ((v = sip_msg_header(rq, "To", 0, &n))) {
-		sip_buf_adds(&b, "To: ");
-		sip_buf_add(&b, v, n);
-		sip_buf_adds(&b, "\r\n");
-	}
-	sip_buf_printf(&b, "Call-ID: %s\r\nCSeq: %s CANCEL\r\nContent-Length: 0\r\n\r\n",
-	               rq->call_id, rq->m->cseq->number);
-	if (b.oom) {
-		sip_buf_free(&b);
+	if (invite_sibling(&b, rq, "CANCEL", rq))
 		return -ENOMEM;
-	}
 	rc = sip_msg_parse(b.p, b.len, &m, &why);
 	if (rc) {
 		sip_msg_unref(m);
 		sip_buf_free(&b);
 		return -EINVAL;
 	}
-	rc = sip_txn_new_client(ict->ua, m, b.p, b.len, ict->proto, &ict->dst, ict->lst, ict->tls_name,
-	                        NULL, NULL, &ct);
-	if (!rc && ict->conn && ct && !ct->conn) {
-		/* same connection as the INVITE */
-	}
-	return rc;
+	/* over a stream the CANCEL finds the INVITE's connection by address */
+	return sip_txn_new_client(ict->ua, m, b.p, b.len, ict->proto, &ict->dst, ict->lst,
+	                          ict->tls_name, NULL, NULL, &ct);
 }
