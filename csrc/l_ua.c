@@ -190,11 +190,12 @@ static void ua_config(lua_State *L, int t, struct sip_ua_cfg *c)
 	c->max_conns_per_ip = (int)lsip_opt_number(L, t, "max_connections_per_ip", c->max_conns_per_ip, "opts");
 	c->max_headers = (size_t)lsip_opt_number(L, t, "max_headers", (double)c->max_headers, "opts");
 	c->max_header_line = (size_t)lsip_opt_number(L, t, "max_header_line", (double)c->max_header_line, "opts");
-	if (c->idle_timeout <= 0 || c->header_timeout <= 0 || c->max_conns < 1 || c->max_conns_per_ip < 1 ||
-	    c->max_headers < 5 || c->max_header_line < 32 || c->max_udp < 64 || c->max_stream_msg < 64)
-		luaL_error(L, "opts: limits must be positive (max_headers >= 5, max_header_line >= 32)");
 	c->max_server_txns = (int)lsip_opt_number(L, t, "max_server_transactions",
 	                                          c->max_server_txns, "opts");
+	if (c->idle_timeout <= 0 || c->header_timeout <= 0 || c->max_conns < 1 || c->max_conns_per_ip < 1 ||
+	    c->max_server_txns < 1 ||
+	    c->max_headers < 5 || c->max_header_line < 32 || c->max_udp < 64 || c->max_stream_msg < 64)
+		luaL_error(L, "opts: limits must be positive (max_headers >= 5, max_header_line >= 32)");
 	s = lsip_opt_string(L, t, "user_agent", "opts");
 	if (s) {
 		if (sip_header_value_bad(s, strlen(s)))
