@@ -58,6 +58,7 @@ do
 end
 
 sip.log("error")
+if os.getenv("GCGEN") then collectgarbage("generational") end
 
 local ua = assert(sip.ua{ listen = "udp:127.0.0.1:" .. port, max_server_transactions = max_txns,
                           t1 = t1 })

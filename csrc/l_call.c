@@ -29,9 +29,27 @@ struct lcall {
 	struct sip_msg *late_2xx;       /* UAC: a 2xx offer the ACK must answer */
 };
 
+/*
+ * A call is a plain Lua table (metatable sip.Call) holding its C half, a
+ * userdata (sip.CallHandle, which has the __gc), under a private key: the
+ * fields scripts and call.lua read most (state, ua, invite...) are then
+ * plain table reads, and only methods and the computed fields go through
+ * __index.
+ */
+static const char handle_key = 'h';
+
 static struct lcall *check_call(lua_State *L, int idx)
 {
-	return luaL_checkudata(L, idx, "sip.Call");
+	struct lcall *c = NULL;
+
+	if (lua_type(L, idx) == LUA_TTABLE) {
+		lua_rawgetp(L, idx, &handle_key);
+		c = lua_touserdata(L, -1);
+		lua_pop(L, 1);
+	}
+	if (!c)
+		luaL_typeerror(L, idx, "sip.Call");
+	return c;
 }
 
 void lsip_event(struct lsip_env *e, int obj_ref, const char *name, struct sip_msg *m,
@@ -167,7 +185,7 @@ static void call_release(lua_State *L, struct lcall *c)
 
 static int call_gc(lua_State *L)
 {
-	struct lcall *c = check_call(L, 1);
+	struct lcall *c = luaL_checkudata(L, 1, "sip.CallHandle");
 
 	call_release(L, c);
 	if (c->invite) {
@@ -204,13 +222,15 @@ void lsip_calls_close(lua_State *L, struct lua_ua *lu, int from_gc)
 
 static struct lcall *call_new(lua_State *L, struct lua_ua *lu, int uas)
 {
-	struct lcall *c = lua_newuserdatauv(L, sizeof *c, 1);
+	struct lcall *c;
 
+	lua_createtable(L, 0, 8);       /* the call: fields the Lua side keeps */
+	luaL_setmetatable(L, "sip.Call");
+	c = lua_newuserdatauv(L, sizeof *c, 0);
 	memset(c, 0, sizeof *c);
 	c->self_ref = c->co_ref = c->prov_ref = LUA_NOREF;
-	luaL_setmetatable(L, "sip.Call");
-	lua_newtable(L);                /* fields the Lua side keeps */
-	lua_setiuservalue(L, -2, 1);
+	luaL_setmetatable(L, "sip.CallHandle");
+	lua_rawsetp(L, -2, &handle_key);
 	c->lu = lu;
 	c->uas = uas;
 	lua_pushvalue(L, -1);
@@ -363,14 +383,14 @@ static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const 
 	if (status >= 300) {
 		char why[128];
 		snprintf(why, sizeof why, "%d %s", status,
-		         res->m->reason_phrase ? res->m->reason_phrase : sip_reason_phrase(status));
+		         res->reason && res->reason[0] ? res->reason : sip_reason_phrase(status));
 		call_wake(c, 0, c->gave_up ? NULL : why, res);
 		lsip_event(e, c->self_ref, "failed", res, NULL);
 		return;
 	}
 	/* 2xx: the first confirms the call; the same again is a
 	 * retransmission to ACK again; another tag is a fork to end */
-	if (c->d && !strcmp(sip_dialog_remote_tag(c->d), sip_msg_tag(res->m->to) ? sip_msg_tag(res->m->to) : "")) {
+	if (c->d && !strcmp(sip_dialog_remote_tag(c->d), res->to_tag ? res->to_tag : "")) {
 		/* a retransmission: ACK again, unless the script is still
 		 * writing the answer the ACK must carry */
 		if (!c->late_2xx)
@@ -573,22 +593,22 @@ static int push_s(lua_State *L, const char *s)
 
 static int call_index(lua_State *L)
 {
-	struct lcall *c = check_call(L, 1);
-	const char *k = luaL_checkstring(L, 2);
-	int live = c->d && c->lu && c->lu->ua;
+	struct lcall *c;
+	const char *k;
+	int live;
 
+	/* methods first; fields the Lua side set never come here */
 	lua_pushvalue(L, 2);
-	lua_rawget(L, lua_upvalueindex(1));
-	if (!lua_isnil(L, -1))
+	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
 		return 1;
 	lua_pop(L, 1);
-	/* the Lua side's fields next: they are read most often */
-	lua_getiuservalue(L, 1, 1);
-	lua_pushvalue(L, 2);
-	lua_rawget(L, -2);
-	if (!lua_isnil(L, -1))
+	c = check_call(L, 1);
+	k = lua_tostring(L, 2);
+	if (!k) {
+		lua_pushnil(L);
 		return 1;
-	lua_pop(L, 2);
+	}
+	live = c->d && c->lu && c->lu->ua;
 	if (!strcmp(k, "call_id"))
 		return push_s(L, c->invite ? c->invite->call_id : NULL);
 	if (!strcmp(k, "uas")) {
@@ -647,10 +667,8 @@ static int call_newindex(lua_State *L)
 	for (i = 0; k && builtin[i]; i++)
 		if (!strcmp(k, builtin[i]))
 			return luaL_error(L, "sip.Call field '%s' is read-only", k);
-	lua_getiuservalue(L, 1, 1);
-	lua_pushvalue(L, 2);
-	lua_pushvalue(L, 3);
-	lua_rawset(L, -3);
+	lua_settop(L, 3);
+	lua_rawset(L, 1);
 	return 0;
 }
 
@@ -659,8 +677,7 @@ static int call_tostring(lua_State *L)
 	struct lcall *c = check_call(L, 1);
 	const char *state;
 
-	lua_getiuservalue(L, 1, 1);
-	lua_getfield(L, -1, "state");
+	lua_getfield(L, 1, "state");
 	state = lua_tostring(L, -1);
 	lua_pushfstring(L, "sip.Call: %s %s (call-id %s)", c->uas ? "incoming" : "outgoing",
 	                state ? state : "?",
@@ -690,10 +707,12 @@ int lsip_open_call(lua_State *L)
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, call_newindex);
 	lua_setfield(L, -2, "__newindex");
-	lua_pushcfunction(L, call_gc);
-	lua_setfield(L, -2, "__gc");
 	lua_pushcfunction(L, call_tostring);
 	lua_setfield(L, -2, "__tostring");
+	luaL_newmetatable(L, "sip.CallHandle");
+	lua_pushcfunction(L, call_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pop(L, 1);
 	return 1;
 }
 

@@ -382,22 +382,6 @@ static int push_hdr_uri(lua_State *L, struct sip_msg *m, const char *name)
 	return 1;
 }
 
-/* the Request-URI as written on the request line */
-static int push_req_uri(lua_State *L, struct sip_msg *m)
-{
-	const char *end = m->raw + m->body_off;
-	const char *sp = memchr(m->raw, ' ', (size_t)(end - m->raw)), *sp2;
-
-	if (!sp) {
-		lua_pushnil(L);
-		return 1;
-	}
-	sp++;
-	sp2 = memchr(sp, ' ', (size_t)(end - sp));
-	lua_pushlstring(L, sp, sp2 ? (size_t)(sp2 - sp) : 0);
-	return 1;
-}
-
 static int push_str(lua_State *L, const char *s)
 {
 	if (s)
@@ -411,7 +395,6 @@ static int msg_index(lua_State *L)
 {
 	struct lmsg *lm = check_lmsg(L, 1);
 	struct sip_msg *m = lm->m;
-	osip_message_t *o;
 	const char *k = luaL_checkstring(L, 2);
 
 	/* methods first */
@@ -420,8 +403,7 @@ static int msg_index(lua_State *L)
 	if (!lua_isnil(L, -1))
 		return 1;
 	lua_pop(L, 1);
-	o = sip_msg_osip(m);
-	if (!o) {
+	if (!m->parsed) {
 		lua_pushnil(L);
 		return 1;
 	}
@@ -436,11 +418,11 @@ static int msg_index(lua_State *L)
 		if (!strcmp(k, "call_id"))
 			return push_str(L, m->call_id);
 		if (!strcmp(k, "cseq")) {
-			lua_pushinteger(L, o->cseq && o->cseq->number ? strtoll(o->cseq->number, NULL, 10) : 0);
+			lua_pushinteger(L, (lua_Integer)m->cseq);
 			return 1;
 		}
 		if (!strcmp(k, "cseq_method"))
-			return push_str(L, o->cseq ? o->cseq->method : NULL);
+			return push_str(L, m->cseq_method);
 		if (!strcmp(k, "content_type"))
 			return push_hdr(L, m, "Content-Type");
 		if (!strcmp(k, "contact"))
@@ -450,13 +432,13 @@ static int msg_index(lua_State *L)
 		if (!strcmp(k, "from"))
 			return push_hdr(L, m, "From");
 		if (!strcmp(k, "from_tag"))
-			return push_str(L, sip_msg_tag(o->from));
+			return push_str(L, m->from_tag);
 		if (!strcmp(k, "from_uri"))
 			return push_hdr_uri(L, m, "From");
 		break;
 	case 'i':
 		if (!strcmp(k, "is_request")) {
-			lua_pushboolean(L, MSG_IS_REQUEST(o));
+			lua_pushboolean(L, m->request);
 			return 1;
 		}
 		break;
@@ -466,12 +448,12 @@ static int msg_index(lua_State *L)
 		break;
 	case 'r':
 		if (!strcmp(k, "reason"))
-			return push_str(L, MSG_IS_RESPONSE(o) ? o->reason_phrase : NULL);
+			return push_str(L, m->request ? NULL : m->reason);
 		break;
 	case 's':
 		if (!strcmp(k, "status")) {
-			if (MSG_IS_RESPONSE(o))
-				lua_pushinteger(L, o->status_code);
+			if (!m->request)
+				lua_pushinteger(L, m->status);
 			else
 				lua_pushnil(L);
 			return 1;
@@ -489,7 +471,7 @@ static int msg_index(lua_State *L)
 		if (!strcmp(k, "to"))
 			return push_hdr(L, m, "To");
 		if (!strcmp(k, "to_tag"))
-			return push_str(L, sip_msg_tag(o->to));
+			return push_str(L, m->to_tag);
 		if (!strcmp(k, "to_uri"))
 			return push_hdr_uri(L, m, "To");
 		if (!strcmp(k, "transport"))
@@ -510,10 +492,7 @@ static int msg_index(lua_State *L)
 		break;
 	case 'u':
 		if (!strcmp(k, "uri")) {
-			if (MSG_IS_REQUEST(o))
-				return push_req_uri(L, m);
-			lua_pushnil(L);
-			return 1;
+			return push_str(L, m->request ? m->uri : NULL);
 		}
 		break;
 	case 'v':
@@ -533,20 +512,17 @@ static int msg_newindex(lua_State *L)
 static int msg_tostring(lua_State *L)
 {
 	struct sip_msg *m = lsip_check_msg(L, 1);
-	osip_message_t *o = sip_msg_osip(m);
 
-	if (!o) {
+	if (!m->parsed) {
 		lua_pushliteral(L, "sip.Message (unparsable)");
 		return 1;
 	}
-	if (MSG_IS_REQUEST(o))
-		lua_pushfstring(L, "sip.Message: %s %s (call-id %s)", o->sip_method,
-		                o->req_uri && o->req_uri->host ? o->req_uri->host : "?",
+	if (m->request)
+		lua_pushfstring(L, "sip.Message: %s %s (call-id %s)", m->method, m->uri,
 		                m->call_id ? m->call_id : "?");
 	else
-		lua_pushfstring(L, "sip.Message: %d %s (%s, call-id %s)", o->status_code,
-		                o->reason_phrase ? o->reason_phrase : "",
-		                o->cseq ? o->cseq->method : "?", m->call_id ? m->call_id : "?");
+		lua_pushfstring(L, "sip.Message: %d %s (%s, call-id %s)", m->status, m->reason ? m->reason : "",
+		                m->cseq_method ? m->cseq_method : "?", m->call_id ? m->call_id : "?");
 	return 1;
 }
 

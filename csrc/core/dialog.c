@@ -145,12 +145,16 @@ static const char *nz(const char *s)
 int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 {
 	struct sip_dialog *d = calloc(1, sizeof *d);
-	osip_message_t *m = ist->req->m;
+	osip_message_t *m = sip_msg_osip(ist->req);
 	struct sip_buf b;
 
 	*out = NULL;
 	if (!d)
 		return -ENOMEM;
+	if (!m) {
+		free(d);
+		return -EINVAL;
+	}
 	if (!ist->to_tag[0])
 		sip_env_token(ist->ua->env, ist->to_tag, 12);
 	d->ua = ist->ua;
@@ -160,7 +164,7 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 	d->peer = ist->req->src;
 	d->call_id = strdup(ist->req->call_id);
 	d->local_tag = strdup(ist->to_tag);
-	d->remote_tag = strdup(nz(sip_msg_tag(m->from)));
+	d->remote_tag = strdup(nz(ist->req->from_tag));
 	d->remote_uri = dup_hdr(ist->req, "From");
 	{
 		/* our side is the INVITE's To plus the tag we gave it */
@@ -168,11 +172,11 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 		const char *to = sip_msg_header(ist->req, "To", 0, &n);
 		sip_buf_init(&b, n + 32);
 		sip_buf_add(&b, to ? to : "", to ? n : 0);
-		if (!sip_msg_tag(m->to))
+		if (!ist->req->to_tag)
 			sip_buf_printf(&b, ";tag=%s", ist->to_tag);
 		d->local_uri = b.oom ? NULL : b.p;
 	}
-	d->remote_cseq = (unsigned)strtoul(m->cseq->number, NULL, 10);
+	d->remote_cseq = (unsigned)ist->req->cseq;
 	d->remote_cseq_set = 1;
 	d->local_cseq = 1;
 	sip_ua_contact(d->ua, d->proto, &d->peer, sip_msg_sips(ist->req), d->contact, sizeof d->contact);
@@ -204,7 +208,7 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 	d->peer = ict->dst;
 	d->call_id = strdup(ict->req->call_id);
 	d->local_tag = strdup(nz(sip_msg_tag(rq->from)));
-	d->remote_tag = strdup(nz(sip_msg_tag(res->m->to)));
+	d->remote_tag = strdup(nz(res->to_tag));
 	d->local_uri = dup_hdr(ict->req, "From");
 	d->remote_uri = dup_hdr(res, "To");
 	d->local_cseq = (unsigned)strtoul(rq->cseq->number, NULL, 10);
@@ -220,11 +224,11 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 		}
 	}
 	if (!d->call_id || !d->local_tag || !d->remote_tag || !d->remote_uri || !d->local_uri ||
-	    set_routes(d, res->m, 1) || dialog_insert(d)) {
+	    !sip_msg_osip(res) || set_routes(d, res->o, 1) || dialog_insert(d)) {
 		sip_dialog_free(d);
 		return -EINVAL;
 	}
-	if (contact_target(d, res->m)) {
+	if (contact_target(d, res->o)) {
 		/* no Contact in the 2xx: fall back to the Request-URI */
 		d->remote_target = url_str(rq->req_uri);
 		if (!d->remote_target) {
@@ -290,7 +294,7 @@ const char *sip_dialog_routes(const struct sip_dialog *d) { return d->routes ? d
 struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req)
 {
 	char key[512];
-	const char *lt = sip_msg_tag(req->m->to), *rt = sip_msg_tag(req->m->from);
+	const char *lt = req->to_tag, *rt = req->from_tag;
 
 	if (!lt)
 		return NULL;
@@ -354,7 +358,7 @@ static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
 int sip_dialog_ack(struct sip_dialog *d, struct sip_msg *res, const char *body, size_t blen,
                    const char *ctype)
 {
-	unsigned cseq = (unsigned)strtoul(res->m->cseq->number, NULL, 10);
+	unsigned cseq = (unsigned)res->cseq;
 	struct sip_dialog_req r = { .method = "ACK", .body = body, .body_len = blen,
 	                            .content_type = ctype };
 	struct sip_outreq o;
@@ -385,7 +389,8 @@ static void reinvite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, cons
 	void *cbarg = d->ri_arg;
 
 	if (res && sip_msg_status(res) >= 200 && sip_msg_status(res) < 300) {
-		contact_target(d, res->m);      /* target refresh (12.2.1.2) */
+		if (sip_msg_osip(res))
+			contact_target(d, res->o);      /* target refresh (12.2.1.2) */
 		sip_dialog_ack(d, res, NULL, 0, NULL);
 	}
 	if (!res || sip_msg_status(res) >= 200) {
@@ -466,7 +471,7 @@ void sip_dialog_ack_received(struct sip_dialog *d, struct sip_msg *ack)
 {
 	struct sip_txn *st = d->invite_st;
 
-	if (st && st->cseq == (unsigned)strtoul(ack->m->cseq->number, NULL, 10)) {
+	if (st && st->cseq == (unsigned)ack->cseq) {
 		sip_txn_ack_seen(st);
 		st->dlg = NULL;
 		d->invite_st = NULL;
@@ -495,8 +500,8 @@ void sip_dialog_txn_gone(struct sip_dialog *d, struct sip_txn *t)
 
 void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg *req)
 {
-	const char *method = req->m->sip_method;
-	unsigned cseq = (unsigned)strtoul(req->m->cseq->number, NULL, 10);
+	const char *method = req->method;
+	unsigned cseq = (unsigned)req->cseq;
 
 	/* 12.2.2: a lower CSeq is out of order */
 	if (d->remote_cseq_set && cseq <= d->remote_cseq) {
@@ -525,9 +530,11 @@ void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg
 		}
 		d->reinvite_st = st;
 		st->dlg = d;
-		contact_target(d, req->m);
+		if (sip_msg_osip(req))
+			contact_target(d, req->o);
 	} else if (!strcmp(method, "UPDATE")) {
-		contact_target(d, req->m);
+		if (sip_msg_osip(req))
+			contact_target(d, req->o);
 	}
 	if (d->cb)
 		d->cb(d->cb_arg, d, SIP_DLG_REQUEST, st, req);

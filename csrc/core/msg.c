@@ -1,9 +1,11 @@
 /*
- * msg.c - parsing (libosip2) and in-place header access for SIP messages.
+ * msg.c - parsing (a light parse of our own, libosip2 when a message needs
+ * its full syntax) and in-place header access for SIP messages.
  */
 #define _GNU_SOURCE
 #include "msg.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,35 +104,404 @@ static int contacts_ok(const struct sip_msg *m)
 	return 1;
 }
 
-static int msg_check(struct sip_msg *m, const char **why)
-{
-	osip_message_t *s = m->m;
+/* ---- the light parse ---- */
 
-	if (!s->call_id || !s->call_id->number) { *why = "missing Call-ID"; return -EINVAL; }
-	if (!s->from || !s->from->url) { *why = "missing or bad From"; return -EINVAL; }
-	if (!s->to || !s->to->url) { *why = "missing or bad To"; return -EINVAL; }
-	if (!s->cseq || !s->cseq->number || !s->cseq->method) { *why = "missing or bad CSeq"; return -EINVAL; }
-	if (osip_list_size(&s->vias) < 1) { *why = "missing Via"; return -EINVAL; }
-	if (!digits_le(s->cseq->number, strlen(s->cseq->number), 2147483647UL)) {
-		*why = "CSeq number out of range";
+/* the names the core looks up, with their ids (compact forms mapped
+ * to these first) */
+static const struct { const char *name; uint8_t len, id; } known[] = {
+	{ "Via", 3, SIP_H_VIA }, { "From", 4, SIP_H_FROM }, { "To", 2, SIP_H_TO },
+	{ "Call-ID", 7, SIP_H_CALL_ID }, { "CSeq", 4, SIP_H_CSEQ }, { "Contact", 7, SIP_H_CONTACT },
+	{ "Content-Length", 14, SIP_H_CONTENT_LENGTH }, { "Content-Type", 12, SIP_H_CONTENT_TYPE },
+	{ "Record-Route", 12, SIP_H_RECORD_ROUTE }, { "Route", 5, SIP_H_ROUTE },
+	{ "Max-Forwards", 12, SIP_H_MAX_FORWARDS }, { "Expires", 7, SIP_H_EXPIRES },
+	{ "Require", 7, SIP_H_REQUIRE }, { "Accept", 6, SIP_H_ACCEPT },
+};
+
+static uint8_t header_id(const char *name, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof known / sizeof known[0]; i++)
+		if (known[i].len == n && !strncasecmp(known[i].name, name, n))
+			return known[i].id;
+	return SIP_H_OTHER;
+}
+
+static int is_ws(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* RFC 3261 25.1 token characters */
+static int is_token(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("-.!%*_+`'~", c));
+}
+
+static const char *skip_ws(const char *p, const char *e)
+{
+	while (p < e && is_ws(*p))
+		p++;
+	return p;
+}
+
+/* a piece of raw text to copy out as a NUL-terminated field */
+struct span {
+	const char *p;
+	size_t n;
+};
+
+/* the header lines of the section [p, end): one entry per header (a
+ * folded header is one entry), lines without a colon skipped */
+static int index_headers(const char *p, const char *end, struct sip_hdr *h, int max)
+{
+	int n = 0;
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *colon, *ne, *v, *ve, *ln;
+		if (!eol)
+			eol = end;
+		if (eol == p || (eol == p + 1 && *p == '\r'))
+			break;          /* the empty line */
+		while (eol + 1 < end && (eol[1] == ' ' || eol[1] == '\t')) {
+			const char *n2 = memchr(eol + 1, '\n', (size_t)(end - eol - 1));
+			eol = n2 ? n2 : end;
+		}
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon && n < max) {
+			ne = colon;
+			while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
+				ne--;
+			v = colon + 1;
+			ve = eol;
+			while (v < ve && (*v == ' ' || *v == '\t'))
+				v++;
+			while (ve > v && is_ws(ve[-1]))
+				ve--;
+			ln = sip_header_long_name(p, (size_t)(ne - p));
+			h[n].name = ln ? ln : p;
+			h[n].nlen = (uint16_t)(ln ? strlen(ln) : (size_t)(ne - p));
+			h[n].id = header_id(h[n].name, h[n].nlen);
+			h[n].v = v;
+			h[n].vlen = (uint32_t)(ve - v);
+			n++;
+		}
+		p = eol + 1;
+	}
+	return n;
+}
+
+/* params ";name[=value]..." from p; sets the value of each wanted name
+ * (a present parameter without value gets an empty span). Stops at ','
+ * or at anything that is not a parameter; returns where it stopped. */
+static const char *scan_params(const char *p, const char *e, const char *const *names,
+                               struct span *vals, int nnames)
+{
+	for (;;) {
+		const char *nm, *vs = NULL, *ve = NULL;
+		size_t nl;
+		int i;
+		p = skip_ws(p, e);
+		if (p >= e || *p != ';')
+			return p;
+		p = skip_ws(p + 1, e);
+		nm = p;
+		while (p < e && is_token(*p))
+			p++;
+		nl = (size_t)(p - nm);
+		p = skip_ws(p, e);
+		if (p < e && *p == '=') {
+			p = skip_ws(p + 1, e);
+			vs = p;
+			if (p < e && *p == '"') {
+				for (p++; p < e && *p != '"'; p++)
+					if (*p == '\\' && p + 1 < e)
+						p++;
+				if (p < e)
+					p++;
+			} else {
+				while (p < e && !is_ws(*p) && *p != ';' && *p != ',')
+					p++;
+			}
+			ve = p;
+		}
+		if (nl == 0)
+			return p;
+		for (i = 0; i < nnames; i++)
+			if (strlen(names[i]) == nl && !strncasecmp(names[i], nm, nl) && !vals[i].p) {
+				vals[i].p = vs ? vs : nm + nl;
+				vals[i].n = vs ? (size_t)(ve - vs) : 0;
+			}
+	}
+}
+
+/* the tag parameter of a From or To value (name-addr or addr-spec) */
+static struct span addr_tag(const char *v, size_t n)
+{
+	static const char *const tag[] = { "tag" };
+	const char *p = v, *e = v + n, *params = NULL;
+	struct span t = { NULL, 0 };
+
+	for (; p < e; p++) {
+		if (*p == '"') {
+			for (p++; p < e && *p != '"'; p++)
+				if (*p == '\\' && p + 1 < e)
+					p++;
+		} else if (*p == '<') {
+			const char *gt = memchr(p, '>', (size_t)(e - p));
+			params = gt ? gt + 1 : e;
+			break;
+		}
+	}
+	if (!params) {
+		/* an addr-spec: its parameters are the header's (20.10) */
+		params = memchr(v, ';', n);
+		if (!params)
+			return t;
+	}
+	scan_params(params, e, tag, &t, 1);
+	return t;
+}
+
+/* the top via-parm: "SIP / 2.0 / UDP host[:port] ;params" */
+static int parse_via(const char *v, size_t n, struct span *host, struct span *port,
+                     struct span *params, size_t *via1_len)
+{
+	static const char *const names[] = { "branch", "received", "rport" };
+	const char *p = v, *e = v + n, *h;
+	int i;
+
+	for (i = 0; i < 3; i++) {
+		const char *t = p = skip_ws(p, e);
+		while (p < e && is_token(*p) && *p != '/')
+			p++;
+		if (p == t)
+			return -1;
+		p = skip_ws(p, e);
+		if (i < 2) {
+			if (p >= e || *p != '/')
+				return -1;
+			p++;
+		}
+	}
+	h = p;
+	if (p < e && *p == '[') {
+		const char *rb = memchr(p, ']', (size_t)(e - p));
+		if (!rb)
+			return -1;
+		p = rb + 1;
+	} else {
+		while (p < e && !is_ws(*p) && *p != ':' && *p != ';' && *p != ',')
+			p++;
+	}
+	if (p == h)
+		return -1;
+	host->p = h;
+	host->n = (size_t)(p - h);
+	p = skip_ws(p, e);
+	if (p < e && *p == ':') {
+		const char *d;
+		p = d = skip_ws(p + 1, e);
+		while (p < e && *p >= '0' && *p <= '9')
+			p++;
+		if (p == d || p - d > 5)
+			return -1;
+		port->p = d;
+		port->n = (size_t)(p - d);
+	}
+	p = scan_params(p, e, names, params, 3);
+	p = skip_ws(p, e);
+	if (p < e && *p != ',')
+		return -1;
+	*via1_len = (size_t)(p - v);
+	while (*via1_len > 0 && is_ws(v[*via1_len - 1]))
+		(*via1_len)--;
+	return 0;
+}
+
+/* "INVITE sip:x SIP/2.0" or "SIP/2.0 200 OK" */
+static int parse_start(struct sip_msg *m, struct span *method, struct span *uri,
+                       struct span *version, struct span *reason)
+{
+	const char *p = m->raw, *e = memchr(m->raw, '\n', m->len), *sp, *lsp;
+
+	if (!e)
+		e = m->raw + m->len;
+	while (e > p && e[-1] == '\r')
+		e--;
+	if (e - p > 8 && !memcmp(p, "SIP/", 4)) {
+		sp = memchr(p, ' ', (size_t)(e - p));
+		if (!sp || e - sp < 4 || !isdigit((unsigned char)sp[1]) || !isdigit((unsigned char)sp[2]) ||
+		    !isdigit((unsigned char)sp[3]) || (e - sp > 4 && sp[4] != ' '))
+			return -1;
+		m->status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
+		if (m->status < 100 || m->status > 699)
+			return -1;
+		version->p = p;
+		version->n = (size_t)(sp - p);
+		reason->p = e - sp > 4 ? sp + 5 : e;
+		reason->n = (size_t)(e - reason->p);
+		return 0;
+	}
+	m->request = 1;
+	for (sp = p; sp < e && is_token(*sp); sp++)
+		;
+	if (sp == p || sp >= e || *sp != ' ')
+		return -1;
+	for (lsp = e; lsp > sp && lsp[-1] != ' '; lsp--)
+		;
+	lsp--;
+	if (lsp <= sp + 1)
+		return -1;
+	method->p = p;
+	method->n = (size_t)(sp - p);
+	uri->p = sp + 1;
+	uri->n = (size_t)(lsp - sp - 1);
+	version->p = lsp + 1;
+	version->n = (size_t)(e - lsp - 1);
+	/* a URI is one word with a scheme (RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / ".")) */
+	{
+		size_t i = 0;
+		while (i < uri->n && (isalpha((unsigned char)uri->p[i]) ||
+		       (i > 0 && (isdigit((unsigned char)uri->p[i]) || strchr("+-.", uri->p[i])))))
+			i++;
+		if (i == 0 || i >= uri->n || uri->p[i] != ':')
+			return -1;
+		for (i = 0; i < uri->n; i++)
+			if (is_ws(uri->p[i]) || uri->p[i] == '<' || uri->p[i] == '>')
+				return -1;
+	}
+	return version->n ? 0 : -1;
+}
+
+/* the one header of that id, or NULL with *dup set when there are more */
+static const struct sip_hdr *single(const struct sip_msg *m, int id, int *dup)
+{
+	const struct sip_hdr *f = NULL;
+	int i;
+
+	for (i = 0; i < m->nhdrs; i++)
+		if (m->hdrs[i].id == id) {
+			if (f) {
+				*dup = 1;
+				return f;
+			}
+			f = &m->hdrs[i];
+		}
+	return f;
+}
+
+/* the light parse; *why set on failure. -EINVAL: not a SIP message we
+ * can read (the start line); -EPROTO: read, but a field is missing or
+ * bad (a 400 can name it) */
+static int light_parse(struct sip_msg *m, const char **why)
+{
+	struct span method = { 0 }, uri = { 0 }, version = { 0 }, reason = { 0 }, callid = { 0 };
+	struct span cmeth = { 0 }, ftag = { 0 }, ttag = { 0 }, vhost = { 0 }, vport = { 0 };
+	struct span vparams[3] = { { 0 } };
+	struct span *all[] = { &method, &uri, &version, &reason, &callid, &cmeth, &ftag, &ttag,
+	                       &vhost, &vport, &vparams[0], &vparams[1], &vparams[2] };
+	const char **dst[] = { &m->method, &m->uri, &m->version, &m->reason, &m->call_id,
+	                       &m->cseq_method, &m->from_tag, &m->to_tag, &m->via_host, &m->via_port,
+	                       &m->branch, &m->via_received, &m->via_rport };
+	const char *hs = memchr(m->raw, '\n', m->body_off), *p;
+	const struct sip_hdr *h;
+	size_t nlines = 0, strs = 0, i;
+	int dup = 0, rc = 0;
+	char *s;
+
+	/* the index first: a message with a bad start line keeps it for the
+	 * 400 built from its raw headers */
+	hs = hs ? hs + 1 : m->raw + m->body_off;
+	for (p = hs; p < m->raw + m->body_off && (p = memchr(p, '\n', (size_t)(m->raw + m->body_off - p))); p++)
+		nlines++;
+	nlines++;
+	m->block = malloc(nlines * sizeof *m->hdrs + m->body_off + 16);
+	if (!m->block) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	m->hdrs = m->block;
+	m->nhdrs = index_headers(hs, m->raw + m->body_off, m->hdrs, (int)nlines);
+	if (parse_start(m, &method, &uri, &version, &reason)) {
+		*why = "unparsable message";
 		return -EINVAL;
 	}
-	if (!scalar_ok(m, "Max-Forwards", 255)) { *why = "bad Max-Forwards"; return -EINVAL; }
-	if (!scalar_ok(m, "Expires", 4294967295UL)) { *why = "bad Expires"; return -EINVAL; }
-	if (!contacts_ok(m)) { *why = "Contact URI with parameters or headers outside <>"; return -EINVAL; }
+	m->parsed = 1;
+
+	if ((h = single(m, SIP_H_CALL_ID, &dup)) && h->vlen) {
+		callid.p = h->v;
+		callid.n = h->vlen;
+	}
+	if ((h = single(m, SIP_H_CSEQ, &dup))) {
+		const char *c = h->v, *ce = h->v + h->vlen, *d = c;
+		while (c < ce && *c >= '0' && *c <= '9')
+			c++;
+		if (c > d && c < ce && is_ws(*c)) {
+			if (!digits_le(d, (size_t)(c - d), 2147483647UL)) {
+				*why = "CSeq number out of range";
+				rc = -EPROTO;
+			}
+			m->cseq = strtoul(d, NULL, 10);
+			c = skip_ws(c, ce);
+			cmeth.p = c;
+			while (c < ce && is_token(*c))
+				c++;
+			cmeth.n = (size_t)(c - cmeth.p);
+			if (!cmeth.n || c != ce)
+				cmeth.p = NULL;
+		}
+	}
+	if ((h = single(m, SIP_H_FROM, &dup)))
+		ftag = addr_tag(h->v, h->vlen);
+	if ((h = single(m, SIP_H_TO, &dup)))
+		ttag = addr_tag(h->v, h->vlen);
+	for (i = 0; i < (size_t)m->nhdrs; i++)
+		if (m->hdrs[i].id == SIP_H_VIA) {
+			if (parse_via(m->hdrs[i].v, m->hdrs[i].vlen, &vhost, &vport, vparams, &m->via1_len))
+				vhost.p = NULL;
+			break;
+		}
+	if (!m->request)
+		method = cmeth;
+
+	/* the fields, NUL-terminated, after the index */
+	s = (char *)(m->hdrs + nlines);
+	for (i = 0; i < sizeof all / sizeof all[0]; i++) {
+		if (!all[i]->p) {
+			*dst[i] = NULL;
+			continue;
+		}
+		memcpy(s, all[i]->p, all[i]->n);
+		s[all[i]->n] = '\0';
+		*dst[i] = s;
+		s += all[i]->n + 1;
+		strs += all[i]->n + 1;
+	}
+	if (rc)
+		return rc;
+	if (!m->call_id) { *why = "missing Call-ID"; return -EPROTO; }
+	if (!single(m, SIP_H_FROM, &dup)) { *why = "missing or bad From"; return -EPROTO; }
+	if (!single(m, SIP_H_TO, &dup)) { *why = "missing or bad To"; return -EPROTO; }
+	if (!m->cseq_method) { *why = "missing or bad CSeq"; return -EPROTO; }
+	if (dup) { *why = "more than one From, To, Call-ID or CSeq"; return -EPROTO; }
+	if (!m->via_host) { *why = "missing or bad Via"; return -EPROTO; }
+	if (!scalar_ok(m, "Max-Forwards", 255)) { *why = "bad Max-Forwards"; return -EPROTO; }
+	if (!scalar_ok(m, "Expires", 4294967295UL)) { *why = "bad Expires"; return -EPROTO; }
+	if (!contacts_ok(m)) { *why = "Contact URI with parameters or headers outside <>"; return -EPROTO; }
 	{
 		size_t n1, n2;
 		const char *a = sip_msg_header(m, "Content-Length", 0, &n1);
 		const char *b = sip_msg_header(m, "Content-Length", 1, &n2);
-		if (a && b) { *why = "more than one Content-Length"; return -EINVAL; }
+		if (a && b) { *why = "more than one Content-Length"; return -EPROTO; }
 	}
-	if (MSG_IS_REQUEST(s)) {
-		if (!s->req_uri || !s->sip_method) { *why = "bad request line"; return -EINVAL; }
-		if (strcmp(s->sip_method, s->cseq->method)) {
-			*why = "CSeq method does not match the request method";
-			return -EINVAL;
-		}
+	if (m->request && strcmp(m->method, m->cseq_method)) {
+		*why = "CSeq method does not match the request method";
+		return -EPROTO;
 	}
+	(void)strs;
 	return 0;
 }
 
@@ -149,7 +520,7 @@ static int osip_parse_headers(struct sip_msg *m)
 	/* no body and a complete header section: the text goes as it is */
 	if (m->body_off == m->len && m->len >= 4 &&
 	    (!memcmp(m->raw + m->len - 4, "\r\n\r\n", 4) || !memcmp(m->raw + m->len - 2, "\n\n", 2)))
-		return osip_message_parse(m->m, m->raw, m->len);
+		return osip_message_parse(m->o, m->raw, m->len);
 	sip_buf_init(&b, m->body_off + 4);
 	while (p < end) {
 		const char *eol = memchr(p, '\n', (size_t)(end - p));
@@ -176,18 +547,34 @@ static int osip_parse_headers(struct sip_msg *m)
 		sip_buf_adds(&b, "\r\n");
 	if (b.len < 4 || (memcmp(b.p + b.len - 4, "\r\n\r\n", 4) && memcmp(b.p + b.len - 2, "\n\n", 2)))
 		sip_buf_adds(&b, "\r\n");
-	rc = b.oom ? -1 : osip_message_parse(m->m, b.p, b.len);
+	rc = b.oom ? -1 : osip_message_parse(m->o, b.p, b.len);
 	sip_buf_free(&b);
 	return rc;
 }
 
-int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why)
+/* libosip2's parse into m->o; -1 when it gives up */
+static int full_parse(struct sip_msg *m)
+{
+	if (m->o)
+		return 0;
+	if (osip_message_init(&m->o) != 0)
+		return -1;
+	if (osip_parse_headers(m)) {
+		osip_message_free(m->o);
+		m->o = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+static int msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why, int own)
 {
 	struct sip_msg *m;
 	size_t off;
 	long cl = -1;
 	const char *v;
 	size_t vlen;
+	int rc;
 
 	*out = NULL;
 	*why = "out of memory";
@@ -205,28 +592,33 @@ int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char 
 		off = len;      /* a datagram ending inside its headers: all headers */
 	m->body_off = off;
 	m->body_len = len - off;
-	if (osip_message_init(&m->m) != 0)
+	rc = light_parse(m, why);
+	if (rc == -ENOMEM)
 		goto fail;
-	if (osip_parse_headers(m)) {
-		/* libosip2 gave up: the raw text is still there for a 400 */
-		osip_message_free(m->m);
-		m->m = NULL;
-		*why = "unparsable message";
+	if (rc == -EINVAL) {
+		/* the raw text is still there for a 400 */
 		*out = m;
 		return -EINVAL;
 	}
-	if (m->m->call_id && m->m->call_id->number) {
-		const osip_call_id_t *c = m->m->call_id;
-		size_t n = strlen(c->number) + (c->host ? strlen(c->host) + 1 : 0) + 1;
-		m->call_id = malloc(n);
-		if (!m->call_id)
-			goto fail;
-		snprintf(m->call_id, n, "%s%s%s", c->number, c->host ? "@" : "", c->host ? c->host : "");
-	}
-	if (msg_check(m, why)) {
-		/* parsed but invalid: the caller may still answer 400 */
+	/* a request that starts a transaction outside a dialog goes through
+	 * libosip2's stricter syntax checks before anything acts on it */
+	if (!own && m->request && !m->to_tag && !(m->method && !strcmp(m->method, "ACK")) &&
+	    (full_parse(m) || (!rc && (!m->o->from || !m->o->from->url || !m->o->to || !m->o->to->url ||
+	                               !m->o->req_uri)))) {
+		if (!m->o) {
+			*why = "unparsable message";
+			*out = m;
+			return -EINVAL;
+		}
+		*why = !m->o->req_uri ? "bad request line" :
+		       (!m->o->from || !m->o->from->url) ? "missing or bad From" : "missing or bad To";
 		*out = m;
 		return -EPROTO;
+	}
+	if (rc) {
+		/* parsed but invalid: the caller may still answer 400 */
+		*out = m;
+		return rc;
 	}
 	v = sip_msg_header(m, "Content-Length", 0, &vlen);
 	if (v) {
@@ -252,10 +644,15 @@ fail:
 	return -EINVAL;
 }
 
+int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why)
+{
+	return msg_parse(buf, len, out, why, 0);
+}
+
 int sip_msg_from_text(char *text, size_t len, struct sip_msg **out)
 {
 	const char *why;
-	int rc = sip_msg_parse(text, len, out, &why);
+	int rc = msg_parse(text, len, out, &why, 1);
 
 	free(text);
 	if (rc && *out) {
@@ -267,23 +664,18 @@ int sip_msg_from_text(char *text, size_t len, struct sip_msg **out)
 
 void sip_msg_compact(struct sip_msg *m)
 {
-	if (m->m) {
-		osip_message_free(m->m);
-		m->m = NULL;
+	if (m->o) {
+		osip_message_free(m->o);
+		m->o = NULL;
 	}
 }
 
 osip_message_t *sip_msg_osip(struct sip_msg *m)
 {
-	if (m->m)
-		return m->m;
-	if (osip_message_init(&m->m) != 0)
+	if (!m->parsed)
 		return NULL;
-	if (osip_parse_headers(m)) {
-		osip_message_free(m->m);
-		m->m = NULL;
-	}
-	return m->m;
+	full_parse(m);
+	return m->o;
 }
 
 struct sip_msg *sip_msg_ref(struct sip_msg *m)
@@ -296,85 +688,56 @@ void sip_msg_unref(struct sip_msg *m)
 {
 	if (!m || --m->refs > 0)
 		return;
-	if (m->m)
-		osip_message_free(m->m);
+	if (m->o)
+		osip_message_free(m->o);
 	free(m->tls);
-	free(m->call_id);
+	free(m->top_via);
+	free(m->block);
 	free(m->raw);
 	free(m);
 }
 
-/* the accessors below also take a message libosip2 could not parse
- * (m->m NULL, only its raw text) */
+/* the accessors below also take a message that could not be parsed
+ * (only its raw text) */
 int sip_msg_is_request(const struct sip_msg *m)
 {
-	return m->m && MSG_IS_REQUEST(m->m);
+	return m->parsed && m->request;
 }
 
 const char *sip_msg_method(const struct sip_msg *m)
 {
-	if (!m->m)
-		return NULL;
-	if (MSG_IS_REQUEST(m->m))
-		return m->m->sip_method;
-	return m->m->cseq ? m->m->cseq->method : NULL;
+	return m->parsed ? m->method : NULL;
 }
 
 int sip_msg_status(const struct sip_msg *m)
 {
-	return m->m ? m->m->status_code : 0;
-}
-
-static int name_matches(const char *line, size_t n, const char *want)
-{
-	const char *l = sip_header_long_name(line, n);
-
-	if (l)
-		return !strcasecmp(l, want);
-	return n == strlen(want) && !strncasecmp(line, want, n);
+	return m->parsed && !m->request ? m->status : 0;
 }
 
 const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, size_t *vlen)
 {
-	const char *p, *end, *want;
+	const char *want;
+	size_t wl;
+	uint8_t id;
+	int i;
 
-	if (!m->raw)
-		return NULL;
-	want = sip_header_long_name(name, strlen(name));
-	if (!want)
+	wl = strlen(name);
+	want = sip_header_long_name(name, wl);
+	if (want)
+		wl = strlen(want);
+	else
 		want = name;
-	end = m->raw + (m->body_off ? m->body_off : m->len);
-	p = memchr(m->raw, '\n', (size_t)(end - m->raw));   /* skip start line */
-	if (!p)
+	if (!m->hdrs)
 		return NULL;
-	p++;
-	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		const char *colon, *v, *ve;
-		if (!eol)
-			eol = end;
-		/* a folded header continues while the next line starts with SP/HT */
-		while (eol + 1 < end && (eol[1] == ' ' || eol[1] == '\t')) {
-			const char *n2 = memchr(eol + 1, '\n', (size_t)(end - eol - 1));
-			eol = n2 ? n2 : end;
+	id = header_id(want, wl);
+	for (i = 0; i < m->nhdrs; i++) {
+		const struct sip_hdr *h = &m->hdrs[i];
+		if (h->id != id || (id == SIP_H_OTHER && (h->nlen != wl || strncasecmp(h->name, want, wl))))
+			continue;
+		if (idx-- == 0) {
+			*vlen = h->vlen;
+			return h->v;
 		}
-		colon = memchr(p, ':', (size_t)(eol - p));
-		if (colon) {
-			const char *ne = colon;
-			while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
-				ne--;
-			if (name_matches(p, (size_t)(ne - p), want) && idx-- == 0) {
-				v = colon + 1;
-				ve = eol;
-				while (v < ve && (*v == ' ' || *v == '\t'))
-					v++;
-				while (ve > v && (ve[-1] == '\r' || ve[-1] == '\n' || ve[-1] == ' ' || ve[-1] == '\t'))
-					ve--;
-				*vlen = (size_t)(ve - v);
-				return v;
-			}
-		}
-		p = eol + 1;
 	}
 	return NULL;
 }
@@ -415,13 +778,77 @@ int sip_msg_answerable(const struct sip_msg *m)
 
 const char *sip_msg_branch(const struct sip_msg *m)
 {
-	osip_via_t *via = m->m ? osip_list_get(&m->m->vias, 0) : NULL;
-	osip_generic_param_t *br = NULL;
+	return m->parsed ? m->branch : NULL;
+}
 
-	if (!via)
-		return NULL;
-	osip_via_param_get_byname(via, "branch", &br);
-	return br ? br->gvalue : NULL;
+const char *sip_msg_top_via(struct sip_msg *m, size_t *n)
+{
+	const char *v = sip_msg_header(m, "Via", 0, n);
+	char ip[INET6_ADDRSTRLEN], port[8];
+	struct sip_buf b;
+	int rec;
+
+	if (!v || !m->received || !m->via_host)
+		return v;
+	if (m->top_via) {
+		*n = strlen(m->top_via);
+		return m->top_via;
+	}
+	sip_addr_host(&m->src, ip, sizeof ip);
+	/* received when the sent-by host is not the source address */
+	{
+		const char *h = m->via_host;
+		size_t hl = strlen(h);
+		if (h[0] == '[' && hl > 2 && h[hl - 1] == ']') {
+			h++;
+			hl -= 2;
+		}
+		rec = !(hl == strlen(ip) && !strncasecmp(h, ip, hl));
+	}
+	if (!rec && !(m->via_rport && !m->via_rport[0]))
+		return v;       /* nothing to stamp: the value as received */
+	sip_buf_init(&b, *n + 64);
+	{
+		/* the top via-parm with received and rport filled in, in place */
+		const char *p = v, *e = v + m->via1_len;
+		while (p < e) {
+			const char *semi = memchr(p, ';', (size_t)(e - p)), *q, *nm;
+			size_t nl;
+			q = semi ? semi : e;
+			if (p == v) {
+				sip_buf_add(&b, p, (size_t)(q - p));
+			} else {
+				for (nm = p; nm < q && is_ws(*nm); nm++)
+					;
+				for (nl = 0; nm + nl < q && is_token(nm[nl]); nl++)
+					;
+				if (rec && nl == 8 && !strncasecmp(nm, "received", 8)) {
+					sip_buf_adds(&b, ";received=");
+					sip_buf_adds(&b, ip);
+				} else if (nl == 5 && !strncasecmp(nm, "rport", 5) && !memchr(nm, '=', (size_t)(q - nm))) {
+					snprintf(port, sizeof port, "%d", sip_addr_port(&m->src));
+					sip_buf_adds(&b, ";rport=");
+					sip_buf_adds(&b, port);
+				} else {
+					sip_buf_adds(&b, ";");
+					sip_buf_add(&b, p, (size_t)(q - p));
+				}
+			}
+			p = semi ? semi + 1 : e;
+		}
+		if (rec && !m->via_received) {
+			sip_buf_adds(&b, ";received=");
+			sip_buf_adds(&b, ip);
+		}
+		sip_buf_add(&b, v + m->via1_len, *n - m->via1_len);
+	}
+	if (b.oom) {
+		sip_buf_free(&b);
+		return v;
+	}
+	m->top_via = b.p;
+	*n = b.len;
+	return m->top_via;
 }
 
 const char *sip_msg_tag(const osip_from_t *f)

@@ -9,9 +9,26 @@
 #include "sip_core.h"
 #include <osipparser2/osip_parser.h>
 
+/* one header line of the index built at parse time */
+struct sip_hdr {
+	const char *name;       /* in raw, or the long form of a compact name */
+	const char *v;          /* value in raw, trimmed (folded lines kept) */
+	uint32_t vlen;
+	uint16_t nlen;
+	uint8_t id;             /* SIP_H_* for the names the core reads */
+};
+
+/*
+ * Every message gets a light parse: the start line, a header index and
+ * the fields transactions and dialogs match on, as NUL-terminated copies.
+ * libosip2's full parse (hundreds of small allocations) is done at once
+ * only for requests that start something outside a dialog, where its
+ * stricter syntax checks decide between handling and 400; for anything
+ * else (ACK, in-dialog requests, responses) on first need (sip_msg_osip).
+ */
 struct sip_msg {
 	int refs;
-	osip_message_t *m;
+	osip_message_t *o;      /* libosip2's parse, or NULL until asked for */
 	char *raw;              /* NUL-terminated wire text */
 	size_t len;
 	size_t body_off;        /* offset of the body in raw */
@@ -19,8 +36,31 @@ struct sip_msg {
 	int proto;              /* transport it came in on (received messages) */
 	struct sip_addr src;    /* peer address (received messages) */
 	unsigned received : 1;
+	unsigned request : 1;
+	unsigned parsed : 1;    /* the light parse succeeded (fields below set) */
 	struct sip_tls_info *tls; /* peer certificate facts, TLS only */
-	char *call_id;          /* whole Call-ID (libosip2 splits it at '@') */
+	int status;             /* responses */
+	const char *method;     /* request method, or a response's CSeq method */
+	const char *uri;        /* Request-URI as received */
+	const char *version;    /* "SIP/2.0" */
+	const char *reason;     /* reason phrase of a response */
+	const char *call_id;
+	const char *cseq_method;
+	unsigned long cseq;
+	const char *from_tag, *to_tag;  /* NULL without a tag */
+	const char *branch;     /* top Via: branch, sent-by, received, rport */
+	const char *via_host, *via_port, *via_received, *via_rport;
+	size_t via1_len;        /* length of the top via-parm in the first Via value */
+	struct sip_hdr *hdrs;
+	int nhdrs;
+	char *top_via;          /* top Via stamped with received/rport (responses) */
+	void *block;            /* hdrs and the field copies, one allocation */
+};
+
+enum {
+	SIP_H_OTHER, SIP_H_VIA, SIP_H_FROM, SIP_H_TO, SIP_H_CALL_ID, SIP_H_CSEQ, SIP_H_CONTACT,
+	SIP_H_CONTENT_LENGTH, SIP_H_CONTENT_TYPE, SIP_H_RECORD_ROUTE, SIP_H_ROUTE,
+	SIP_H_MAX_FORWARDS, SIP_H_EXPIRES, SIP_H_REQUIRE, SIP_H_ACCEPT,
 };
 
 /* parse wire bytes; on failure *why names the reason. -EPROTO: parsed
@@ -50,6 +90,9 @@ const char *sip_msg_limits(const char *buf, size_t len, size_t max_headers, size
 /* the raw text has what a response needs: Via, From, To, Call-ID, CSeq */
 int sip_msg_answerable(const struct sip_msg *m);
 const char *sip_msg_tag(const osip_from_t *f);
+/* the top Via value with received/rport stamped in (18.2.1, RFC 3581):
+ * cached in the message; falls back to the value as received */
+const char *sip_msg_top_via(struct sip_msg *m, size_t *n);
 
 /* header name -> long form for compact names, NULL otherwise */
 const char *sip_header_long_name(const char *name, size_t n);

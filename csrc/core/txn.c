@@ -288,30 +288,41 @@ static int is_rfc3261_branch(const char *b)
 	return b && !strncmp(b, "z9hG4bK", 7);
 }
 
+/* key pieces joined without printf: this runs for every message */
+static size_t key_join(char *buf, size_t n, const char *const *parts, size_t np)
+{
+	size_t i, w = 0;
+
+	for (i = 0; i < np; i++) {
+		const char *s = parts[i] ? parts[i] : "";
+		size_t l = strlen(s);
+		if (w + l >= n)
+			return n;
+		memcpy(buf + w, s, l);
+		w += l;
+	}
+	buf[w] = '\0';
+	return w;
+}
+
 int sip_txn_server_key(struct sip_msg *req, const char *method, char *buf, size_t n)
 {
-	osip_message_t *m = req->m;
-	const char *branch = sip_msg_branch(req);
-	osip_via_t *via = osip_list_get(&m->vias, 0);
-	int w;
+	const char *branch = req->branch;
+	char cseq[24];
 
 	if (!strcmp(method, "ACK"))
 		method = "INVITE";
 	if (is_rfc3261_branch(branch)) {
-		w = snprintf(buf, n, "s%s;%s:%s;%s", branch, via->host ? via->host : "",
-		             via->port ? via->port : "", method);
+		const char *p[] = { "s", branch, ";", req->via_host, ":", req->via_port, ";", method };
+		return key_join(buf, n, p, 8) >= n ? -ENAMETOOLONG : 0;
 	} else {
 		/* RFC 2543 peers: Request-URI, From tag, Call-ID, CSeq number
 		 * and top Via identify the transaction (17.2.3) */
-		char *uri = NULL;
-		const char *ftag = sip_msg_tag(m->from);
-		osip_uri_to_str(m->req_uri, &uri);
-		w = snprintf(buf, n, "S%s;%s;%s;%s;%s:%s;%s", uri ? uri : "", ftag ? ftag : "",
-		             req->call_id, m->cseq->number, via->host ? via->host : "",
-		             via->port ? via->port : "", method);
-		osip_free(uri);
+		const char *p[] = { "S", req->uri, ";", req->from_tag, ";", req->call_id, ";", cseq, ";",
+		                    req->via_host, ":", req->via_port, ";", method };
+		snprintf(cseq, sizeof cseq, "%lu", req->cseq);
+		return key_join(buf, n, p, 14) >= n ? -ENAMETOOLONG : 0;
 	}
-	return (w < 0 || (size_t)w >= n) ? -ENAMETOOLONG : 0;
 }
 
 struct sip_txn *sip_txn_find_key(struct sip_ua *ua, const char *key)
@@ -333,10 +344,11 @@ struct sip_txn *sip_txn_match_client(struct sip_ua *ua, struct sip_msg *res)
 	char key[300];
 	const char *branch = sip_msg_branch(res);
 	const char *method = sip_msg_method(res);
+	const char *p[] = { "c", branch, ";", method };
 
 	if (!branch || !method)
 		return NULL;
-	if (snprintf(key, sizeof key, "c%s;%s", branch, method) >= (int)sizeof key)
+	if (key_join(key, sizeof key, p, 4) >= sizeof key)
 		return NULL;
 	return sip_txn_find_key(ua, key);
 }
@@ -373,17 +385,15 @@ int sip_txn_new_server(struct sip_ua *ua, struct sip_msg *req, int proto, struct
 {
 	char key[512];
 	struct sip_txn *t;
-	osip_via_t *via = osip_list_get(&req->m->vias, 0);
-	osip_generic_param_t *rport = NULL;
-	int is_invite = !strcmp(req->m->sip_method, "INVITE");
+	int is_invite = !strcmp(req->method, "INVITE");
 
-	if (sip_txn_server_key(req, req->m->sip_method, key, sizeof key))
+	if (sip_txn_server_key(req, req->method, key, sizeof key))
 		return -ENAMETOOLONG;
 	t = txn_alloc(ua, is_invite ? TXN_IST : TXN_NIST, key);
 	if (!t)
 		return -ENOMEM;
 	t->req = sip_msg_ref(req);
-	t->cseq = (unsigned)strtoul(req->m->cseq->number, NULL, 10);
+	t->cseq = (unsigned)req->cseq;
 	t->proto = proto;
 	t->lst = l;
 	t->state = is_invite ? TS_PROCEEDING : TS_TRYING;
@@ -392,9 +402,8 @@ int sip_txn_new_server(struct sip_ua *ua, struct sip_msg *req, int proto, struct
 	/* 18.2.2: responses go to the source address; the port is the
 	 * source port with rport, else the sent-by port */
 	t->dst = req->src;
-	osip_via_param_get_byname(via, "rport", &rport);
-	if (!rport && proto == SIP_UDP)
-		sip_addr_set_port(&t->dst, via->port ? atoi(via->port) : 5060);
+	if (!req->via_rport && proto == SIP_UDP)
+		sip_addr_set_port(&t->dst, req->via_port ? atoi(req->via_port) : 5060);
 	/* our To tag is drawn when a response first needs it */
 	*out = t;
 	return 0;
@@ -502,11 +511,12 @@ int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_
 	char key[300];
 	const char *branch = sip_msg_branch(req);
 	const char *method = sip_msg_method(req);
+	const char *p[] = { "c", branch, ";", method };
 	struct sip_txn *t;
 	int rc;
 
 	*out = NULL;
-	snprintf(key, sizeof key, "c%s;%s", branch ? branch : "", method);
+	key_join(key, sizeof key, p, 4);
 	t = txn_alloc(ua, !strcmp(method, "INVITE") ? TXN_ICT : TXN_NICT, key);
 	if (!t) {
 		free(text);
@@ -514,7 +524,7 @@ int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_
 		return -ENOMEM;
 	}
 	t->req = req;
-	t->cseq = (unsigned)strtoul(req->m->cseq->number, NULL, 10);
+	t->cseq = (unsigned)req->cseq;
 	t->out = text;
 	t->outlen = len;
 	t->proto = proto;
@@ -552,12 +562,8 @@ static int invite_sibling(struct sip_buf *b, struct sip_msg *rq, const char *met
 	const char *v;
 	size_t n, k;
 	int i;
-	char *uri = NULL;
-
 	sip_buf_init(b, 512);
-	osip_uri_to_str(rq->m->req_uri, &uri);
-	sip_buf_printf(b, "%s %s SIP/2.0\r\n", method, uri ? uri : "");
-	osip_free(uri);
+	sip_buf_printf(b, "%s %s SIP/2.0\r\n", method, rq->uri);
 	if ((v = sip_msg_header(rq, "Via", 0, &n))) {
 		/* only the top Via value of a possibly comma-joined line */
 		const char *comma = memchr(v, ',', n);
@@ -568,8 +574,8 @@ static int invite_sibling(struct sip_buf *b, struct sip_msg *rq, const char *met
 			sip_buf_header(b, copied[k], v, n);
 	if ((v = sip_msg_header(to, "To", 0, &n)))
 		sip_buf_header(b, "To", v, n);
-	sip_buf_printf(b, "Call-ID: %s\r\nCSeq: %s %s\r\nContent-Length: 0\r\n\r\n",
-	               rq->call_id, rq->m->cseq->number, method);
+	sip_buf_printf(b, "Call-ID: %s\r\nCSeq: %lu %s\r\nContent-Length: 0\r\n\r\n",
+	               rq->call_id, rq->cseq, method);
 	if (b->oom) {
 		sip_buf_free(b);
 		return -ENOMEM;

@@ -289,7 +289,6 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 	const char *v;
 	size_t n;
 	int i;
-	osip_via_t *via;
 
 	sip_buf_init(&b, 512 + r->body_len);
 	sip_buf_adds(&b, "SIP/2.0 ");
@@ -297,19 +296,16 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 	sip_buf_adds(&b, " ");
 	sip_buf_adds(&b, r->reason ? r->reason : sip_reason_phrase(r->status));
 	sip_buf_adds(&b, "\r\n");
-	for (i = 0; (via = osip_list_get(&req->m->vias, i)); i++) {
-		char *s = NULL;
-		if (osip_via_to_str(via, &s) == 0) {
-			sip_buf_header(&b, "Via", s, strlen(s));
-			osip_free(s);
-		}
-	}
+	if ((v = sip_msg_top_via(req, &n)))
+		sip_buf_header(&b, "Via", v, n);
+	for (i = 1; (v = sip_msg_header(req, "Via", i, &n)); i++)
+		sip_buf_header(&b, "Via", v, n);
 	if ((v = sip_msg_header(req, "From", 0, &n)))
 		sip_buf_header(&b, "From", v, n);
 	if ((v = sip_msg_header(req, "To", 0, &n))) {
 		sip_buf_adds(&b, "To: ");
 		sip_buf_add(&b, v, n);
-		if (to_tag && to_tag[0] && r->status > 100 && !sip_msg_tag(req->m->to)) {
+		if (to_tag && to_tag[0] && r->status > 100 && !req->to_tag) {
 			sip_buf_adds(&b, ";tag=");
 			sip_buf_adds(&b, to_tag);
 		}
@@ -317,9 +313,9 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 	}
 	/* 12.1.1: a response that may establish a dialog carries the
 	 * request's Record-Route, in order */
-	if (r->status > 100 && r->status < 300 && MSG_IS_REQUEST(req->m) &&
-	    (!strcmp(req->m->sip_method, "INVITE") || !strcmp(req->m->sip_method, "SUBSCRIBE") ||
-	     !strcmp(req->m->sip_method, "REFER"))) {
+	if (r->status > 100 && r->status < 300 && req->request &&
+	    (!strcmp(req->method, "INVITE") || !strcmp(req->method, "SUBSCRIBE") ||
+	     !strcmp(req->method, "REFER"))) {
 		for (i = 0; (v = sip_msg_header(req, "Record-Route", i, &n)); i++)
 			sip_buf_header(&b, "Record-Route", v, n);
 	}
@@ -363,7 +359,7 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 	if (r->headers)
 		sip_buf_adds(&h, r->headers);
 	/* a 2xx to OPTIONS says what we allow, whoever wrote the reply */
-	if (r->status >= 200 && r->status < 300 && !strcmp(st->req->m->sip_method, "OPTIONS") &&
+	if (r->status >= 200 && r->status < 300 && !strcmp(st->req->method, "OPTIONS") &&
 	    !(r->headers && strcasestr(r->headers, "Allow:"))) {
 		char allow[256];
 		sip_buf_printf(&h, "Allow: %s\r\n", allow_list(st->ua, allow, sizeof allow));
@@ -380,7 +376,7 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 		sip_buf_printf(&h, "Contact: %s\r\n", contact);
 	}
 	rr.headers = h.oom ? r->headers : h.p;
-	if (!st->to_tag[0] && r->status > 100 && !sip_msg_tag(st->req->m->to))
+	if (!st->to_tag[0] && r->status > 100 && !st->req->to_tag)
 		sip_env_token(st->ua->env, st->to_tag, 12);
 	rc = build_response(st->ua, st->req, st->to_tag, &rr, &text, &len);
 	sip_buf_free(&h);
@@ -458,64 +454,18 @@ static void default_answer(struct sip_ua *ua, struct sip_txn *st, const char *me
  * read from the header text, which is enough to find the transaction. */
 void sip_ua_icmp_error(struct sip_ua *ua, const char *buf, size_t len, const char *why)
 {
-	struct sip_msg m;
-	char text[2048], key[300], branch[128], method[32];
-	const char *v, *b, *sp;
-	size_t n, i;
-	struct sip_txn *t;
+	struct sip_msg *m = NULL;
+	struct sip_txn *t = NULL;
+	const char *err;
 
-	if (len >= sizeof text)
-		len = sizeof text - 1;
-	memcpy(text, buf, len);
-	text[len] = '\0';
-	memset(&m, 0, sizeof m);
-	m.raw = text;
-	m.len = len;
-	sp = memchr(text, ' ', len);
-	if (!sp || !strncmp(text, "SIP/", 4))
-		return;                 /* only our requests matter */
-	v = sip_msg_header(&m, "Via", 0, &n);
-	b = v ? strstr(v, "branch=") : NULL;
-	if (!b || b >= v + n)
-		return;
-	b += 7;
-	for (i = 0; i + 1 < sizeof branch && b + i < v + n && b[i] != ';' && b[i] != ',' &&
-	     b[i] != ' ' && b[i] != '\r'; i++)
-		branch[i] = b[i];
-	branch[i] = '\0';
-	v = sip_msg_header(&m, "CSeq", 0, &n);
-	if (!v || sscanf(v, "%*u %31[A-Za-z]", method) != 1)
-		return;
-	snprintf(key, sizeof key, "c%s;%s", branch, method);
-	t = sip_txn_find_key(ua, key);
+	/* the datagram may come back cut short: the branch and the CSeq
+	 * method are all it takes, whatever else is missing */
+	sip_msg_parse(buf, len, &m, &err);
+	if (m && m->request && m->branch && m->method)
+		t = sip_txn_match_client(ua, m);
+	sip_msg_unref(m);
 	if (t)
 		sip_txn_transport_error(t, why);
-}
-
-/* 18.2.1: received when the sent-by host is not the source address,
- * rport filled in when the client asked for it (RFC 3581) */
-static void stamp_via(struct sip_msg *req)
-{
-	osip_via_t *via = osip_list_get(&req->m->vias, 0);
-	osip_generic_param_t *rport = NULL;
-	char ip[INET6_ADDRSTRLEN], port[8];
-
-	sip_addr_host(&req->src, ip, sizeof ip);
-	if (!via->host || strcmp(via->host, ip)) {
-		osip_generic_param_t *rec = NULL;
-		osip_via_param_get_byname(via, "received", &rec);
-		if (rec) {
-			osip_free(rec->gvalue);
-			rec->gvalue = osip_strdup(ip);
-		} else {
-			osip_via_set_received(via, osip_strdup(ip));
-		}
-	}
-	osip_via_param_get_byname(via, "rport", &rport);
-	if (rport && !rport->gvalue) {
-		snprintf(port, sizeof port, "%d", sip_addr_port(&req->src));
-		rport->gvalue = osip_strdup(port);
-	}
 }
 
 /* 1 when a media type list (Accept) takes application/sdp */
@@ -535,27 +485,27 @@ static int accepts_sdp(const char *v, size_t n)
  * and for INVITE the body type (415) and Accept (406). 1 when answered. */
 static int uas_checks(struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req)
 {
-	const char *scheme = req->m->req_uri->scheme, *v;
+	const char *v;
 	struct sip_reply r = { 0 };
 	char hdr[600];
 	size_t n;
 
 	(void)ua;
-	if (!scheme || (strcasecmp(scheme, "sip") && strcasecmp(scheme, "sips") &&
-	                strcasecmp(scheme, "tel"))) {
+	if (strncasecmp(req->uri, "sip:", 4) && strncasecmp(req->uri, "sips:", 5) &&
+	    strncasecmp(req->uri, "tel:", 4)) {
 		r.status = 416;
 	} else if ((v = sip_msg_header(req, "Require", 0, &n)) && n > 0) {
 		/* no extension is supported: every option required is unknown */
 		r.status = 420;
 		snprintf(hdr, sizeof hdr, "Unsupported: %.*s\r\n", (int)(n < 500 ? n : 500), v);
 		r.headers = hdr;
-	} else if (!strcmp(req->m->sip_method, "INVITE") && req->body_len &&
+	} else if (!strcmp(req->method, "INVITE") && req->body_len &&
 	           (v = sip_msg_header(req, "Content-Type", 0, &n)) &&
 	           !(n >= 15 && !strncasecmp(v, "application/sdp", 15)) &&
 	           !(n >= 10 && !strncasecmp(v, "multipart/", 10))) {
 		r.status = 415;
 		r.headers = "Accept: application/sdp\r\n";
-	} else if (!strcmp(req->m->sip_method, "INVITE") &&
+	} else if (!strcmp(req->method, "INVITE") &&
 	           (v = sip_msg_header(req, "Accept", 0, &n)) && n > 0 && !accepts_sdp(v, n)) {
 		r.status = 406;
 	} else {
@@ -568,17 +518,16 @@ static int uas_checks(struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req
 static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
                             struct sip_listener *l, struct sip_conn *c)
 {
-	const char *method = req->m->sip_method;
+	const char *method = req->method;
 	struct sip_txn *st;
 	int rc;
 
-	if (strcmp(req->m->sip_version ? req->m->sip_version : "", "SIP/2.0")) {
+	if (strcmp(req->version, "SIP/2.0")) {
 		struct sip_reply r = { .status = 505 };
 		sip_ua_drop(ua, &req->src, "unsupported SIP version");
 		reply_stateless(ua, req, proto, l, c, &r);
 		return;
 	}
-	stamp_via(req);
 	st = sip_txn_match_server(ua, req, method);
 	if (!strcmp(method, "ACK")) {
 		struct sip_dialog *d;
@@ -609,7 +558,7 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		return;
 	if (strcmp(method, "CANCEL") && uas_checks(ua, st, req))
 		return;
-	if (sip_msg_tag(req->m->to) && strcmp(method, "CANCEL")) {
+	if (req->to_tag && strcmp(method, "CANCEL")) {
 		/* a To tag: a request within a dialog (12.2.2) */
 		struct sip_dialog *d = sip_dialog_match(ua, req);
 		if (d) {
@@ -758,17 +707,16 @@ void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct
 	if (rc) {
 		/* parsed but broken: a request gets 400 naming the fault when
 		 * it can be answered at all, a response is dropped */
-		if (MSG_IS_REQUEST(m->m) && osip_list_size(&m->m->vias) > 0 &&
-		    strcmp(m->m->sip_method ? m->m->sip_method : "", "ACK")) {
+		size_t vn;
+		if (m->request && sip_msg_header(m, "Via", 0, &vn) && strcmp(m->method, "ACK")) {
 			struct sip_reply r = { .status = 400, .reason = why };
-			stamp_via(m);
 			reply_stateless(ua, m, proto, l, c, &r);
 		}
 		sip_ua_drop(ua, src, why);
 		sip_msg_unref(m);
 		return;
 	}
-	if (MSG_IS_REQUEST(m->m)) {
+	if (m->request) {
 		receive_request(ua, m, proto, l, c);
 	} else {
 		struct sip_txn *ct = sip_txn_match_client(ua, m);
@@ -861,8 +809,7 @@ static void local_host(struct sip_listener *l, const struct sip_addr *dst, char 
 
 int sip_msg_sips(const struct sip_msg *m)
 {
-	return m && m->m && m->m->req_uri && m->m->req_uri->scheme &&
-	       !strcasecmp(m->m->req_uri->scheme, "sips");
+	return m && m->parsed && m->request && !strncasecmp(m->uri, "sips:", 5);
 }
 
 void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, int sips,

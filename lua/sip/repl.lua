@@ -34,6 +34,10 @@ local known_fields = {
     "from_uri", "is_request", "method", "reason", "source", "status", "tls", "to", "to_tag",
     "to_uri", "transport", "uri", "via",
   },
+  ["sip.Call"] = {
+    "call_id", "from", "invite", "local", "local_tag", "remote", "remote_sdp", "remote_sdp_text",
+    "remote_tag", "remote_target", "routes", "to", "uas",
+  },
 }
 
 ---------------------------------------------------------------------------
@@ -154,12 +158,10 @@ local function names_of(obj, colon)
     add_keys(names, idx, colon)
     mt = getmetatable(idx)
   end
-  if t == "userdata" and not colon then
+  if (t == "userdata" or t == "table") and not colon then
+    -- fields computed by the C side (call.remote_tag, msg.method ...)
     local fields = type(objmt) == "table" and known_fields[rawget(objmt, "__name")]
     for _, f in ipairs(fields or {}) do names[f] = true end
-    -- fields the Lua side keeps in the object's user value (call.state ...)
-    local ok, uv = pcall(debug.getuservalue, obj, 1)
-    if ok and type(uv) == "table" then add_keys(names, uv, false) end
   end
   return names
 end
@@ -235,7 +237,7 @@ local function cancel_calls(co, CallMT)
     for i = 1, 250 do
       local name, v = debug.getlocal(co, level, i)
       if not name then break end
-      if type(v) == "userdata" and getmetatable(v) == CallMT then
+      if type(v) == "table" and getmetatable(v) == CallMT then
         local ok, state, uas = pcall(function() return v.state, v.uas end)
         if ok and state == "calling" and not uas then pcall(v.hangup, v) end
       end
