@@ -8,6 +8,8 @@
  */
 #include "msg.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,9 +36,15 @@ static void touch(const char *p, size_t n)
 		sink += (unsigned char)p[i];
 }
 
+static void touch_s(const char *s)
+{
+	if (s)
+		touch(s, strlen(s));
+}
+
 static void check_msg(struct sip_msg *m)
 {
-	osip_message_t *o = m->m;
+	osip_message_t *o;
 	osip_via_t *via;
 	osip_record_route_t *rr;
 	size_t i, n;
@@ -63,6 +71,24 @@ static void check_msg(struct sip_msg *m)
 			touch(s, strlen(s));
 	}
 	sink += (unsigned)sip_msg_status(m);
+	if (m->parsed) {
+		/* the light parse's fields, and the top Via stamped as for a
+		 * response to a request from 192.0.2.1:5062 */
+		const char *const f[] = { m->method, m->uri, m->version, m->reason, m->call_id,
+		                          m->cseq_method, m->from_tag, m->to_tag, m->branch,
+		                          m->via_host, m->via_port, m->via_received, m->via_rport };
+		struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons(5062) };
+		const char *tv;
+		sin.sin_addr.s_addr = htonl(0xc0000201);
+		for (i = 0; i < sizeof f / sizeof f[0]; i++)
+			touch_s(f[i]);
+		memcpy(&m->src.ss, &sin, sizeof sin);
+		m->src.len = sizeof sin;
+		m->received = 1;
+		if ((tv = sip_msg_top_via(m, &n)))
+			touch(tv, n);
+	}
+	o = sip_msg_osip(m);
 	if (o) {
 		const char *b = sip_msg_branch(m), *t;
 		if (b)

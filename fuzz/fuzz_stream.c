@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,9 +155,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    sip_addr_parse_listen(spec, &proto, &a))
 		abort();
 	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&a.ss, a.len) < 0) {
-		perror("fuzz_stream: connect");
+	if (fd < 0)
 		abort();
+	if (connect(fd, (struct sockaddr *)&a.ss, a.len) < 0) {
+		/* libFuzzer's timer signal may interrupt it: the connection
+		 * completes anyway, wait until it is writable */
+		struct pollfd pf = { .fd = fd, .events = POLLOUT };
+		int r = -1;
+		if (errno == EINTR) {
+			do
+				r = poll(&pf, 1, 2000);
+			while (r < 0 && errno == EINTR);
+		}
+		if (r != 1) {
+			perror("fuzz_stream: connect");
+			abort();
+		}
 	}
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 	ev_run(env.loop, EVRUN_NOWAIT);         /* accept */

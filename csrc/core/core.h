@@ -83,6 +83,8 @@ struct sip_txn {
 	struct sip_dialog *dlg;         /* INVITE txns a dialog watches */
 	unsigned cancel_pending : 1;    /* ICT: CANCEL once a 1xx arrives */
 	unsigned cancelled : 1;
+	struct sip_txn *tnext, *tprev;  /* IST: ua->trying, a 100 still owed */
+	unsigned trying : 1;
 };
 
 struct sip_ua {
@@ -94,6 +96,10 @@ struct sip_ua {
 	struct sip_conn *conn_list;
 	size_t nconns, nclient, nserver;
 	struct sip_htab dialogs;
+	/* INVITE transactions owed a 100 Trying: sent when the loop is
+	 * about to wait, unless the TU answered first (17.2.1) */
+	struct sip_txn *trying;
+	ev_prepare trying_w;
 	sip_request_cb on_request;
 	void *tu_arg;
 	char **served;
@@ -160,6 +166,10 @@ struct sip_conn *sip_conn_find(struct sip_ua *ua, int proto, const struct sip_ad
 
 /* txn.c, called by ua.c */
 int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len);
+/* a 100 Trying owed for an INVITE: sent before the loop next waits
+ * unless a response goes first (ua.c) */
+void sip_txn_trying_owed(struct sip_txn *st);
+void sip_txn_trying_done(struct sip_txn *st);
 /* IST in Accepted: the dialog saw the ACK, stop retransmitting the 2xx */
 void sip_txn_ack_seen(struct sip_txn *st);
 struct sip_txn *sip_txn_find_key(struct sip_ua *ua, const char *key);

@@ -65,40 +65,29 @@ static char *dup_hdr(struct sip_msg *m, const char *name)
 	return v ? dup_n(v, n) : strdup("");
 }
 
-static char *url_str(osip_uri_t *u)
-{
-	char *s = NULL, *r;
-
-	if (!u || osip_uri_to_str(u, &s))
-		return NULL;
-	r = strdup(s);
-	osip_free(s);
-	return r;
-}
+/* a longer route set is refused rather than cut short */
+#define SIP_MAX_ROUTES 64
 
 /* Route set from Record-Route values: request order for the UAS,
  * reversed for the UAC (12.1.1, 12.1.2) */
-static int set_routes(struct sip_dialog *d, osip_message_t *m, int reverse)
+static int set_routes(struct sip_dialog *d, struct sip_msg *m, int reverse)
 {
-	int i, n = osip_list_size(&m->record_routes);
+	struct sip_nameaddr rr[SIP_MAX_ROUTES + 1];
+	int i, n = sip_msg_nameaddrs(m, "Record-Route", rr, SIP_MAX_ROUTES + 1);
 	struct sip_buf b;
 
+	if (n < 0 || n > SIP_MAX_ROUTES)
+		return -EINVAL;
 	sip_buf_init(&b, 128);
 	for (i = 0; i < n; i++) {
-		osip_record_route_t *rr = osip_list_get(&m->record_routes, reverse ? n - 1 - i : i);
-		char *s = NULL;
-		if (!rr || osip_record_route_to_str(rr, &s))
-			continue;
+		const struct sip_nameaddr *r = &rr[reverse ? n - 1 - i : i];
 		if (i == 0) {
-			osip_uri_param_t *lr = NULL;
-			d->first_route = url_str(rr->url);
-			osip_uri_uparam_get_byname(rr->url, "lr", &lr);
-			d->strict = lr == NULL;
+			d->first_route = dup_n(r->uri, r->un);
+			d->strict = !sip_uri_has_lr(r->uri, r->un);
 		}
 		/* with a strict first hop it becomes the Request-URI instead */
 		if (!(i == 0 && d->strict))
-			sip_buf_printf(&b, "Route: %s\r\n", s);
-		osip_free(s);
+			sip_buf_header(&b, "Route", r->v, r->n);
 	}
 	if (b.oom) {
 		sip_buf_free(&b);
@@ -108,14 +97,15 @@ static int set_routes(struct sip_dialog *d, osip_message_t *m, int reverse)
 	return 0;
 }
 
-static int contact_target(struct sip_dialog *d, osip_message_t *m)
+/* the remote target: the URI of the first Contact */
+static int contact_target(struct sip_dialog *d, struct sip_msg *m)
 {
-	osip_contact_t *c = osip_list_get(&m->contacts, 0);
+	struct sip_nameaddr c;
 	char *t;
 
-	if (!c || !c->url)
+	if (sip_msg_nameaddrs(m, "Contact", &c, 1) != 1)
 		return -ENOENT;
-	t = url_str(c->url);
+	t = dup_n(c.uri, c.un);
 	if (!t)
 		return -ENOMEM;
 	free(d->remote_target);
@@ -145,16 +135,12 @@ static const char *nz(const char *s)
 int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 {
 	struct sip_dialog *d = calloc(1, sizeof *d);
-	osip_message_t *m = sip_msg_osip(ist->req);
+	struct sip_msg *m = ist->req;
 	struct sip_buf b;
 
 	*out = NULL;
 	if (!d)
 		return -ENOMEM;
-	if (!m) {
-		free(d);
-		return -EINVAL;
-	}
 	if (!ist->to_tag[0])
 		sip_env_token(ist->ua->env, ist->to_tag, 12);
 	d->ua = ist->ua;
@@ -192,8 +178,7 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dialog **out)
 {
 	struct sip_dialog *d;
-	/* the request may be kept as text only (a later fork of a call) */
-	osip_message_t *rq = ict->req ? sip_msg_osip(ict->req) : NULL;
+	struct sip_msg *rq = ict->req;
 
 	*out = NULL;
 	if (!rq)
@@ -207,11 +192,11 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 	d->proto = ict->proto;
 	d->peer = ict->dst;
 	d->call_id = strdup(ict->req->call_id);
-	d->local_tag = strdup(nz(sip_msg_tag(rq->from)));
+	d->local_tag = strdup(nz(rq->from_tag));
 	d->remote_tag = strdup(nz(res->to_tag));
 	d->local_uri = dup_hdr(ict->req, "From");
 	d->remote_uri = dup_hdr(res, "To");
-	d->local_cseq = (unsigned)strtoul(rq->cseq->number, NULL, 10);
+	d->local_cseq = (unsigned)rq->cseq;
 	{
 		size_t n;
 		const char *c = sip_msg_header(ict->req, "Contact", 0, &n);
@@ -224,13 +209,13 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 		}
 	}
 	if (!d->call_id || !d->local_tag || !d->remote_tag || !d->remote_uri || !d->local_uri ||
-	    !sip_msg_osip(res) || set_routes(d, res->o, 1) || dialog_insert(d)) {
+	    set_routes(d, res, 1) || dialog_insert(d)) {
 		sip_dialog_free(d);
 		return -EINVAL;
 	}
-	if (contact_target(d, res->o)) {
+	if (contact_target(d, res)) {
 		/* no Contact in the 2xx: fall back to the Request-URI */
-		d->remote_target = url_str(rq->req_uri);
+		d->remote_target = strdup(rq->uri);
 		if (!d->remote_target) {
 			sip_dialog_free(d);
 			return -EINVAL;
@@ -389,8 +374,7 @@ static void reinvite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, cons
 	void *cbarg = d->ri_arg;
 
 	if (res && sip_msg_status(res) >= 200 && sip_msg_status(res) < 300) {
-		if (sip_msg_osip(res))
-			contact_target(d, res->o);      /* target refresh (12.2.1.2) */
+		contact_target(d, res);         /* target refresh (12.2.1.2) */
 		sip_dialog_ack(d, res, NULL, 0, NULL);
 	}
 	if (!res || sip_msg_status(res) >= 200) {
@@ -530,11 +514,9 @@ void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg
 		}
 		d->reinvite_st = st;
 		st->dlg = d;
-		if (sip_msg_osip(req))
-			contact_target(d, req->o);
+		contact_target(d, req);
 	} else if (!strcmp(method, "UPDATE")) {
-		if (sip_msg_osip(req))
-			contact_target(d, req->o);
+		contact_target(d, req);
 	}
 	if (d->cb)
 		d->cb(d->cb_arg, d, SIP_DLG_REQUEST, st, req);

@@ -1,6 +1,6 @@
 /*
- * msg.c - parsing (a light parse of our own, libosip2 when a message needs
- * its full syntax) and in-place header access for SIP messages.
+ * msg.c - parsing (a light parse of our own; libosip2's full parse on
+ * demand) and in-place header access for SIP messages.
  */
 #define _GNU_SOURCE
 #include "msg.h"
@@ -321,6 +321,74 @@ static int parse_via(const char *v, size_t n, struct span *host, struct span *po
 	return 0;
 }
 
+/* a URI as one word with a scheme (RFC 3986: ALPHA *( ALPHA / DIGIT /
+ * "+" / "-" / ".") ":"), nothing that would end it (space, <, >) */
+static int uri_ok(const char *u, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && (isalpha((unsigned char)u[i]) ||
+	       (i > 0 && (isdigit((unsigned char)u[i]) || u[i] == '+' || u[i] == '-' || u[i] == '.'))))
+		i++;
+	if (i == 0 || i >= n || u[i] != ':')
+		return 0;
+	for (i = 0; i < n; i++)
+		if (is_ws(u[i]) || u[i] == '<' || u[i] == '>' || u[i] == '\0')
+			return 0;
+	return 1;
+}
+
+/* The URI of a name-addr or addr-spec (20.10, 25.1): [display-name]
+ * <URI> params, or URI params. 0 when the value does not read that way
+ * (an unbalanced quote, a display name that is not tokens, a URI with
+ * spaces), else where it ends (the end, or a ',' before the next value);
+ * the URI's span in *u. */
+static const char *addr_uri(const char *v, size_t n, struct span *u)
+{
+	const char *p = v, *e = v + n, *q;
+
+	p = skip_ws(p, e);
+	if (p < e && *p == '"') {
+		for (p++; p < e && *p != '"'; p++)
+			if (*p == '\\' && p + 1 < e)
+				p++;
+		if (p >= e)
+			return NULL;
+		p = skip_ws(p + 1, e);
+		if (p >= e || *p != '<')
+			return NULL;
+	} else {
+		for (q = p; q < e && *q != '<' && *q != ';'; q++)
+			;
+		if (q < e && *q == '<') {
+			for (; p < q; p++)
+				if (!is_token(*p) && !is_ws(*p))
+					return NULL;
+		} else {
+			/* an addr-spec: its parameters are the header's */
+			for (q = p; q < e && *q != ';' && !is_ws(*q); q++)
+				;
+			u->p = p;
+			u->n = (size_t)(q - p);
+			if (!uri_ok(u->p, u->n))
+				return NULL;
+			p = q;
+			goto params;
+		}
+	}
+	q = memchr(p, '>', (size_t)(e - p));
+	if (!q)
+		return NULL;
+	u->p = p + 1;
+	u->n = (size_t)(q - p - 1);
+	if (!uri_ok(u->p, u->n))
+		return NULL;
+	p = q + 1;
+params:
+	p = skip_ws(scan_params(p, e, NULL, NULL, 0), e);
+	return p == e || *p == ',' ? p : NULL;
+}
+
 /* "INVITE sip:x SIP/2.0" or "SIP/2.0 200 OK" */
 static int parse_start(struct sip_msg *m, struct span *method, struct span *uri,
                        struct span *version, struct span *reason)
@@ -361,19 +429,7 @@ static int parse_start(struct sip_msg *m, struct span *method, struct span *uri,
 	uri->n = (size_t)(lsp - sp - 1);
 	version->p = lsp + 1;
 	version->n = (size_t)(e - lsp - 1);
-	/* a URI is one word with a scheme (RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / ".")) */
-	{
-		size_t i = 0;
-		while (i < uri->n && (isalpha((unsigned char)uri->p[i]) ||
-		       (i > 0 && (isdigit((unsigned char)uri->p[i]) || strchr("+-.", uri->p[i])))))
-			i++;
-		if (i == 0 || i >= uri->n || uri->p[i] != ':')
-			return -1;
-		for (i = 0; i < uri->n; i++)
-			if (is_ws(uri->p[i]) || uri->p[i] == '<' || uri->p[i] == '>')
-				return -1;
-	}
-	return version->n ? 0 : -1;
+	return uri_ok(uri->p, uri->n) && version->n ? 0 : -1;
 }
 
 /* the one header of that id, or NULL with *dup set when there are more */
@@ -464,8 +520,6 @@ static int light_parse(struct sip_msg *m, const char **why)
 				vhost.p = NULL;
 			break;
 		}
-	if (!m->request)
-		method = cmeth;
 
 	/* the fields, NUL-terminated, after the index */
 	s = (char *)(m->hdrs + nlines);
@@ -480,11 +534,23 @@ static int light_parse(struct sip_msg *m, const char **why)
 		s += all[i]->n + 1;
 		strs += all[i]->n + 1;
 	}
+	if (!m->request)
+		m->method = m->cseq_method;     /* spans copied once: they fit */
 	if (rc)
 		return rc;
 	if (!m->call_id) { *why = "missing Call-ID"; return -EPROTO; }
-	if (!single(m, SIP_H_FROM, &dup)) { *why = "missing or bad From"; return -EPROTO; }
-	if (!single(m, SIP_H_TO, &dup)) { *why = "missing or bad To"; return -EPROTO; }
+	{
+		struct span u;
+		const struct sip_hdr *f = single(m, SIP_H_FROM, &dup), *t = single(m, SIP_H_TO, &dup);
+		if (!f || addr_uri(f->v, f->vlen, &u) != f->v + f->vlen) {
+			*why = "missing or bad From";
+			return -EPROTO;
+		}
+		if (!t || addr_uri(t->v, t->vlen, &u) != t->v + t->vlen) {
+			*why = "missing or bad To";
+			return -EPROTO;
+		}
+	}
 	if (!m->cseq_method) { *why = "missing or bad CSeq"; return -EPROTO; }
 	if (dup) { *why = "more than one From, To, Call-ID or CSeq"; return -EPROTO; }
 	if (!m->via_host) { *why = "missing or bad Via"; return -EPROTO; }
@@ -567,7 +633,7 @@ static int full_parse(struct sip_msg *m)
 	return 0;
 }
 
-static int msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why, int own)
+int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why)
 {
 	struct sip_msg *m;
 	size_t off;
@@ -600,21 +666,6 @@ static int msg_parse(const char *buf, size_t len, struct sip_msg **out, const ch
 		*out = m;
 		return -EINVAL;
 	}
-	/* a request that starts a transaction outside a dialog goes through
-	 * libosip2's stricter syntax checks before anything acts on it */
-	if (!own && m->request && !m->to_tag && !(m->method && !strcmp(m->method, "ACK")) &&
-	    (full_parse(m) || (!rc && (!m->o->from || !m->o->from->url || !m->o->to || !m->o->to->url ||
-	                               !m->o->req_uri)))) {
-		if (!m->o) {
-			*why = "unparsable message";
-			*out = m;
-			return -EINVAL;
-		}
-		*why = !m->o->req_uri ? "bad request line" :
-		       (!m->o->from || !m->o->from->url) ? "missing or bad From" : "missing or bad To";
-		*out = m;
-		return -EPROTO;
-	}
 	if (rc) {
 		/* parsed but invalid: the caller may still answer 400 */
 		*out = m;
@@ -644,15 +695,10 @@ fail:
 	return -EINVAL;
 }
 
-int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why)
-{
-	return msg_parse(buf, len, out, why, 0);
-}
-
 int sip_msg_from_text(char *text, size_t len, struct sip_msg **out)
 {
 	const char *why;
-	int rc = msg_parse(text, len, out, &why, 1);
+	int rc = sip_msg_parse(text, len, out, &why);
 
 	free(text);
 	if (rc && *out) {
@@ -763,6 +809,48 @@ const char *sip_msg_limits(const char *buf, size_t len, size_t max_headers, size
 		p = nl + 1;
 	}
 	return NULL;
+}
+
+int sip_msg_nameaddrs(const struct sip_msg *m, const char *name, struct sip_nameaddr *out, int max)
+{
+	const char *v;
+	size_t n;
+	int i, k = 0;
+
+	for (i = 0; k < max && (v = sip_msg_header(m, name, i, &n)); i++) {
+		const char *p = v, *e = v + n;
+		while (k < max && p < e) {
+			struct span u;
+			const char *start = skip_ws(p, e), *end = addr_uri(start, (size_t)(e - start), &u);
+			const char *ve = end;
+			if (!end)
+				return -1;
+			while (ve > start && is_ws(ve[-1]))
+				ve--;
+			out[k].v = start;
+			out[k].n = (size_t)(ve - start);
+			out[k].uri = u.p;
+			out[k].un = u.n;
+			k++;
+			p = end < e ? end + 1 : e;
+		}
+	}
+	return k;
+}
+
+int sip_uri_has_lr(const char *uri, size_t n)
+{
+	const char *p = memchr(uri, ';', n), *e = uri + n, *q = memchr(uri, '?', n);
+
+	if (q)
+		e = q;
+	while (p && p < e) {
+		p++;
+		if (e - p >= 2 && !strncasecmp(p, "lr", 2) && (e - p == 2 || p[2] == ';' || p[2] == '='))
+			return 1;
+		p = memchr(p, ';', (size_t)(e - p));
+	}
+	return 0;
 }
 
 int sip_msg_answerable(const struct sip_msg *m)

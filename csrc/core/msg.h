@@ -20,11 +20,11 @@ struct sip_hdr {
 
 /*
  * Every message gets a light parse: the start line, a header index and
- * the fields transactions and dialogs match on, as NUL-terminated copies.
- * libosip2's full parse (hundreds of small allocations) is done at once
- * only for requests that start something outside a dialog, where its
- * stricter syntax checks decide between handling and 400; for anything
- * else (ACK, in-dialog requests, responses) on first need (sip_msg_osip).
+ * the fields transactions and dialogs match on, as NUL-terminated copies,
+ * with the syntax checks that decide 400 (From/To name-addr, URI, CSeq,
+ * Via). libosip2's full parse (hundreds of small allocations) is done
+ * only when something asks for it (sip_msg_osip): never on the paths of
+ * a call.
  */
 struct sip_msg {
 	int refs;
@@ -90,6 +90,16 @@ const char *sip_msg_limits(const char *buf, size_t len, size_t max_headers, size
 /* the raw text has what a response needs: Via, From, To, Call-ID, CSeq */
 int sip_msg_answerable(const struct sip_msg *m);
 const char *sip_msg_tag(const osip_from_t *f);
+/* a name-addr or addr-spec value (Contact, Record-Route) and its URI */
+struct sip_nameaddr {
+	const char *v, *uri;
+	size_t n, un;
+};
+/* the values of every header line of that name, comma-separated ones
+ * split: up to max into out; the count, or -1 when one does not read */
+int sip_msg_nameaddrs(const struct sip_msg *m, const char *name, struct sip_nameaddr *out, int max);
+/* 1 when a SIP URI has the lr parameter (loose routing, 16.12) */
+int sip_uri_has_lr(const char *uri, size_t n);
 /* the top Via value with received/rport stamped in (18.2.1, RFC 3581):
  * cached in the message; falls back to the value as received */
 const char *sip_msg_top_via(struct sip_msg *m, size_t *n);

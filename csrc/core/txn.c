@@ -115,6 +115,7 @@ static void txn_free(struct sip_txn *t)
 	retx_stop(t);
 	life_stop(t);
 	conn_unlink(t);
+	sip_txn_trying_done(t);
 	if (t->dlg)
 		sip_dialog_txn_gone(t->dlg, t);
 	sip_htab_remove(&ua->txns, &t->hn);
@@ -440,6 +441,7 @@ int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len)
 	st->out = text;
 	st->outlen = len;
 	st->last_status = status;
+	sip_txn_trying_done(st);
 	rc = sip_txn_send(st, text, len);
 	if (status < 200) {
 		st->state = TS_PROCEEDING;

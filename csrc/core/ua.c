@@ -86,6 +86,55 @@ const char *sip_reason_phrase(int s)
 	}
 }
 
+void sip_txn_trying_done(struct sip_txn *st)
+{
+	if (!st->trying)
+		return;
+	st->trying = 0;
+	if (st->tprev)
+		st->tprev->tnext = st->tnext;
+	else
+		st->ua->trying = st->tnext;
+	if (st->tnext)
+		st->tnext->tprev = st->tprev;
+	st->tnext = st->tprev = NULL;
+}
+
+void sip_txn_trying_owed(struct sip_txn *st)
+{
+	struct sip_ua *ua = st->ua;
+
+	if (st->trying)
+		return;
+	st->trying = 1;
+	st->tprev = NULL;
+	st->tnext = ua->trying;
+	if (ua->trying)
+		ua->trying->tprev = st;
+	ua->trying = st;
+	if (!ev_is_active(&ua->trying_w))
+		ev_prepare_start(ua->env->loop, &ua->trying_w);
+}
+
+/* The loop is about to wait: every INVITE not answered by now (the Lua
+ * handlers ran first, at a higher priority) gets its 100. A handler that
+ * rings or answers at once saves the datagram; one that waits for
+ * something first still stops the caller's retransmissions in time. */
+static void trying_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct sip_ua *ua = w->data;
+
+	(void)revents;
+	ev_prepare_stop(loop, w);
+	while (ua->trying) {
+		struct sip_txn *st = ua->trying;
+		struct sip_reply r = { .status = 100 };
+		sip_txn_trying_done(st);
+		if (st->state == TS_PROCEEDING && !st->out)
+			sip_txn_reply(st, &r);
+	}
+}
+
 int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 {
 	struct sip_ua *ua = calloc(1, sizeof *ua);
@@ -115,6 +164,9 @@ int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 		free(ua);
 		return -ENOMEM;
 	}
+	ev_prepare_init(&ua->trying_w, trying_cb);
+	ev_set_priority(&ua->trying_w, EV_MINPRI);
+	ua->trying_w.data = ua;
 	*out = ua;
 	return 0;
 }
@@ -125,6 +177,7 @@ void sip_ua_free(struct sip_ua *ua)
 
 	if (!ua)
 		return;
+	ev_prepare_stop(ua->env->loop, &ua->trying_w);
 	sip_dialog_bye_all(ua);
 	sip_dialog_free_all(ua);
 	sip_txn_free_all(ua);
@@ -569,12 +622,8 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		}
 		return;
 	}
-	if (!strcmp(method, "INVITE")) {
-		/* 100 at once: it stops the caller's INVITE retransmissions
-		 * without a timer per call, whatever the handler takes */
-		struct sip_reply r = { .status = 100 };
-		sip_txn_reply(st, &r);
-	}
+	if (!strcmp(method, "INVITE"))
+		sip_txn_trying_owed(st);
 	if (!strcmp(method, "CANCEL")) {
 		/* 9.2: the CANCEL matches the INVITE's transaction */
 		struct sip_txn *ist = sip_txn_match_server(ua, req, "INVITE");
@@ -607,7 +656,7 @@ static int method_known(const char *m, size_t n)
 	return 0;
 }
 
-/* libosip2 could not parse a request: answer from the raw text when it
+/* a request we could not parse: answer from the raw text when it
  * has what a response needs (Via, From, To, Call-ID, CSeq) — 501 for a
  * method we do not know (nothing else about it matters), 400 otherwise.
  * Responses and ACKs are only dropped. */
