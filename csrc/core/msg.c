@@ -56,12 +56,16 @@ static size_t find_body(const char *raw, size_t len)
 	return 0;
 }
 
-static struct sip_msg *msg_alloc(void)
+/* the message and its text in one allocation */
+static struct sip_msg *msg_alloc(size_t len)
 {
-	struct sip_msg *m = calloc(1, sizeof *m);
+	struct sip_msg *m = malloc(sizeof *m + len + 1);
 
-	if (m)
+	if (m) {
+		memset(m, 0, sizeof *m);
 		m->refs = 1;
+		m->raw = (char *)(m + 1);
+	}
 	return m;
 }
 
@@ -464,8 +468,9 @@ static int light_parse(struct sip_msg *m, const char **why)
 	                       &m->branch, &m->via_received, &m->via_rport };
 	const char *hs = memchr(m->raw, '\n', m->body_off), *p;
 	const struct sip_hdr *h;
+	struct sip_hdr local[48], *tmp = local;
 	size_t nlines = 0, strs = 0, i;
-	int dup = 0, rc = 0;
+	int dup = 0, rc = 0, bad_start;
 	char *s;
 
 	/* the index first: a message with a bad start line keeps it for the
@@ -474,17 +479,18 @@ static int light_parse(struct sip_msg *m, const char **why)
 	for (p = hs; p < m->raw + m->body_off && (p = memchr(p, '\n', (size_t)(m->raw + m->body_off - p))); p++)
 		nlines++;
 	nlines++;
-	m->block = malloc(nlines * sizeof *m->hdrs + m->body_off + 16);
-	if (!m->block) {
-		*why = "out of memory";
-		return -ENOMEM;
+	if (nlines > sizeof local / sizeof local[0]) {
+		tmp = malloc(nlines * sizeof *tmp);
+		if (!tmp) {
+			*why = "out of memory";
+			return -ENOMEM;
+		}
 	}
-	m->hdrs = m->block;
+	m->hdrs = tmp;
 	m->nhdrs = index_headers(hs, m->raw + m->body_off, m->hdrs, (int)nlines);
-	if (parse_start(m, &method, &uri, &version, &reason)) {
-		*why = "unparsable message";
-		return -EINVAL;
-	}
+	bad_start = parse_start(m, &method, &uri, &version, &reason);
+	if (bad_start)
+		goto store;
 	m->parsed = 1;
 
 	if ((h = single(m, SIP_H_CALL_ID, &dup)) && h->vlen) {
@@ -521,8 +527,28 @@ static int light_parse(struct sip_msg *m, const char **why)
 			break;
 		}
 
+store:
+	/* one allocation of the exact size for the index and the fields
+	 * (a call keeps its INVITE: no slack) */
+	for (i = 0; i < sizeof all / sizeof all[0]; i++)
+		if (all[i]->p)
+			strs += all[i]->n + 1;
+	m->block = malloc((size_t)m->nhdrs * sizeof *m->hdrs + strs + 1);
+	if (m->block)
+		memcpy(m->block, tmp, (size_t)m->nhdrs * sizeof *m->hdrs);
+	if (tmp != local)
+		free(tmp);
+	m->hdrs = m->block;
+	if (!m->block) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	if (bad_start) {
+		*why = "unparsable message";
+		return -EINVAL;
+	}
 	/* the fields, NUL-terminated, after the index */
-	s = (char *)(m->hdrs + nlines);
+	s = (char *)(m->hdrs + m->nhdrs);
 	for (i = 0; i < sizeof all / sizeof all[0]; i++) {
 		if (!all[i]->p) {
 			*dst[i] = NULL;
@@ -532,7 +558,6 @@ static int light_parse(struct sip_msg *m, const char **why)
 		s[all[i]->n] = '\0';
 		*dst[i] = s;
 		s += all[i]->n + 1;
-		strs += all[i]->n + 1;
 	}
 	if (!m->request)
 		m->method = m->cseq_method;     /* spans copied once: they fit */
@@ -567,7 +592,6 @@ static int light_parse(struct sip_msg *m, const char **why)
 		*why = "CSeq method does not match the request method";
 		return -EPROTO;
 	}
-	(void)strs;
 	return 0;
 }
 
@@ -644,12 +668,9 @@ int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char 
 
 	*out = NULL;
 	*why = "out of memory";
-	m = msg_alloc();
+	m = msg_alloc(len);
 	if (!m)
 		return -ENOMEM;
-	m->raw = malloc(len + 1);
-	if (!m->raw)
-		goto fail;
 	memcpy(m->raw, buf, len);
 	m->raw[len] = '\0';
 	m->len = len;
@@ -739,7 +760,6 @@ void sip_msg_unref(struct sip_msg *m)
 	free(m->tls);
 	free(m->top_via);
 	free(m->block);
-	free(m->raw);
 	free(m);
 }
 

@@ -44,8 +44,18 @@ enum sip_proto { SIP_UDP = 0, SIP_TCP = 1, SIP_TLS = 2 };
 
 const char *sip_proto_name(int proto);      /* "UDP", "TCP", "TLS" */
 
+/* IPv4 or IPv6 in 28 bytes rather than sockaddr_storage's 128: one is
+ * kept in every transaction, message and dialog. ss_family overlays the
+ * family field the three share at offset 0. */
+union sip_sockaddr {
+	sa_family_t ss_family;
+	struct sockaddr sa;
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+};
+
 struct sip_addr {
-	struct sockaddr_storage ss;
+	union sip_sockaddr ss;
 	socklen_t len;
 };
 

@@ -78,6 +78,10 @@ int sip_addr_resolve(const char *host, int port, struct sip_addr *a)
 		if (getaddrinfo(h, NULL, &hints, &res) != 0 || !res)
 			return -EHOSTUNREACH;
 	}
+	if (res->ai_addrlen > sizeof a->ss) {
+		freeaddrinfo(res);      /* neither IPv4 nor IPv6 */
+		return -EAFNOSUPPORT;
+	}
 	memset(a, 0, sizeof *a);
 	memcpy(&a->ss, res->ai_addr, res->ai_addrlen);
 	a->len = res->ai_addrlen;
