@@ -59,6 +59,7 @@ end
 
 sip.log("error")
 if os.getenv("GCGEN") then collectgarbage("generational") end
+local FULLGC = os.getenv("FULLGC")
 
 local ua = assert(sip.ua{ listen = "udp:127.0.0.1:" .. port, max_server_transactions = max_txns,
                           t1 = t1 })
@@ -116,6 +117,7 @@ io.stdout:flush()
 sip.spawn(function()
   while true do
     sip.sleep(1)
+    if FULLGC then collectgarbage() end
     local s = ua:stats()
     io.stdout:write(string.format(
       "STAT t=%.1f txns=%d server_txns=%d dialogs=%d calls=%d in=%d answered=%d done=%d " ..

@@ -135,7 +135,7 @@ static void dialog_cb(void *arg, struct sip_dialog *d, int ev, struct sip_txn *s
 		break;
 	default:
 		if (!strcmp(sip_msg_method(m), "BYE"))
-			lsip_event(e, c->self_ref, "bye", m, NULL);
+			lsip_event(e, c->self_ref, "bye", NULL, NULL);      /* nobody reads it */
 		else
 			lsip_event(e, c->self_ref, "request", m, st);
 		break;
@@ -632,7 +632,11 @@ static int call_index(lua_State *L)
 	if (!strcmp(k, "invite")) {
 		if (!c->invite)
 			return push_s(L, NULL);
+		/* one message object per call: kept in the table */
 		lsip_push_msg(L, c->invite, NULL);
+		lua_pushliteral(L, "invite");
+		lua_pushvalue(L, -2);
+		lua_rawset(L, 1);
 		return 1;
 	}
 	if (!strcmp(k, "from") || !strcmp(k, "to")) {

@@ -14,14 +14,17 @@ return function(_, internal)
   local headers_text = core.headers_text
 
   local ENDED = { ended = true }
+  -- the kinds of waiters an event wakes (constant: no table per event)
+  local ANSWER, END = { answer = true }, { ["end"] = true }
 
   -- The peer's SDP is kept as text where it already is (the INVITE, the
   -- 2xx) and parsed only when a script reads remote_sdp: a call that
   -- never looks at it costs no tables. set_remote_sdp records a newer one
   -- (re-INVITE, the ACK of a late offer).
   local function sdp_body(msg)
-    if msg and msg.body ~= "" and (msg.content_type or ""):lower():find("application/sdp", 1, true) then
-      return msg.body
+    local body = msg and msg.body
+    if body and body ~= "" and (msg.content_type or ""):lower():find("application/sdp", 1, true) then
+      return body
     end
   end
 
@@ -88,18 +91,15 @@ return function(_, internal)
     if call.state == "ended" then return end
     call.state = "ended"
     call.ended_why = why
-    notify(call, { answer = true }, nil, why == "cancel" and "cancelled" or why)
-    notify(call, { ["end"] = true }, why)
+    notify(call, ANSWER, nil, why == "cancel" and "cancelled" or why)
+    notify(call, END, why)
     if not keep_c then call:_end() end
     local h = call._hooks and call._hooks.ended
     if h then spawn_with(nil, h, call, why) end
   end
 
   local function remote_offer(call)
-    local req = call.invite
-    if req and req.body ~= "" and (req.content_type or ""):lower():find("application/sdp", 1, true) then
-      return req.body
-    end
+    return sdp_body(call.invite)
   end
 
   local NO_OPTS = setmetatable({}, { __newindex = function() error("options are read-only", 2) end })
@@ -386,10 +386,10 @@ return function(_, internal)
       if msg and msg.body ~= "" then set_remote_sdp(call, msg.body) end
       call._acked = true
       if call.state == "answered" then call.state = "confirmed" end
-      notify(call, { answer = true }, "ack")
+      notify(call, ANSWER, "ack")
     elseif name == "no_ack" then
       -- 13.3.1.4: no ACK for our 2xx: the session is over, say so
-      notify(call, { answer = true }, nil, "timeout")
+      notify(call, ANSWER, nil, "timeout")
       spawn_with(nil, function()
         if call.state ~= "ended" then
           call.state = "terminating"
