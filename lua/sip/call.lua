@@ -7,8 +7,8 @@ local core = require "sip.core"
 local sdp = require "sip.sdp"
 
 return function(_, internal)
-  local current, wait, wake_now, spawn_with, log =
-    internal.current, internal.wait, internal.wake_now, internal.spawn_with, internal.log
+  local current, wait, wake_now, spawn_with, spawn_task, log =
+    internal.current, internal.wait, internal.wake_now, internal.spawn_with, internal.spawn_task, internal.log
   local Call = core.Call.methods
   local UA = core.UA.__index
   local headers_text = core.headers_text
@@ -410,32 +410,35 @@ return function(_, internal)
     end
   end
 
+  -- what happens when an INVITE handler returns (or fails)
+  local function handler_done(call, ok, a, b)
+    if not ok then
+      log("error", "INVITE handler failed: " .. a)
+      if call.state == "incoming" or call.state == "early" then
+        call:_reply(500)
+        finish(call, "failed")
+      end
+      return
+    end
+    if call.state == "incoming" or call.state == "early" then
+      if type(a) == "number" and a >= 300 then
+        call:reject(a, b)
+      elseif type(a) == "number" and a >= 200 then
+        -- a returned 2xx answers (default SDP) and the call goes on
+        spawn_with(nil, function() call:answer() end)
+      else
+        -- nobody answered and nobody can: say so rather than leave
+        -- the caller ringing forever
+        call:reject(480)
+      end
+    end
+  end
+
   -- a new incoming call for ua's INVITE handler
   function internal.incoming_call(ua, call, fn)
     call.ua = ua
     call.state = "incoming"
-    spawn_with(function(ok, a, b)
-      if not ok then
-        log("error", "INVITE handler failed: " .. a)
-        if call.state == "incoming" or call.state == "early" then
-          call:_reply(500)
-          finish(call, "failed")
-        end
-        return
-      end
-      if call.state == "incoming" or call.state == "early" then
-        if type(a) == "number" and a >= 300 then
-          call:reject(a, b)
-        elseif type(a) == "number" and a >= 200 then
-          -- a returned 2xx answers (default SDP) and the call goes on
-          spawn_with(nil, function() call:answer() end)
-        else
-          -- nobody answered and nobody can: say so rather than leave
-          -- the caller ringing forever
-          call:reject(480)
-        end
-      end
-    end, fn, call)
+    spawn_task(handler_done, call, fn, call)
   end
 
   ---------------------------------------------------------------------------

@@ -21,6 +21,14 @@ local WAIT = setmetatable({}, { __name = "sip.wait" })
 
 local driven = setmetatable({}, { __mode = "k" })   -- coroutine -> on_exit or true
 local waiting = setmetatable({}, { __mode = "k" })  -- coroutine -> true while parked
+local task_ctx = setmetatable({}, { __mode = "k" }) -- pooled coroutine -> its task's context
+
+-- Request handlers run in pooled coroutines: one that finished its task
+-- yields DONE and waits in the pool for the next, so a call costs no new
+-- thread, stack and call-info list. A task that fails kills its coroutine
+-- (it is not pooled again).
+local DONE = setmetatable({}, { __name = "sip.done" })
+local pool, pool_n, POOL_MAX = {}, 0, 64
 
 local log_levels = { error = true, warn = true, info = true, debug = true }
 
@@ -39,6 +47,16 @@ local failed = nil   -- first error of a main coroutine, re-raised by sip.run
 
 local resume
 
+-- on_exit(ok, ...), or on_exit(ctx, ok, ...) for a pooled task
+local function exit_with(co, on_exit, ok, ...)
+  local ctx = task_ctx[co]
+  if ctx ~= nil then
+    task_ctx[co] = nil
+    return on_exit(ctx, ok, ...)
+  end
+  return on_exit(ok, ...)
+end
+
 local function finish(co, ok, ...)
   local on_exit = driven[co]
   if not ok then
@@ -46,10 +64,27 @@ local function finish(co, ok, ...)
     local tb = debug.traceback(co, tostring(err))
     driven[co] = nil
     if type(on_exit) == "function" then
-      on_exit(false, tb, err)
+      exit_with(co, on_exit, false, tb, err)
     else
+      task_ctx[co] = nil
       log("error", "coroutine failed: " .. tb)
     end
+    return
+  end
+  local first = ...
+  if first == WAIT then
+    waiting[co] = true
+    return
+  end
+  if first == DONE then
+    -- a pooled task returned: its coroutine serves the next one
+    driven[co] = nil
+    if pool_n < POOL_MAX then
+      pool_n = pool_n + 1
+      pool[pool_n] = co
+    end
+    if type(on_exit) == "function" then return exit_with(co, on_exit, true, select(2, ...)) end
+    task_ctx[co] = nil
     return
   end
   if co_status(co) == "dead" then
@@ -57,9 +92,7 @@ local function finish(co, ok, ...)
     if type(on_exit) == "function" then on_exit(true, ...) end
     return
   end
-  if (...) == WAIT then
-    waiting[co] = true
-  else
+  do
     -- a bare coroutine.yield() in a driven coroutine: nothing will
     -- ever resume it, so say so instead of hanging silently
     log("warn", "a luasip coroutine yielded a value of its own; it will not be resumed")
@@ -151,6 +184,44 @@ local function spawn_with(on_exit, fn, ...)
   return co
 end
 sip._spawn_with = spawn_with
+
+-- the next task for a pooled coroutine, taken as it starts
+local next_fn, next_arg
+
+-- a tail call: neither the task's function nor its argument stays on the
+-- coroutine's stack once it returns, so a request or call nobody keeps
+-- is collected while its coroutine waits in the pool
+local function run_one()
+  local fn, a = next_fn, next_arg
+  next_fn, next_arg = nil, nil
+  return fn(a)
+end
+
+local function pooled_main()
+  while true do
+    co_yield(DONE, run_one())
+  end
+end
+
+-- fn(a) in a pooled coroutine, then on_exit(ctx, ok, ...) (ctx not nil);
+-- nothing outside keeps the coroutine, which is reused after
+local function spawn_task(on_exit, ctx, fn, a)
+  local co
+  while pool_n > 0 do
+    local c = pool[pool_n]
+    pool[pool_n] = nil
+    pool_n = pool_n - 1
+    if co_status(c) == "suspended" then
+      co = c
+      break
+    end
+  end
+  co = co or co_create(pooled_main)
+  driven[co] = on_exit
+  task_ctx[co] = ctx
+  next_fn, next_arg = fn, a
+  resume(co)
+end
 
 --- Wait `seconds` (a coroutine-friendly sleep).
 function sip.sleep(seconds)
@@ -443,24 +514,23 @@ end
 
 
 -- a handler's coroutine ended: a returned status replies, a raise gets 500
-local function handler_exit(req)
-  return function(ok, a, b, c)
-    if not ok then
-      log("error", "handler for " .. tostring(req.method) .. " failed: " .. a)
-      req:reply(500)
-      return
-    end
-    if type(a) == "number" then
-      local done, err = req:reply(a, b, c)
-      if not done and err ~= "already answered" then
-        log("warn", "reply " .. a .. " to " .. tostring(req.method) .. ": " .. tostring(err))
-      end
+local function handler_exit(req, ok, a, b, c)
+  if not ok then
+    log("error", "handler for " .. tostring(req.method) .. " failed: " .. a)
+    req:reply(500)
+    return
+  end
+  if type(a) == "number" then
+    local done, err = req:reply(a, b, c)
+    if not done and err ~= "already answered" then
+      log("warn", "reply " .. a .. " to " .. tostring(req.method) .. ": " .. tostring(err))
     end
   end
 end
 
 local internal = {
   current = current, wait = wait, wake_now = wake_now, spawn_with = spawn_with, log = log,
+  spawn_task = spawn_task,
   proxies = proxies, ua_auth = ua_auth, auth = sip_auth,
 }
 
@@ -511,7 +581,7 @@ local function dispatch_now(ua, req)
     req:reply(500, "No Handler")
     return
   end
-  spawn_with(handler_exit(req), fn, req)
+  spawn_task(handler_exit, req, fn, req)
 end
 
 -- dispatch(ua, req) for requests; dispatch(fn, msg) for callbacks such as
