@@ -56,7 +56,6 @@ enum sip_txn_state {
 
 struct sip_txn {
 	struct sip_hnode hn;            /* in ua->txns */
-	char *key;
 	struct sip_ua *ua;
 	int kind, state;
 	struct sip_msg *req;
@@ -85,6 +84,7 @@ struct sip_txn {
 	unsigned cancelled : 1;
 	struct sip_txn *tnext, *tprev;  /* IST: ua->trying, a 100 still owed */
 	unsigned trying : 1;
+	char key[];                     /* the hash key, in the same allocation */
 };
 
 struct sip_ua {

@@ -126,7 +126,8 @@ static uint8_t header_id(const char *name, size_t n)
 	size_t i;
 
 	for (i = 0; i < sizeof known / sizeof known[0]; i++)
-		if (known[i].len == n && !strncasecmp(known[i].name, name, n))
+		if (known[i].len == n && (known[i].name[0] | 0x20) == (name[0] | 0x20) &&
+		    !strncasecmp(known[i].name, name, n))
 			return known[i].id;
 	return SIP_H_OTHER;
 }

@@ -86,8 +86,12 @@ struct sip_buf {
 	char *p;
 	size_t len, cap;
 	int oom;
+	int ext;                /* p is the caller's memory until it grows */
 };
 void sip_buf_init(struct sip_buf *b, size_t hint);
+/* start in the caller's memory (a stack array): no allocation unless
+ * the text outgrows it */
+void sip_buf_init_on(struct sip_buf *b, char *mem, size_t cap);
 void sip_buf_add(struct sip_buf *b, const char *s, size_t n);
 void sip_buf_adds(struct sip_buf *b, const char *s);
 void sip_buf_printf(struct sip_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -129,7 +129,6 @@ static void txn_free(struct sip_txn *t)
 	free(t->out);
 	free(t->ack);
 	free(t->tls_name);
-	free(t->key);
 	free(t);
 }
 
@@ -356,15 +355,12 @@ struct sip_txn *sip_txn_match_client(struct sip_ua *ua, struct sip_msg *res)
 
 static struct sip_txn *txn_alloc(struct sip_ua *ua, int kind, const char *key)
 {
-	struct sip_txn *t = calloc(1, sizeof *t);
+	size_t kl = strlen(key);
+	struct sip_txn *t = calloc(1, sizeof *t + kl + 1);
 
 	if (!t)
 		return NULL;
-	t->key = strdup(key);
-	if (!t->key) {
-		free(t);
-		return NULL;
-	}
+	memcpy(t->key, key, kl + 1);
 	t->ua = ua;
 	t->kind = kind;
 	t->hn.key = t->key;

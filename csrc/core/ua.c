@@ -402,13 +402,13 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 {
 	struct sip_reply rr = *r;
 	struct sip_buf h;
-	char *text;
+	char *text, hmem[512];
 	size_t len;
 	int rc;
 
 	if (sip_txn_final_sent(st))
 		return -EALREADY;
-	sip_buf_init(&h, 256);
+	sip_buf_init_on(&h, hmem, sizeof hmem);
 	if (r->headers)
 		sip_buf_adds(&h, r->headers);
 	/* a 2xx to OPTIONS says what we allow, whoever wrote the reply */

@@ -257,10 +257,21 @@ int sip_env_token(struct sip_env *env, char *buf, size_t nchars)
 	return 0;
 }
 
+void sip_buf_init_on(struct sip_buf *b, char *mem, size_t cap)
+{
+	b->p = mem;
+	b->cap = cap;
+	b->len = 0;
+	b->oom = 0;
+	b->ext = 1;
+	mem[0] = '\0';
+}
+
 void sip_buf_init(struct sip_buf *b, size_t hint)
 {
 	b->len = 0;
 	b->oom = 0;
+	b->ext = 0;
 	b->cap = hint ? hint : 256;
 	b->p = malloc(b->cap);
 	if (!b->p) {
@@ -283,11 +294,14 @@ static int buf_grow(struct sip_buf *b, size_t need)
 	cap = b->cap ? b->cap : 256;
 	while (cap < b->len + need + 1)
 		cap *= 2;
-	p = realloc(b->p, cap);
+	p = b->ext ? malloc(cap) : realloc(b->p, cap);
 	if (!p) {
 		b->oom = 1;
 		return -1;
 	}
+	if (b->ext)
+		memcpy(p, b->p, b->len + 1);
+	b->ext = 0;
 	b->p = p;
 	b->cap = cap;
 	return 0;
@@ -362,7 +376,8 @@ void sip_buf_addu(struct sip_buf *b, unsigned long v)
 
 void sip_buf_free(struct sip_buf *b)
 {
-	free(b->p);
+	if (!b->ext)
+		free(b->p);
 	b->p = NULL;
 	b->len = b->cap = 0;
 }
