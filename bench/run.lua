@@ -535,9 +535,10 @@ local function render_server_calls()
   local l, s = R.lua_uas, R.sipp_uas
   out("## 1. Server calls: SIPp `-sn uac` against the UAS")
   out()
-  out(fmt("Each step: a fresh server, %g s of calls at the rate (INVITE, 100, 180, 200, ACK, BYE, 200; ",
+  out(fmt("Each step: a fresh server, %g s of calls at the rate (INVITE, 180, 200, ACK, BYE, 200; ",
           STEP) ..
-      "the Lua UAS rings, answers with the default SDP answer and waits for the BYE). " ..
+      "the Lua UAS rings, answers with the default SDP answer and waits for the BYE; it sends no 100 " ..
+      "because its handler rings before the loop next waits, and SIPp's UAS sends none either). " ..
       "CPU per call is the server's utime+stime over the step divided by the calls; " ..
       "the transactions' Timer J/L expiry 32 s later is not in it (section 4 has the " ..
       "steady-state figure that includes it). \"CPU\" is the share of a core each process used " ..
@@ -579,11 +580,11 @@ local function render_server_calls()
     elseif (last.server_drops or 0) > 0 and who:match("^Lua") then
       out(fmt("At %d cps the %s's socket dropped %d datagrams (receive buffer full) while it used %s of a " ..
               "core on average: it falls behind in bursts (scheduling on %s cores shared with SIPp and " ..
-              "other work, Lua GC pauses) and its receive buffer (the kernel default, %s bytes: the " ..
-              "library does not set SO_RCVBUF) does not absorb them. SIPp runs with 4 MiB buffers " ..
-              "(`-buff_size`).", last.rate, who, last.server_drops,
+              "other work, Lua GC pauses) and its receive buffer does not absorb them (the library asks " ..
+              "for 4 MiB, as SIPp's `-buff_size` does here; the kernel caps both at net.core.rmem_max, " ..
+              "%s bytes on this machine).", last.rate, who, last.server_drops,
               last.server_load and pct(last.server_load) or "?", sh("nproc"),
-              sh("cat /proc/sys/net/core/rmem_default")))
+              sh("cat /proc/sys/net/core/rmem_max")))
     elseif (last.server_drops or 0) + (last.client_drops or 0) > 0 then
       out(fmt("At %d cps SIPp, on both sides (server %s, client %s of a core, 4 MiB buffers), dropped " ..
               "%d + %d datagrams: the two SIPp processes and the rest of the machine's load on %s " ..
@@ -797,6 +798,7 @@ local function category(e)
   if obj:match("^libosipparser2") or obj:match("^libosip2") then return "parse" end
   if obj == "core.so" then
     if ("/" .. e.file):match("/csrc/l_[%w_]*%.c$") then return "binding" end
+    if ("/" .. e.file):match("/csrc/core/msg%.c$") then return "parse" end
     return "core"
   end
   if obj:match("^lhost") or obj:match("^lua5%.4") or obj:match("^liblua") then return "lua" end
@@ -809,7 +811,7 @@ local function category(e)
 end
 
 local CATS = {
-  { "parse", "libosip2 (parse, build, serialise: osip_*, __osip_*)", "parse" },
+  { "parse", "parsing: our parser (csrc/core/msg.c) and libosip2 where asked (osip_*)", "parse" },
   { "core", "our C core: transactions, transport, dialogs (csrc/core: sip_*, txn, conn)", "core" },
   { "binding", "our Lua binding (csrc/l_*.c)", "core" },
   { "lua", "Lua VM, GC, tables, strings (lua_*, luaV_*, luaH_*, luaC_*)", "lua" },
@@ -823,14 +825,14 @@ local CATS = {
 local INCL = {
   { "sip_ua_receive", "receiving a datagram: parse, match, dispatch (C)" },
   { "sip_msg_parse", "parsing a message (our wrapper)" },
-  { "osip_message_parse", "libosip2's parser alone" },
+  { "light_parse", "our parser: start line, header index, the fields matched on" },
+  { "osip_message_parse", "libosip2's full parse (only when something asks for it)" },
   { "sip_msg_unref", "freeing messages" },
   { "sip_txn_reply", "building and sending a response" },
-  { "osip_message_to_str", "libosip2's serialiser" },
-  { "sip_txn_server_key", "transaction keys (snprintf)" },
+  { "sip_txn_server_key", "transaction keys" },
   { "flush_cb", "all Lua work run from the queue (handlers, wake-ups)" },
   { "l_sdp_parse", "sdp.parse (call:answer parses the offer)" },
-  { "call_index", "call.field reads (the C __index of sip.Call)" },
+  { "call_index", "call methods and computed fields (the C __index of sip.Call)" },
   { "luaC_step", "Lua garbage collector" },
   { "GCTM", "__gc finalizers (freeing messages, calls)" },
   { "malloc", "malloc" },
@@ -971,7 +973,7 @@ local function render_callgrind()
     groups[c[3]] = (groups[c[3]] or 0) + v
   end
   out()
-  out(fmt("In four groups: parse (libosip2) %.0f%%, transaction/transport/dialog (our C) %.0f%%, " ..
+  out(fmt("In four groups: parse %.0f%%, transaction/transport/dialog (our C) %.0f%%, " ..
           "Lua %.0f%%, libc/libev/libcrypto/other %.0f%%.", 100 * (groups.parse or 0) / net,
           100 * (groups.core or 0) / net, 100 * (groups.lua or 0) / net, 100 * (groups.other or 0) / net))
   if cg.sipp then
