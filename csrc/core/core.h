@@ -84,6 +84,9 @@ struct sip_txn {
 	unsigned cancelled : 1;
 	struct sip_txn *tnext, *tprev;  /* IST: ua->trying, a 100 still owed */
 	unsigned trying : 1;
+	unsigned in_linger : 1;         /* life timer in ua's linger list */
+	struct sip_txn *lnext, *lprev;
+	double ldue;
 	char key[];                     /* the hash key, in the same allocation */
 };
 
@@ -100,6 +103,12 @@ struct sip_ua {
 	 * about to wait, unless the TU answered first (17.2.1) */
 	struct sip_txn *trying;
 	ev_prepare trying_w;
+	/* Weak life timers of 64*T1 (Timers B/F aside: J, H, L, D...) all
+	 * have the same length, so arming in order keeps them in order: a
+	 * list with one libev timer for its head, instead of a heap entry
+	 * per transaction (hundreds of thousands linger at high rates) */
+	struct sip_txn *lhead, *ltail;
+	ev_timer linger_w;
 	sip_request_cb on_request;
 	void *tu_arg;
 	char **served;
@@ -170,6 +179,8 @@ int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len);
  * unless a response goes first (ua.c) */
 void sip_txn_trying_owed(struct sip_txn *st);
 void sip_txn_trying_done(struct sip_txn *st);
+void sip_txn_linger_init(struct sip_ua *ua);
+void sip_txn_linger_stop(struct sip_ua *ua);
 /* IST in Accepted: the dialog saw the ACK, stop retransmitting the 2xx */
 void sip_txn_ack_seen(struct sip_txn *st);
 struct sip_txn *sip_txn_find_key(struct sip_ua *ua, const char *key);

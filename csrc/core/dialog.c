@@ -14,14 +14,17 @@
 
 struct sip_dialog {
 	struct sip_hnode hn;
-	char *key;
+	const char *key;
 	int in_table;
 	struct sip_ua *ua;
 	int uas;
 	int state;
-	char *call_id, *local_tag, *remote_tag;
-	char *local_uri;                /* From (UAC) / To (UAS) value, with our tag */
-	char *remote_uri;               /* the peer's, with its tag */
+	/* key, Call-ID, tags and the From/To values never change: one
+	 * allocation (strs) holds them all */
+	char *strs;
+	const char *call_id, *local_tag, *remote_tag;
+	const char *local_uri;          /* From (UAC) / To (UAS) value, with our tag */
+	const char *remote_uri;         /* the peer's, with its tag */
 	char *remote_target;
 	char *routes;                   /* "Route: <..>\r\n" lines in send order */
 	char *first_route;              /* URI of the first route, next hop */
@@ -57,14 +60,6 @@ static char *dup_n(const char *s, size_t n)
 	return p;
 }
 
-static char *dup_hdr(struct sip_msg *m, const char *name)
-{
-	size_t n;
-	const char *v = sip_msg_header(m, name, 0, &n);
-
-	return v ? dup_n(v, n) : strdup("");
-}
-
 /* a longer route set is refused rather than cut short */
 #define SIP_MAX_ROUTES 64
 
@@ -78,6 +73,8 @@ static int set_routes(struct sip_dialog *d, struct sip_msg *m, int reverse)
 
 	if (n < 0 || n > SIP_MAX_ROUTES)
 		return -EINVAL;
+	if (n == 0)
+		return 0;       /* no route set: nothing allocated */
 	sip_buf_init(&b, 128);
 	for (i = 0; i < n; i++) {
 		const struct sip_nameaddr *r = &rr[reverse ? n - 1 - i : i];
@@ -113,14 +110,49 @@ static int contact_target(struct sip_dialog *d, struct sip_msg *m)
 	return 0;
 }
 
+/* the dialog's fixed strings in one allocation; luri_tag, when set, is
+ * appended to the local URI as ";tag=" (the UAS's To) */
+static int dialog_strings(struct sip_dialog *d, const char *call_id, const char *ltag, const char *rtag,
+                          const char *luri, size_t lun, const char *luri_tag, const char *ruri, size_t run)
+{
+	size_t cl = strlen(call_id), ll = strlen(ltag), rl = strlen(rtag);
+	size_t tl = luri_tag ? 5 + strlen(luri_tag) : 0;
+	char *p = malloc(2 * (cl + ll + rl) + lun + tl + run + 8);
+
+	if (!p)
+		return -ENOMEM;
+	d->strs = p;
+	/* "d<call-id>;<local>;<remote>" is the hash key */
+	d->key = p;
+	*p++ = 'd';
+	memcpy(p, call_id, cl);
+	p += cl;
+	*p++ = ';';
+	memcpy(p, ltag, ll);
+	p += ll;
+	*p++ = ';';
+	memcpy(p, rtag, rl + 1);
+	p += rl + 1;
+#define DLG_STR(field, src, n) do { (field) = p; memcpy(p, (src), (n)); p += (n); *p++ = '\0'; } while (0)
+	DLG_STR(d->call_id, call_id, cl);
+	DLG_STR(d->local_tag, ltag, ll);
+	DLG_STR(d->remote_tag, rtag, rl);
+	DLG_STR(d->remote_uri, ruri, run);
+	d->local_uri = p;
+	memcpy(p, luri, lun);
+	p += lun;
+	if (luri_tag) {
+		memcpy(p, ";tag=", 5);
+		memcpy(p + 5, luri_tag, tl - 5);
+		p += tl;
+	}
+	*p = '\0';
+#undef DLG_STR
+	return 0;
+}
+
 static int dialog_insert(struct sip_dialog *d)
 {
-	size_t n = strlen(d->call_id) + strlen(d->local_tag) + strlen(d->remote_tag) + 4;
-
-	d->key = malloc(n);
-	if (!d->key)
-		return -ENOMEM;
-	snprintf(d->key, n, "d%s;%s;%s", d->call_id, d->local_tag, d->remote_tag);
 	d->hn.key = d->key;
 	sip_htab_insert(&d->ua->dialogs, &d->hn);
 	d->in_table = 1;
@@ -136,7 +168,8 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 {
 	struct sip_dialog *d = calloc(1, sizeof *d);
 	struct sip_msg *m = ist->req;
-	struct sip_buf b;
+	const char *from, *to;
+	size_t fn = 0, tn = 0;
 
 	*out = NULL;
 	if (!d)
@@ -148,26 +181,19 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 	d->state = SIP_DLG_CONFIRMED;
 	d->proto = ist->proto;
 	d->peer = ist->req->src;
-	d->call_id = strdup(ist->req->call_id);
-	d->local_tag = strdup(ist->to_tag);
-	d->remote_tag = strdup(nz(ist->req->from_tag));
-	d->remote_uri = dup_hdr(ist->req, "From");
-	{
-		/* our side is the INVITE's To plus the tag we gave it */
-		size_t n;
-		const char *to = sip_msg_header(ist->req, "To", 0, &n);
-		sip_buf_init(&b, n + 32);
-		sip_buf_add(&b, to ? to : "", to ? n : 0);
-		if (!ist->req->to_tag)
-			sip_buf_printf(&b, ";tag=%s", ist->to_tag);
-		d->local_uri = b.oom ? NULL : b.p;
+	from = sip_msg_header(m, "From", 0, &fn);
+	to = sip_msg_header(m, "To", 0, &tn);
+	/* our side is the INVITE's To plus the tag we gave it */
+	if (dialog_strings(d, m->call_id, ist->to_tag, nz(m->from_tag), to ? to : "", tn,
+	                   m->to_tag ? NULL : ist->to_tag, from ? from : "", fn)) {
+		free(d);
+		return -ENOMEM;
 	}
 	d->remote_cseq = (unsigned)ist->req->cseq;
 	d->remote_cseq_set = 1;
 	d->local_cseq = 1;
 	sip_ua_contact(d->ua, d->proto, &d->peer, sip_msg_sips(ist->req), d->contact, sizeof d->contact);
-	if (!d->call_id || !d->local_tag || !d->remote_tag || !d->remote_uri || !d->local_uri ||
-	    set_routes(d, m, 0) || contact_target(d, m) || dialog_insert(d)) {
+	if (set_routes(d, m, 0) || contact_target(d, m) || dialog_insert(d)) {
 		sip_dialog_free(d);
 		return -EINVAL;
 	}
@@ -179,6 +205,8 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 {
 	struct sip_dialog *d;
 	struct sip_msg *rq = ict->req;
+	const char *from, *to;
+	size_t fn = 0, tn = 0;
 
 	*out = NULL;
 	if (!rq)
@@ -191,11 +219,13 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 	d->state = SIP_DLG_CONFIRMED;
 	d->proto = ict->proto;
 	d->peer = ict->dst;
-	d->call_id = strdup(ict->req->call_id);
-	d->local_tag = strdup(nz(rq->from_tag));
-	d->remote_tag = strdup(nz(res->to_tag));
-	d->local_uri = dup_hdr(ict->req, "From");
-	d->remote_uri = dup_hdr(res, "To");
+	from = sip_msg_header(rq, "From", 0, &fn);
+	to = sip_msg_header(res, "To", 0, &tn);
+	if (dialog_strings(d, rq->call_id, nz(rq->from_tag), nz(res->to_tag), from ? from : "", fn, NULL,
+	                   to ? to : "", tn)) {
+		free(d);
+		return -ENOMEM;
+	}
 	d->local_cseq = (unsigned)rq->cseq;
 	{
 		size_t n;
@@ -208,8 +238,7 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 			               sizeof d->contact);
 		}
 	}
-	if (!d->call_id || !d->local_tag || !d->remote_tag || !d->remote_uri || !d->local_uri ||
-	    set_routes(d, res, 1) || dialog_insert(d)) {
+	if (set_routes(d, res, 1) || dialog_insert(d)) {
 		sip_dialog_free(d);
 		return -EINVAL;
 	}
@@ -253,12 +282,7 @@ void sip_dialog_free(struct sip_dialog *d)
 	}
 	if (d->reinvite_st)
 		d->reinvite_st->dlg = NULL;
-	free(d->key);
-	free(d->call_id);
-	free(d->local_tag);
-	free(d->remote_tag);
-	free(d->local_uri);
-	free(d->remote_uri);
+	free(d->strs);
 	free(d->remote_target);
 	free(d->routes);
 	free(d->first_route);

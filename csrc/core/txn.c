@@ -47,9 +47,44 @@ static void retx_stop(struct sip_txn *t)
 	timer_stop(t, &t->tretx, t->retx_weak);
 }
 
+static void linger_unlink(struct sip_txn *t)
+{
+	struct sip_ua *ua = t->ua;
+
+	if (t->lprev)
+		t->lprev->lnext = t->lnext;
+	else
+		ua->lhead = t->lnext;
+	if (t->lnext)
+		t->lnext->lprev = t->lprev;
+	else
+		ua->ltail = t->lprev;
+	t->lnext = t->lprev = NULL;
+	t->in_linger = 0;
+}
+
 static void life_stop(struct sip_txn *t)
 {
+	if (t->in_linger) {
+		/* the list's timer may fire for nothing: it re-arms itself */
+		linger_unlink(t);
+		return;
+	}
 	timer_stop(t, &t->tlife, t->life_weak);
+}
+
+/* the list's timer for its head; weak, like every timer in it */
+static void linger_arm(struct sip_ua *ua)
+{
+	struct ev_loop *loop = ua->env->loop;
+	double after;
+
+	if (ev_is_active(&ua->linger_w) || !ua->lhead)
+		return;
+	after = ua->lhead->ldue - ev_now(loop);
+	ev_timer_set(&ua->linger_w, after > 0. ? after : 0., 0.);
+	ev_timer_start(loop, &ua->linger_w);
+	ev_unref(loop);
 }
 
 /* a timer is strong only while a client TU waits for the outcome */
@@ -74,8 +109,23 @@ static void retx_arm(struct sip_txn *t, double after)
 static void life_arm(struct sip_txn *t, double after)
 {
 	struct ev_loop *loop = t->ua->env->loop;
+	struct sip_ua *ua = t->ua;
 
 	life_stop(t);
+	if (after > 0. && after == 64 * T1(t) && txn_weak(t) &&
+	    (!ua->ltail || ua->ltail->ldue <= ev_now(loop) + after)) {
+		t->ldue = ev_now(loop) + after;
+		t->in_linger = 1;
+		t->lprev = ua->ltail;
+		t->lnext = NULL;
+		if (ua->ltail)
+			ua->ltail->lnext = t;
+		else
+			ua->lhead = t;
+		ua->ltail = t;
+		linger_arm(ua);
+		return;
+	}
 	ev_timer_set(&t->tlife, after, 0.);
 	ev_timer_start(loop, &t->tlife);
 	t->life_weak = (unsigned)txn_weak(t);
@@ -244,6 +294,8 @@ static void retx_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		send_or_fail(t, t->out, t->outlen);     /* may free t: last */
 }
 
+static void life_expired(struct sip_txn *t);
+
 static void life_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct sip_txn *t = w->data;
@@ -253,6 +305,43 @@ static void life_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		ev_ref(loop);
 		t->life_weak = 0;
 	}
+	life_expired(t);
+}
+
+/* the linger list's head is due: expire every transaction due by now */
+static void linger_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sip_ua *ua = w->data;
+	double now = ev_now(loop);
+
+	(void)revents;
+	ev_ref(loop);           /* the fired timer dropped the loop's count */
+	while (ua->lhead && ua->lhead->ldue <= now + 1e-6) {
+		struct sip_txn *t = ua->lhead;
+		linger_unlink(t);
+		life_expired(t);        /* frees t */
+	}
+	linger_arm(ua);
+}
+
+void sip_txn_linger_init(struct sip_ua *ua)
+{
+	ev_init(&ua->linger_w, linger_cb);
+	ua->linger_w.data = ua;
+}
+
+void sip_txn_linger_stop(struct sip_ua *ua)
+{
+	struct ev_loop *loop = ua->env->loop;
+
+	if (ev_is_active(&ua->linger_w) || ev_is_pending(&ua->linger_w)) {
+		ev_ref(loop);
+		ev_timer_stop(loop, &ua->linger_w);
+	}
+}
+
+static void life_expired(struct sip_txn *t)
+{
 	switch (t->state) {
 	case TS_CALLING:        /* Timer B */
 	case TS_TRYING:         /* Timer F */

@@ -164,6 +164,7 @@ int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 		free(ua);
 		return -ENOMEM;
 	}
+	sip_txn_linger_init(ua);
 	ev_prepare_init(&ua->trying_w, trying_cb);
 	ev_set_priority(&ua->trying_w, EV_MINPRI);
 	ua->trying_w.data = ua;
@@ -181,6 +182,7 @@ void sip_ua_free(struct sip_ua *ua)
 	sip_dialog_bye_all(ua);
 	sip_dialog_free_all(ua);
 	sip_txn_free_all(ua);
+	sip_txn_linger_stop(ua);
 	sip_conn_close_all(ua);
 	while (ua->listeners) {
 		struct sip_listener *l = ua->listeners;
