@@ -117,7 +117,9 @@ static int dialog_strings(struct sip_dialog *d, const char *call_id, const char 
 {
 	size_t cl = strlen(call_id), ll = strlen(ltag), rl = strlen(rtag);
 	size_t tl = luri_tag ? 5 + strlen(luri_tag) : 0;
-	char *p = malloc(2 * (cl + ll + rl) + lun + tl + run + 8);
+	/* the key (cl + ll + rl + 4), call-id, tags and From/To values each
+	 * with its NUL (cl + ll + rl + run + 4), our URI (lun + tl + 1) */
+	char *p = malloc(2 * (cl + ll + rl) + lun + tl + run + 9);
 
 	if (!p)
 		return -ENOMEM;
