@@ -21,6 +21,9 @@
 --   --drain             see --stop-after
 --   --t1 S              T1 (default the library's 0.5)
 --   --parent PID        exit when process PID (the harness) is gone
+--
+-- FULLGC=1 in the environment: a full collection before each STAT line,
+-- so that its mem_kb is the live heap rather than live plus garbage.
 
 local sip = require "sip"
 local core = require "sip.core"
@@ -58,7 +61,6 @@ do
 end
 
 sip.log("error")
-if os.getenv("GCGEN") then collectgarbage("generational") end
 local FULLGC = os.getenv("FULLGC")
 
 local ua = assert(sip.ua{ listen = "udp:127.0.0.1:" .. port, max_server_transactions = max_txns,
