@@ -77,8 +77,8 @@ describe("a Lua UAC calling SIPp's uas", function()
       local ua = assert(sip.ua{ listen = tr .. ":127.0.0.1:0" })
       finally(function() helper.stop_all(); ua:close() end)
       local port = helper.free_port()
-      local sipp = helper.sipp{ sn = "uas", port = port, transport = mode,
-        args = { "-m", 500, "-timeout", "60", "-timeout_error" } }
+      local sipp = helper.sipp{ sf = "uas_calls.xml", port = port, transport = mode,
+        args = { "-m", 500, "-timeout", "60", "-timeout_error", "-default_behaviors", "all,-abortunexp" } }
       local uri = "sip:service@127.0.0.1:" .. port .. (tr == "tcp" and ";transport=tcp" or "")
       local offer = sip.sdp.offer{ addr = "127.0.0.1", port = 4000 }
       local ok, failures = 0, {}
