@@ -19,6 +19,8 @@ struct sip_listener {
 	int fd;
 	struct sip_addr addr;           /* bound address, real port */
 	char host[INET6_ADDRSTRLEN + 2];/* Via/Contact host, IPv6 in brackets */
+	char contact[2][96];            /* our Contact (sip:, sips:) once built,
+	                                 * for a listener on a specific address */
 	ev_io io;
 };
 

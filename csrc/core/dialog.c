@@ -304,14 +304,26 @@ const char *sip_dialog_routes(const struct sip_dialog *d) { return d->routes ? d
 
 struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req)
 {
-	char key[512];
-	const char *lt = req->to_tag, *rt = req->from_tag;
+	char key[512], *p = key;
+	const char *lt = req->to_tag, *rt = nz(req->from_tag);
+	size_t cl, ll, rl;
 
 	if (!lt)
 		return NULL;
-	if (snprintf(key, sizeof key, "d%s;%s;%s", req->call_id, lt, nz(rt)) >=
-	    (int)sizeof key)
+	/* "d<call-id>;<local>;<remote>", as dialog_strings builds it */
+	cl = strlen(req->call_id);
+	ll = strlen(lt);
+	rl = strlen(rt);
+	if (cl + ll + rl + 4 > sizeof key)
 		return NULL;
+	*p++ = 'd';
+	memcpy(p, req->call_id, cl);
+	p += cl;
+	*p++ = ';';
+	memcpy(p, lt, ll);
+	p += ll;
+	*p++ = ';';
+	memcpy(p, rt, rl + 1);
 	return (struct sip_dialog *)sip_htab_find(&ua->dialogs, key);
 }
 

@@ -423,12 +423,13 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 	if (st->kind == TXN_IST && r->status > 100 && r->status < 300 &&
 	    !(r->headers && strcasestr(r->headers, "Contact:"))) {
 		char contact[200];
+		const char *ct = contact;
 		if (st->dlg)
-			snprintf(contact, sizeof contact, "%s", sip_dialog_contact(st->dlg));
+			ct = sip_dialog_contact(st->dlg);
 		else
 			sip_ua_contact(st->ua, st->proto, &st->req->src, sip_msg_sips(st->req),
 			               contact, sizeof contact);
-		sip_buf_printf(&h, "Contact: %s\r\n", contact);
+		sip_buf_header(&h, "Contact", ct, strlen(ct));
 	}
 	rr.headers = h.oom ? r->headers : h.p;
 	if (!st->to_tag[0] && r->status > 100 && !st->req->to_tag)
@@ -877,11 +878,18 @@ void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, i
 		snprintf(buf, n, "<sip:luasip@invalid>");
 		return;
 	}
-	local_host(l, peer, host, sizeof host);
 	/* the Contact names where we listen: the listener's own transport */
 	sips = sips && l->proto == SIP_TLS;
+	if (l->contact[sips][0] && strlen(l->contact[sips]) < n) {
+		memcpy(buf, l->contact[sips], strlen(l->contact[sips]) + 1);
+		return;
+	}
+	local_host(l, peer, host, sizeof host);
 	snprintf(buf, n, "<%s:luasip@%s:%d%s>", sips ? "sips" : "sip", host, sip_addr_port(&l->addr),
 	         l->proto == SIP_TCP ? ";transport=tcp" : l->proto == SIP_TLS && !sips ? ";transport=tls" : "");
+	/* a wildcard listener's host depends on the peer: not kept */
+	if (!sip_addr_is_any(&l->addr) && strlen(buf) < sizeof l->contact[sips])
+		memcpy(l->contact[sips], buf, strlen(buf) + 1);
 }
 
 int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
