@@ -811,7 +811,7 @@ local function category(e)
 end
 
 local CATS = {
-  { "parse", "parsing: our parser (csrc/core/msg.c) and libosip2 where asked (osip_*)", "parse" },
+  { "parse", "parsing: our parser (csrc/core/msg.c); libosip2 for target URIs and SDP (osip_*)", "parse" },
   { "core", "our C core: transactions, transport, dialogs (csrc/core: sip_*, txn, conn)", "core" },
   { "binding", "our Lua binding (csrc/l_*.c)", "core" },
   { "lua", "Lua VM, GC, tables, strings (lua_*, luaV_*, luaH_*, luaC_*)", "lua" },
@@ -826,7 +826,6 @@ local INCL = {
   { "sip_ua_receive", "receiving a datagram: parse, match, dispatch (C)" },
   { "sip_msg_parse", "parsing a message (our wrapper)" },
   { "light_parse", "our parser: start line, header index, the fields matched on" },
-  { "osip_message_parse", "libosip2's full parse (only when something asks for it)" },
   { "sip_msg_unref", "freeing messages" },
   { "sip_txn_reply", "building and sending a response" },
   { "sip_txn_server_key", "transaction keys" },

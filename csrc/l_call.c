@@ -124,9 +124,6 @@ static void dialog_cb(void *arg, struct sip_dialog *d, int ev, struct sip_txn *s
 	(void)d;
 	switch (ev) {
 	case SIP_DLG_ACK:
-		/* the call is up: its INVITE is kept as text only from now */
-		if (c->invite)
-			sip_msg_compact(c->invite);
 		/* an ACK matters to a script only with an answer in it */
 		lsip_event(e, c->self_ref, "ack", m && m->body_len ? m : NULL, NULL);
 		break;
@@ -407,8 +404,6 @@ static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const 
 		return;
 	}
 	sip_dialog_set_tu(c->d, dialog_cb, c);
-	if (c->invite)
-		sip_msg_compact(c->invite);
 	if (c->invite && c->invite->body_len == 0 && res->body_len > 0) {
 		/* we sent no offer, the 2xx did: the ACK carries our answer,
 		 * which ua:invite writes (call:_ack) before anything else */

@@ -1,6 +1,6 @@
 /*
- * msg.c - parsing (a light parse of our own; libosip2's full parse on
- * demand) and in-place header access for SIP messages.
+ * msg.c - parsing SIP messages (our own parser: libosip2 turns every
+ * header into small allocations) and in-place header access.
  */
 #define _GNU_SOURCE
 #include "msg.h"
@@ -596,68 +596,6 @@ store:
 	return 0;
 }
 
-/*
- * libosip2 sees the header section only, without Content-Length, and never
- * the body: the body is read from raw in place, so libosip2's body and MIME
- * parsing (copies, multipart splitting, and a leak on odd multipart input)
- * are never on the receive path.
- */
-static int osip_parse_headers(struct sip_msg *m)
-{
-	const char *p = m->raw, *end = m->raw + m->body_off;
-	struct sip_buf b;
-	int rc;
-
-	/* no body and a complete header section: the text goes as it is */
-	if (m->body_off == m->len && m->len >= 4 &&
-	    (!memcmp(m->raw + m->len - 4, "\r\n\r\n", 4) || !memcmp(m->raw + m->len - 2, "\n\n", 2)))
-		return osip_message_parse(m->o, m->raw, m->len);
-	sip_buf_init(&b, m->body_off + 4);
-	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		const char *colon;
-		size_t n;
-		eol = eol ? eol + 1 : end;
-		n = (size_t)(eol - p);
-		colon = memchr(p, ':', n);
-		if (colon && p > m->raw) {
-			const char *ne = colon;
-			while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
-				ne--;
-			if (((ne - p) == 14 && !strncasecmp(p, "Content-Length", 14)) ||
-			    ((ne - p) == 1 && (*p | 0x20) == 'l')) {
-				p = eol;
-				continue;
-			}
-		}
-		sip_buf_add(&b, p, n);
-		p = eol;
-	}
-	/* make sure the section ends with an empty line */
-	if (b.len < 2 || b.p[b.len - 1] != '\n')
-		sip_buf_adds(&b, "\r\n");
-	if (b.len < 4 || (memcmp(b.p + b.len - 4, "\r\n\r\n", 4) && memcmp(b.p + b.len - 2, "\n\n", 2)))
-		sip_buf_adds(&b, "\r\n");
-	rc = b.oom ? -1 : osip_message_parse(m->o, b.p, b.len);
-	sip_buf_free(&b);
-	return rc;
-}
-
-/* libosip2's parse into m->o; -1 when it gives up */
-static int full_parse(struct sip_msg *m)
-{
-	if (m->o)
-		return 0;
-	if (osip_message_init(&m->o) != 0)
-		return -1;
-	if (osip_parse_headers(m)) {
-		osip_message_free(m->o);
-		m->o = NULL;
-		return -1;
-	}
-	return 0;
-}
-
 int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char **why)
 {
 	struct sip_msg *m;
@@ -730,22 +668,6 @@ int sip_msg_from_text(char *text, size_t len, struct sip_msg **out)
 	return rc;
 }
 
-void sip_msg_compact(struct sip_msg *m)
-{
-	if (m->o) {
-		osip_message_free(m->o);
-		m->o = NULL;
-	}
-}
-
-osip_message_t *sip_msg_osip(struct sip_msg *m)
-{
-	if (!m->parsed)
-		return NULL;
-	full_parse(m);
-	return m->o;
-}
-
 struct sip_msg *sip_msg_ref(struct sip_msg *m)
 {
 	m->refs++;
@@ -756,8 +678,6 @@ void sip_msg_unref(struct sip_msg *m)
 {
 	if (!m || --m->refs > 0)
 		return;
-	if (m->o)
-		osip_message_free(m->o);
 	free(m->tls);
 	free(m->top_via);
 	free(m->block);
@@ -958,14 +878,4 @@ const char *sip_msg_top_via(struct sip_msg *m, size_t *n)
 	m->top_via = b.p;
 	*n = b.len;
 	return m->top_via;
-}
-
-const char *sip_msg_tag(const osip_from_t *f)
-{
-	osip_generic_param_t *tag = NULL;
-
-	if (!f)
-		return NULL;
-	osip_from_get_tag((osip_from_t *)f, &tag);
-	return tag ? tag->gvalue : NULL;
 }

@@ -19,16 +19,14 @@ struct sip_hdr {
 };
 
 /*
- * Every message gets a light parse: the start line, a header index and
- * the fields transactions and dialogs match on, as NUL-terminated copies,
- * with the syntax checks that decide 400 (From/To name-addr, URI, CSeq,
- * Via). libosip2's full parse (hundreds of small allocations) is done
- * only when something asks for it (sip_msg_osip): never on the paths of
- * a call.
+ * Every message is read by our own parser: the start line, a header index
+ * and the fields transactions and dialogs match on, as NUL-terminated
+ * copies, with the syntax checks that decide 400 (From/To name-addr, URI,
+ * CSeq, Via). libosip2's message parser turned every header into small
+ * allocations and is not used for messages (its URI and SDP parsers are).
  */
 struct sip_msg {
 	int refs;
-	osip_message_t *o;      /* libosip2's parse, or NULL until asked for */
 	char *raw;              /* NUL-terminated wire text */
 	size_t len;
 	size_t body_off;        /* offset of the body in raw */
@@ -70,10 +68,6 @@ int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char 
 /* take ownership of a serialised message (built by the UA) */
 int sip_msg_from_text(char *text, size_t len, struct sip_msg **out);
 struct sip_msg *sip_msg_ref(struct sip_msg *m);
-/* a message kept long (a call's INVITE) drops its parsed form; the
- * raw text stays and sip_msg_osip parses it again when asked */
-void sip_msg_compact(struct sip_msg *m);
-osip_message_t *sip_msg_osip(struct sip_msg *m);
 void sip_msg_unref(struct sip_msg *m);
 
 int sip_msg_is_request(const struct sip_msg *m);
@@ -89,7 +83,6 @@ const char *sip_msg_branch(const struct sip_msg *m);
 const char *sip_msg_limits(const char *buf, size_t len, size_t max_headers, size_t max_line);
 /* the raw text has what a response needs: Via, From, To, Call-ID, CSeq */
 int sip_msg_answerable(const struct sip_msg *m);
-const char *sip_msg_tag(const osip_from_t *f);
 /* a name-addr or addr-spec value (Contact, Record-Route) and its URI */
 struct sip_nameaddr {
 	const char *v, *uri;
