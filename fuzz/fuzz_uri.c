@@ -106,7 +106,9 @@ static void try_name_addr(const char *s)
 	if (osip_from_init(&f))
 		return;
 	if (osip_from_parse(f, s) == 0) {
-		touch(sip_msg_tag(f));
+		osip_generic_param_t *tag = NULL;
+		osip_from_get_tag(f, &tag);
+		touch(tag ? tag->gvalue : NULL);
 		if (osip_from_to_str(f, &out) == 0) {
 			touch(out);
 			osip_free(out);
