@@ -110,6 +110,21 @@ static int contact_target(struct sip_dialog *d, struct sip_msg *m)
 	return 0;
 }
 
+/* "d<call-id>;<local tag>;<remote tag>", the dialogs table's key, at p
+ * (room for cl + ll + rl + 4 bytes); returns the byte after its NUL */
+static char *put_key(char *p, const char *cid, size_t cl, const char *lt, size_t ll, const char *rt, size_t rl)
+{
+	*p++ = 'd';
+	memcpy(p, cid, cl);
+	p += cl;
+	*p++ = ';';
+	memcpy(p, lt, ll);
+	p += ll;
+	*p++ = ';';
+	memcpy(p, rt, rl + 1);
+	return p + rl + 1;
+}
+
 /* the dialog's fixed strings in one allocation; luri_tag, when set, is
  * appended to the local URI as ";tag=" (the UAS's To) */
 static int dialog_strings(struct sip_dialog *d, const char *call_id, const char *ltag, const char *rtag,
@@ -124,17 +139,8 @@ static int dialog_strings(struct sip_dialog *d, const char *call_id, const char 
 	if (!p)
 		return -ENOMEM;
 	d->strs = p;
-	/* "d<call-id>;<local>;<remote>" is the hash key */
 	d->key = p;
-	*p++ = 'd';
-	memcpy(p, call_id, cl);
-	p += cl;
-	*p++ = ';';
-	memcpy(p, ltag, ll);
-	p += ll;
-	*p++ = ';';
-	memcpy(p, rtag, rl + 1);
-	p += rl + 1;
+	p = put_key(p, call_id, cl, ltag, ll, rtag, rl);
 #define DLG_STR(field, src, n) do { (field) = p; memcpy(p, (src), (n)); p += (n); *p++ = '\0'; } while (0)
 	DLG_STR(d->call_id, call_id, cl);
 	DLG_STR(d->local_tag, ltag, ll);
@@ -304,26 +310,18 @@ const char *sip_dialog_routes(const struct sip_dialog *d) { return d->routes ? d
 
 struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req)
 {
-	char key[512], *p = key;
+	char key[512];
 	const char *lt = req->to_tag, *rt = nz(req->from_tag);
 	size_t cl, ll, rl;
 
 	if (!lt)
 		return NULL;
-	/* "d<call-id>;<local>;<remote>", as dialog_strings builds it */
 	cl = strlen(req->call_id);
 	ll = strlen(lt);
 	rl = strlen(rt);
 	if (cl + ll + rl + 4 > sizeof key)
 		return NULL;
-	*p++ = 'd';
-	memcpy(p, req->call_id, cl);
-	p += cl;
-	*p++ = ';';
-	memcpy(p, lt, ll);
-	p += ll;
-	*p++ = ';';
-	memcpy(p, rt, rl + 1);
+	put_key(key, req->call_id, cl, lt, ll, rt, rl);
 	return (struct sip_dialog *)sip_htab_find(&ua->dialogs, key);
 }
 
