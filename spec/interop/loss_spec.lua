@@ -144,13 +144,20 @@ describe("packet loss", function()
     -- and a compact trace of every message, to explain a stuck call
     local stage, trace = {}, {}
     local t0 = sip.now()
-    sip.trace(os.getenv("LUASIP_LOSS_TRACE") ~= "0" and function(dir, _, _, text)
+    local date = io.popen("date +%H:%M:%S.%N")
+    local t0_wall = date:read("l")
+    date:close()
+    sip.trace(os.getenv("LUASIP_LOSS_TRACE") ~= "0" and function(dir, _, peer, text)
       local cid = text:match("\r\n[Cc]all%-[Ii][Dd]:%s*([^\r]+)") or text:match("\r\ni:%s*([^\r]+)")
       if cid then
         local t = trace[cid]
         if not t then t = {}; trace[cid] = t end
-        t[#t + 1] = string.format("%7.3f %s %s", sip.now() - t0, dir == "out" and "->" or "<-",
-                                  text:match("^[^\r]*"))
+        -- start line shortened, the To tag and the peer: enough to tell
+        -- two dialogs or a misdirected response apart
+        local totag = text:match("\r\nTo:[^\r]*;tag=([^;\r]+)") or text:match("\r\nt:[^\r]*;tag=([^;\r]+)")
+        t[#t + 1] = string.format("%.3f%s%s%s%s", sip.now() - t0, dir == "out" and ">" or "<",
+                                  text:match("^(%S+ %S+)"), totag and ("/" .. totag) or "",
+                                  dir == "out" and ("@" .. tostring(peer)) or "")
       end
     end or false)
     ua:on("INVITE", function(call)
@@ -184,13 +191,44 @@ describe("packet loss", function()
         st.other[#st.other + 1] = tostring(why)
       end
     end)
+    -- SIPp's own record of a call: its message log, one entry per line
+    local sipp_msgs = helper.tmp .. "/loss_sipp_msgs.log"
+    local sipp_errs = helper.tmp .. "/loss_sipp_errs.log"
+    os.remove(sipp_msgs)
+    os.remove(sipp_errs)
+    local function sipp_view(cid)
+      local f = io.open(sipp_msgs)
+      if not f then return "no SIPp message log" end
+      local all = f:read("a")
+      f:close()
+      local out = {}
+      local entry = "%-%-%-%-%- %S+ (%S+)\n%S+ message (%a+)[^\n]*\n\n(.-)\n%-%-%-%-%-"
+      for stamp, kind, msg in (all .. "\n-----"):gmatch(entry) do
+        if msg:find("\nCall-ID: " .. cid .. "\r", 1, true) then
+          out[#out + 1] = (stamp:match("%d+:%d+%.%d%d%d") or stamp) .. (kind == "sent" and ">" or "<") ..
+                          (msg:match("^(%S+ %S+)") or "?")
+        end
+      end
+      local e = io.open(sipp_errs)
+      local errs = e and e:read("a") or ""
+      if e then e:close() end
+      local n = 0
+      local at, needle = 1, "Call-ID: " .. cid .. "\r"
+      while true do
+        at = errs:find(needle, at, true)
+        if not at then break end
+        n, at = n + 1, at + 1
+      end
+      return table.concat(out, " | ") .. string.format(" (%d messages in SIPp's error log are of this call)", n)
+    end
     local function stuck()
       local out = {}
       for cid, x in pairs(stage) do
-        out[#out + 1] = string.format("%s: in %s, %s\n  %s", cid, x.at, tostring(x.call),
-                                      table.concat(trace[cid] or {}, "\n  "))
+        out[#out + 1] = string.format("%s: in %s\n  UAS: %s\n  SIPp: %s", cid, x.at,
+                                      table.concat(trace[cid] or {}, " "), sipp_view(cid))
       end
-      return #out .. " calls not ended by BYE:\n" .. table.concat(out, "\n")
+      return string.format("%d calls not ended by BYE (UAS times from %s; SIPp's are MM:SS.mmm):\n",
+                           #out, t0_wall) .. table.concat(out, "\n")
     end
     finally(function() sip.trace(false); helper.stop_all(); ua:close() end)
 
@@ -200,6 +238,7 @@ describe("packet loss", function()
       -- 2xx retransmissions (T1, 3*T1) before the BYE goes out
       args = { "-m", CALLS, "-r", RATE, "-l", 400, "-d", 2000, "-s", "bob",
                "-recv_timeout", 40000, "-timeout", 120, "-timeout_error",
+               "-trace_msg", "-message_file", sipp_msgs, "-trace_err", "-error_file", sipp_errs,
              } }
     local rc = sipp:wait(150)
     local sipp_time = sip.now() - t0
