@@ -29,7 +29,7 @@ struct sip_dialog {
 	char *routes;                   /* "Route: <..>\r\n" lines in send order */
 	char *first_route;              /* URI of the first route, next hop */
 	int strict;                     /* first route lacks ;lr (12.2.1.1) */
-	char contact[160];
+	char *contact;                  /* ours, exact size */
 	unsigned local_cseq, remote_cseq;
 	int remote_cseq_set;
 	int proto;
@@ -200,8 +200,12 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 	d->remote_cseq = (unsigned)ist->req->cseq;
 	d->remote_cseq_set = 1;
 	d->local_cseq = 1;
-	sip_ua_contact(d->ua, d->proto, &d->peer, sip_msg_sips(ist->req), d->contact, sizeof d->contact);
-	if (set_routes(d, m, 0) || contact_target(d, m) || dialog_insert(d)) {
+	{
+		char c[160];
+		sip_ua_contact(d->ua, d->proto, &d->peer, sip_msg_sips(ist->req), c, sizeof c);
+		d->contact = dup_n(c, strlen(c));
+	}
+	if (!d->contact || set_routes(d, m, 0) || contact_target(d, m) || dialog_insert(d)) {
 		sip_dialog_free(d);
 		return -EINVAL;
 	}
@@ -238,15 +242,15 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 	{
 		size_t n;
 		const char *c = sip_msg_header(ict->req, "Contact", 0, &n);
-		if (c && n < sizeof d->contact) {
-			memcpy(d->contact, c, n);
-			d->contact[n] = '\0';
-		} else {
-			sip_ua_contact(d->ua, d->proto, &d->peer, sip_msg_sips(ict->req), d->contact,
-			               sizeof d->contact);
+		char own[160];
+		if (!c) {
+			sip_ua_contact(d->ua, d->proto, &d->peer, sip_msg_sips(ict->req), own, sizeof own);
+			c = own;
+			n = strlen(own);
 		}
+		d->contact = dup_n(c, n);
 	}
-	if (set_routes(d, res, 1) || dialog_insert(d)) {
+	if (!d->contact || set_routes(d, res, 1) || dialog_insert(d)) {
 		sip_dialog_free(d);
 		return -EINVAL;
 	}
@@ -291,6 +295,7 @@ void sip_dialog_free(struct sip_dialog *d)
 	if (d->reinvite_st)
 		d->reinvite_st->dlg = NULL;
 	free(d->strs);
+	free(d->contact);
 	free(d->remote_target);
 	free(d->routes);
 	free(d->first_route);

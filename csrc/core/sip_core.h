@@ -96,6 +96,10 @@ void sip_buf_add(struct sip_buf *b, const char *s, size_t n);
 void sip_buf_adds(struct sip_buf *b, const char *s);
 void sip_buf_printf(struct sip_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sip_buf_free(struct sip_buf *b);
+/* the text in an allocation of its exact size, for texts kept long (a
+ * lingering transaction's response); NULL when out of memory. The
+ * buffer is spent. */
+char *sip_buf_take(struct sip_buf *b);
 /* hot-path helpers without printf: "Name: value\r\n", a decimal number */
 void sip_buf_header(struct sip_buf *b, const char *name, const char *v, size_t n);
 void sip_buf_addu(struct sip_buf *b, unsigned long v);

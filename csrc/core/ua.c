@@ -342,10 +342,13 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 {
 	struct sip_buf b;
 	const char *v;
+	char mem[1024];
 	size_t n;
 	int i;
 
-	sip_buf_init(&b, 512 + r->body_len);
+	/* built on the stack, kept at its exact size: a final response
+	 * lingers with its transaction (Timer J, 32 s) */
+	sip_buf_init_on(&b, mem, sizeof mem);
 	sip_buf_adds(&b, "SIP/2.0 ");
 	sip_buf_addu(&b, (unsigned long)r->status);
 	sip_buf_adds(&b, " ");
@@ -389,13 +392,9 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 	sip_buf_adds(&b, "\r\n\r\n");
 	if (r->body_len)
 		sip_buf_add(&b, r->body, r->body_len);
-	if (b.oom) {
-		sip_buf_free(&b);
-		return -ENOMEM;
-	}
-	*text = b.p;
 	*len = b.len;
-	return 0;
+	*text = sip_buf_take(&b);
+	return *text ? 0 : -ENOMEM;
 }
 
 static const char *allow_list(struct sip_ua *ua, char *buf, size_t n);
@@ -989,8 +988,13 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 		snprintf(err, errlen, "bad request: %s", why);
 		return -EINVAL;
 	}
-	o->text = b.p;
 	o->len = b.len;
+	o->text = sip_buf_take(&b);
+	if (!o->text) {
+		sip_msg_unref(m);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
 	o->msg = m;
 	o->proto = t.proto;
 	o->dst = t.addr;

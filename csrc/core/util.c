@@ -382,6 +382,24 @@ void sip_buf_free(struct sip_buf *b)
 	b->len = b->cap = 0;
 }
 
+char *sip_buf_take(struct sip_buf *b)
+{
+	char *p = NULL;
+
+	if (!b->oom && b->ext) {
+		p = malloc(b->len + 1);
+		if (p)
+			memcpy(p, b->p, b->len + 1);
+	} else if (!b->oom) {
+		p = realloc(b->p, b->len + 1);
+		if (!p)
+			p = b->p;       /* could not shrink: keep it as it is */
+		b->ext = 1;         /* p is the caller's now */
+	}
+	sip_buf_free(b);
+	return p;
+}
+
 uint32_t sip_hash_str(const char *s)
 {
 	uint32_t h = 2166136261u;
