@@ -16,13 +16,16 @@
 struct lmsg {
 	struct sip_msg *m;
 	struct sip_txn *st;     /* server transaction of a received request */
+	int answered;           /* it went after its final response */
 };
 
 static void st_gone(void *arg, struct sip_txn *st)
 {
 	struct lmsg *lm = arg;
 
-	(void)st;
+	/* a transaction retired after its final response, or one whose
+	 * timers ran out, was answered; one that went before was not */
+	lm->answered = sip_txn_final_sent(st);
 	lm->st = NULL;
 }
 
@@ -32,6 +35,7 @@ void lsip_push_msg(lua_State *L, struct sip_msg *m, struct sip_txn *st)
 
 	lm->m = NULL;
 	lm->st = NULL;
+	lm->answered = 0;
 	luaL_setmetatable(L, "sip.Message");
 	lm->m = sip_msg_ref(m);
 	if (st) {
@@ -202,9 +206,9 @@ static int msg_reply(lua_State *L)
 	if (!lm->st) {
 		if (!lm->m->received || !sip_msg_is_request(lm->m))
 			return luaL_error(L, "reply: this message is not a received request");
-		/* its transaction ended (the UA closed, or it timed out) */
+		/* its transaction ended (answered, the UA closed, or it timed out) */
 		lua_pushnil(L);
-		lua_pushstring(L, "transaction ended");
+		lua_pushstring(L, lm->answered ? "already answered" : "transaction ended");
 		return 2;
 	}
 	if (sip_txn_final_sent(lm->st)) {

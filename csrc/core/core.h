@@ -86,6 +86,7 @@ struct sip_txn {
 	unsigned cancelled : 1;
 	struct sip_txn *tnext, *tprev;  /* IST: ua->trying, a 100 still owed */
 	unsigned trying : 1;
+	unsigned retiring : 1;          /* in ua->retiring (tnext/tprev) */
 	unsigned in_linger : 1;         /* life timer in ua's linger list */
 	struct sip_txn *lnext, *lprev;
 	double ldue;
@@ -111,6 +112,14 @@ struct sip_ua {
 	 * per transaction (hundreds of thousands linger at high rates) */
 	struct sip_txn *lhead, *ltail;
 	ev_timer linger_w;
+	/* Server transactions that only absorb retransmissions now are
+	 * retired at the end of the loop iteration into tombs: the key, the
+	 * final response to resend, where to (txn.c) */
+	struct sip_txn *retiring;
+	struct sip_htab tombs;
+	struct sip_tomb *thead, *ttail;
+	size_t ntombs;
+	ev_timer tomb_w;
 	sip_request_cb on_request;
 	void *tu_arg;
 	char **served;
@@ -185,5 +194,14 @@ void sip_txn_linger_init(struct sip_ua *ua);
 void sip_txn_linger_stop(struct sip_ua *ua);
 /* IST in Accepted: the dialog saw the ACK, stop retransmitting the 2xx */
 void sip_txn_ack_seen(struct sip_txn *st);
+/* retire st into a tomb once the loop iteration ends, if by then it only
+ * absorbs retransmissions (nothing else points at it) */
+void sip_txn_retire(struct sip_txn *st);
+void sip_txn_retire_done(struct sip_txn *st);   /* out of that list */
+/* the prepare watcher's part: retire what was marked */
+void sip_txn_retire_pending(struct sip_ua *ua);
+/* a retired transaction for this request: its response resent (if it
+ * kept one); returns 1 when there was one */
+int sip_tomb_absorb(struct sip_ua *ua, struct sip_msg *req, const char *method);
 struct sip_txn *sip_txn_find_key(struct sip_ua *ua, const char *key);
 int sip_txn_server_key(struct sip_msg *req, const char *method, char *buf, size_t n);

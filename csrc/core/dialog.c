@@ -500,6 +500,7 @@ void sip_dialog_ack_received(struct sip_dialog *d, struct sip_msg *ack)
 		sip_txn_ack_seen(st);
 		st->dlg = NULL;
 		d->invite_st = NULL;
+		sip_txn_retire(st);     /* it only absorbs INVITE retransmissions now */
 		if (d->cb)
 			d->cb(d->cb_arg, d, SIP_DLG_ACK, NULL, ack);
 		return;

@@ -73,18 +73,25 @@ static void life_stop(struct sip_txn *t)
 	timer_stop(t, &t->tlife, t->life_weak);
 }
 
-/* the list's timer for its head; weak, like every timer in it */
-static void linger_arm(struct sip_ua *ua)
+/* a list's timer for its head, due at `due`; weak, like every timer in
+ * the linger and tomb lists */
+static void list_timer_arm(struct sip_ua *ua, ev_timer *w, double due)
 {
 	struct ev_loop *loop = ua->env->loop;
 	double after;
 
-	if (ev_is_active(&ua->linger_w) || !ua->lhead)
+	if (ev_is_active(w))
 		return;
-	after = ua->lhead->ldue - ev_now(loop);
-	ev_timer_set(&ua->linger_w, after > 0. ? after : 0., 0.);
-	ev_timer_start(loop, &ua->linger_w);
+	after = due - ev_now(loop);
+	ev_timer_set(w, after > 0. ? after : 0., 0.);
+	ev_timer_start(loop, w);
 	ev_unref(loop);
+}
+
+static void linger_arm(struct sip_ua *ua)
+{
+	if (ua->lhead)
+		list_timer_arm(ua, &ua->linger_w, ua->lhead->ldue);
 }
 
 /* a timer is strong only while a client TU waits for the outcome */
@@ -158,6 +165,128 @@ static void conn_link(struct sip_txn *t, struct sip_conn *c)
 	c->txns = t;
 }
 
+/* ---- retired server transactions ---- */
+
+/*
+ * Once a server transaction only absorbs retransmissions (an INVITE's
+ * after the ACK of its 2xx, until Timer L; a non-INVITE's over UDP after
+ * its final response, until Timer J), a transaction is far more than it
+ * needs: about 500 bytes with timers, owners and links, for thousands of
+ * them lingering 32 s. It is retired into a tomb that keeps the key, the
+ * final response to resend and where to. Tombs all live 64*T1, so they
+ * expire in the order they were made: a list and one timer.
+ */
+struct sip_tomb {
+	struct sip_hnode hn;            /* in ua->tombs, by the transaction's key */
+	struct sip_tomb *next;          /* ua->thead .. ttail, in order of expiry */
+	double due;
+	struct sip_listener *lst;       /* UDP: where the response goes again */
+	struct sip_addr dst;
+	uint32_t outlen;
+	char data[];                    /* the key, its NUL, the response */
+};
+
+static void tomb_arm(struct sip_ua *ua)
+{
+	if (ua->thead)
+		list_timer_arm(ua, &ua->tomb_w, ua->thead->due);
+}
+
+static void tomb_pop(struct sip_ua *ua)
+{
+	struct sip_tomb *tb = ua->thead;
+
+	ua->thead = tb->next;
+	if (!ua->thead)
+		ua->ttail = NULL;
+	sip_htab_remove(&ua->tombs, &tb->hn);
+	ua->ntombs--;
+	free(tb);
+}
+
+static void tomb_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct sip_ua *ua = w->data;
+	double now = ev_now(loop);
+
+	(void)revents;
+	ev_ref(loop);           /* the fired timer dropped the loop's count */
+	while (ua->thead && ua->thead->due <= now + 1e-6)
+		tomb_pop(ua);
+	tomb_arm(ua);
+}
+
+static void txn_free(struct sip_txn *t);
+
+static void retire(struct sip_txn *t)
+{
+	struct sip_ua *ua = t->ua;
+	int nist = t->kind == TXN_NIST;
+	size_t kl = strlen(t->key), ol;
+	struct sip_tomb *tb;
+
+	/* only one that merely absorbs retransmissions now, and that no
+	 * dialog waits on; anything else stays a transaction */
+	if (!t->in_linger || t->dlg)
+		return;
+	if (nist ? t->state != TS_COMPLETED || t->proto != SIP_UDP || !t->out
+	         : t->kind != TXN_IST || t->state != TS_ACCEPTED || t->out)
+		return;
+	ol = nist ? t->outlen : 0;
+	tb = malloc(sizeof *tb + kl + 1 + ol);
+	if (!tb)
+		return;
+	memcpy(tb->data, t->key, kl + 1);
+	if (ol)
+		memcpy(tb->data + kl + 1, t->out, ol);
+	tb->outlen = (uint32_t)ol;
+	tb->lst = t->lst;
+	tb->dst = t->dst;
+	/* the transaction's own deadline, or the last tomb's when later: the
+	 * list stays in order, and absorbing a little longer does no harm */
+	tb->due = t->ldue;
+	if (ua->ttail && ua->ttail->due > tb->due)
+		tb->due = ua->ttail->due;
+	tb->next = NULL;
+	if (ua->ttail)
+		ua->ttail->next = tb;
+	else
+		ua->thead = tb;
+	ua->ttail = tb;
+	tb->hn.key = tb->data;
+	sip_htab_insert(&ua->tombs, &tb->hn);
+	ua->ntombs++;
+	tomb_arm(ua);
+	t->state = TS_TERMINATED;
+	txn_free(t);
+}
+
+void sip_txn_retire_pending(struct sip_ua *ua)
+{
+	while (ua->retiring) {
+		struct sip_txn *t = ua->retiring;
+		sip_txn_retire_done(t);
+		retire(t);
+	}
+}
+
+int sip_tomb_absorb(struct sip_ua *ua, struct sip_msg *req, const char *method)
+{
+	char key[512];
+	struct sip_tomb *tb;
+
+	if (!ua->ntombs || sip_txn_server_key(req, method, key, sizeof key))
+		return 0;
+	tb = (struct sip_tomb *)sip_htab_find(&ua->tombs, key);
+	if (!tb)
+		return 0;
+	if (tb->outlen && tb->lst && strcmp(method, "ACK")) {
+		ua->retransmits++;
+		sip_udp_send(tb->lst, &tb->dst, tb->data + strlen(tb->data) + 1, tb->outlen);
+	}
+	return 1;
+}
+
 static void txn_free(struct sip_txn *t)
 {
 	struct sip_ua *ua = t->ua;
@@ -166,6 +295,7 @@ static void txn_free(struct sip_txn *t)
 	life_stop(t);
 	conn_unlink(t);
 	sip_txn_trying_done(t);
+	sip_txn_retire_done(t);
 	if (t->dlg)
 		sip_dialog_txn_gone(t->dlg, t);
 	sip_htab_remove(&ua->txns, &t->hn);
@@ -328,6 +458,8 @@ void sip_txn_linger_init(struct sip_ua *ua)
 {
 	ev_init(&ua->linger_w, linger_cb);
 	ua->linger_w.data = ua;
+	ev_init(&ua->tomb_w, tomb_cb);
+	ua->tomb_w.data = ua;
 }
 
 void sip_txn_linger_stop(struct sip_ua *ua)
@@ -337,6 +469,10 @@ void sip_txn_linger_stop(struct sip_ua *ua)
 	if (ev_is_active(&ua->linger_w) || ev_is_pending(&ua->linger_w)) {
 		ev_ref(loop);
 		ev_timer_stop(loop, &ua->linger_w);
+	}
+	if (ev_is_active(&ua->tomb_w) || ev_is_pending(&ua->tomb_w)) {
+		ev_ref(loop);
+		ev_timer_stop(loop, &ua->tomb_w);
 	}
 }
 
@@ -536,6 +672,8 @@ int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len)
 	if (st->kind == TXN_NIST) {
 		st->state = TS_COMPLETED;
 		life_arm(st, RELIABLE(st) ? 0. : 64 * T1(st));      /* Timer J */
+		if (!RELIABLE(st))
+			sip_txn_retire(st);
 	} else if (status >= 300) {
 		st->state = TS_COMPLETED;
 		st->interval = T1(st);
@@ -798,6 +936,8 @@ void sip_txn_free_all(struct sip_ua *ua)
 			txn_free(t);
 		}
 	}
+	while (ua->thead)
+		tomb_pop(ua);
 }
 
 /* 9.1: CANCEL copies the INVITE's Request-URI, top Via (same branch),

@@ -86,34 +86,63 @@ const char *sip_reason_phrase(int s)
 	}
 }
 
-void sip_txn_trying_done(struct sip_txn *st)
+/* The two lists of server transactions the prepare watcher below serves
+ * (linked by tnext/tprev; a transaction is in one at most): INVITEs owed
+ * a 100, and answered transactions to retire. */
+static void tlist_push(struct sip_txn **head, struct sip_txn *st)
 {
-	if (!st->trying)
-		return;
-	st->trying = 0;
+	struct sip_ua *ua = st->ua;
+
+	st->tprev = NULL;
+	st->tnext = *head;
+	if (*head)
+		(*head)->tprev = st;
+	*head = st;
+	if (!ev_is_active(&ua->trying_w))
+		ev_prepare_start(ua->env->loop, &ua->trying_w);
+}
+
+static void tlist_unlink(struct sip_txn **head, struct sip_txn *st)
+{
 	if (st->tprev)
 		st->tprev->tnext = st->tnext;
 	else
-		st->ua->trying = st->tnext;
+		*head = st->tnext;
 	if (st->tnext)
 		st->tnext->tprev = st->tprev;
 	st->tnext = st->tprev = NULL;
 }
 
+void sip_txn_trying_done(struct sip_txn *st)
+{
+	if (!st->trying)
+		return;
+	st->trying = 0;
+	tlist_unlink(&st->ua->trying, st);
+}
+
 void sip_txn_trying_owed(struct sip_txn *st)
 {
-	struct sip_ua *ua = st->ua;
-
 	if (st->trying)
 		return;
 	st->trying = 1;
-	st->tprev = NULL;
-	st->tnext = ua->trying;
-	if (ua->trying)
-		ua->trying->tprev = st;
-	ua->trying = st;
-	if (!ev_is_active(&ua->trying_w))
-		ev_prepare_start(ua->env->loop, &ua->trying_w);
+	tlist_push(&st->ua->trying, st);
+}
+
+void sip_txn_retire(struct sip_txn *st)
+{
+	if (st->retiring || st->trying)
+		return;
+	st->retiring = 1;
+	tlist_push(&st->ua->retiring, st);
+}
+
+void sip_txn_retire_done(struct sip_txn *st)
+{
+	if (!st->retiring)
+		return;
+	st->retiring = 0;
+	tlist_unlink(&st->ua->retiring, st);
 }
 
 /* The loop is about to wait: every INVITE not answered by now (the Lua
@@ -133,6 +162,7 @@ static void trying_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 		if (st->state == TS_PROCEEDING && !st->out)
 			sip_txn_reply(st, &r);
 	}
+	sip_txn_retire_pending(ua);
 }
 
 int sip_ua_new(struct sip_env *env, struct sip_ua **out)
@@ -158,9 +188,11 @@ int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 	ua->cfg.max_server_txns = 1000000;
 	snprintf(ua->cfg.user_agent, sizeof ua->cfg.user_agent, "luasip/0.1");
 	if (sip_htab_init(&ua->txns, 1024) || sip_htab_init(&ua->conns, 64) ||
-	    sip_htab_init(&ua->dialogs, 256)) {
+	    sip_htab_init(&ua->dialogs, 256) || sip_htab_init(&ua->tombs, 1024)) {
 		sip_htab_free(&ua->txns);
 		sip_htab_free(&ua->conns);
+		sip_htab_free(&ua->dialogs);
+		sip_htab_free(&ua->tombs);
 		free(ua);
 		return -ENOMEM;
 	}
@@ -198,6 +230,7 @@ void sip_ua_free(struct sip_ua *ua)
 	free(ua->served);
 	sip_tls_free(ua);
 	sip_htab_free(&ua->txns);
+	sip_htab_free(&ua->tombs);
 	sip_htab_free(&ua->conns);
 	sip_htab_free(&ua->dialogs);
 	free(ua);
@@ -320,9 +353,10 @@ void sip_ua_drop(struct sip_ua *ua, const struct sip_addr *src, const char *why)
 
 void sip_ua_stats(struct sip_ua *ua, struct sip_ua_stats *s)
 {
-	s->txns = ua->txns.count;
+	/* tombs are transactions to a user: they still absorb retransmissions */
+	s->txns = ua->txns.count + ua->ntombs;
 	s->client_txns = ua->nclient;
-	s->server_txns = ua->nserver;
+	s->server_txns = ua->nserver + ua->ntombs;
 	s->conns = ua->nconns;
 	s->dialogs = ua->dialogs.count;
 	s->rx = ua->rx;
@@ -594,7 +628,7 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		d = sip_dialog_match(ua, req);
 		if (d)
 			sip_dialog_ack_received(d, req);
-		else if (!st)
+		else if (!st && !sip_tomb_absorb(ua, req, method))
 			sip_ua_drop(ua, &req->src, "ACK matches no dialog");
 		return;
 	}
@@ -602,7 +636,9 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		sip_txn_server_retransmit(st, req);
 		return;
 	}
-	if ((int)ua->nserver >= ua->cfg.max_server_txns) {
+	if (sip_tomb_absorb(ua, req, method))
+		return;
+	if ((int)(ua->nserver + ua->ntombs) >= ua->cfg.max_server_txns) {
 		struct sip_reply r = { .status = 503, .headers = "Retry-After: 5\r\n" };
 		sip_ua_drop(ua, &req->src, "server transaction limit reached: 503");
 		reply_stateless(ua, req, proto, l, c, &r);
@@ -629,7 +665,9 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 	if (!strcmp(method, "CANCEL")) {
 		/* 9.2: the CANCEL matches the INVITE's transaction */
 		struct sip_txn *ist = sip_txn_match_server(ua, req, "INVITE");
-		struct sip_reply r = { .status = ist ? 200 : 481 };
+		/* a retired INVITE transaction answered already: nothing to
+		 * cancel, but it exists (9.2) */
+		struct sip_reply r = { .status = ist || sip_tomb_absorb(ua, req, "INVITE") ? 200 : 481 };
 		sip_txn_reply(st, &r);
 		if (ist && !sip_txn_final_sent(ist)) {
 			if (ua->on_request)

@@ -1,7 +1,8 @@
 --- Calls against SIPp scenarios of our own (spec/scenarios/u*_*.xml):
 -- CANCEL before the answer, 486, a 2xx retransmitted before the ACK, a
--- lost ACK, re-INVITE hold/unhold both ways, a 200 after CANCEL, and a
--- BYE for an unknown dialog. UDP and TCP where the case exists on both
+-- lost ACK, copies of the INVITE and the BYE after they were answered,
+-- re-INVITE hold/unhold both ways, a 200 after CANCEL, and a BYE for an
+-- unknown dialog. UDP and TCP where the case exists on both
 -- (retransmissions are a UDP matter).
 local sip = require "sip"
 local helper = require "helper"
@@ -156,6 +157,30 @@ describe("SIPp calling a Lua UAS", function()
     assert.are.equal("bye", got.why)
     assert.is_true(count(log, "out", "^SIP/2%.0 200 ", "INVITE") >= 2, ladder(log))
     assert.are.equal(1, count(log, "in", "^ACK "))
+  end)
+
+  it("absorbs an INVITE copy after the ACK and answers a BYE copy with the same 200 (udp)", function()
+    local calls, whys = 0, {}
+    local log = record()
+    local ua, sipp = uas_and_sipp(TRANSPORTS[1], "uac_retrans_after.xml", function(call)
+      calls = calls + 1
+      call:ring()
+      assert(call:answer{ sdp = answer_sdp(call) })
+      whys[#whys + 1] = call:wait(10)
+    end, { "-nr" })
+    finally(function() sip.trace(false); helper.stop_all(); ua:close() end)
+    sipp_ok(sipp)
+    helper.spin(0.1)
+    -- the INVITE copy made no second call and got no response
+    assert.are.equal(1, calls)
+    assert.are.same({ "bye" }, whys)
+    assert.are.equal(2, count(log, "in", "^INVITE "), ladder(log))
+    assert.are.equal(1, count(log, "out", "^SIP/2%.0 200 ", "INVITE"), ladder(log))
+    -- the BYE copy got the 200 again, and the handler saw one BYE
+    assert.are.equal(2, count(log, "in", "^BYE "), ladder(log))
+    assert.are.equal(2, count(log, "out", "^SIP/2%.0 200 ", "BYE"), ladder(log))
+    -- both still count as transactions until Timers L and J
+    assert.is_true(ua:stats().transactions >= 2)
   end)
 
   it("gives up on a 200 never ACKed after 64*T1: answer() fails, BYE (udp)", function()
