@@ -156,7 +156,10 @@ void sip_conn_close(struct sip_conn *c, const char *why);
 void sip_conn_close_all(struct sip_ua *ua);
 
 /* txn.c */
-struct sip_txn *sip_txn_match_server(struct sip_ua *ua, struct sip_msg *req, const char *method);
+/* the server transaction for req; with `retired`, a retired one (a tomb)
+ * also counts: *retired is set and its response sent again */
+struct sip_txn *sip_txn_match_server(struct sip_ua *ua, struct sip_msg *req, const char *method,
+                                     int *retired);
 struct sip_txn *sip_txn_match_client(struct sip_ua *ua, struct sip_msg *res);
 int sip_txn_new_server(struct sip_ua *ua, struct sip_msg *req, int proto, struct sip_listener *l,
                        struct sip_conn *c, struct sip_txn **out);
@@ -200,8 +203,6 @@ void sip_txn_retire(struct sip_txn *st);
 void sip_txn_retire_done(struct sip_txn *st);   /* out of that list */
 /* the prepare watcher's part: retire what was marked */
 void sip_txn_retire_pending(struct sip_ua *ua);
-/* a retired transaction for this request: its response resent (if it
- * kept one); returns 1 when there was one */
-int sip_tomb_absorb(struct sip_ua *ua, struct sip_msg *req, const char *method);
+
 struct sip_txn *sip_txn_find_key(struct sip_ua *ua, const char *key);
 int sip_txn_server_key(struct sip_msg *req, const char *method, char *buf, size_t n);

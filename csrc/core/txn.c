@@ -270,14 +270,12 @@ void sip_txn_retire_pending(struct sip_ua *ua)
 	}
 }
 
-int sip_tomb_absorb(struct sip_ua *ua, struct sip_msg *req, const char *method)
+/* a retired transaction with this key: its response is sent again (a
+ * retransmitted request; never for an ACK) */
+static int tomb_absorb(struct sip_ua *ua, const char *key, const char *method)
 {
-	char key[512];
-	struct sip_tomb *tb;
+	struct sip_tomb *tb = (struct sip_tomb *)sip_htab_find(&ua->tombs, key);
 
-	if (!ua->ntombs || sip_txn_server_key(req, method, key, sizeof key))
-		return 0;
-	tb = (struct sip_tomb *)sip_htab_find(&ua->tombs, key);
 	if (!tb)
 		return 0;
 	if (tb->outlen && tb->lst && strcmp(method, "ACK")) {
@@ -555,13 +553,20 @@ struct sip_txn *sip_txn_find_key(struct sip_ua *ua, const char *key)
 	return (struct sip_txn *)sip_htab_find(&ua->txns, key);
 }
 
-struct sip_txn *sip_txn_match_server(struct sip_ua *ua, struct sip_msg *req, const char *method)
+struct sip_txn *sip_txn_match_server(struct sip_ua *ua, struct sip_msg *req, const char *method,
+                                     int *retired)
 {
 	char key[512];
+	struct sip_txn *st;
 
+	if (retired)
+		*retired = 0;
 	if (sip_txn_server_key(req, method, key, sizeof key))
 		return NULL;
-	return sip_txn_find_key(ua, key);
+	st = sip_txn_find_key(ua, key);
+	if (!st && retired && ua->ntombs)
+		*retired = tomb_absorb(ua, key, req->method);
+	return st;
 }
 
 struct sip_txn *sip_txn_match_client(struct sip_ua *ua, struct sip_msg *res)

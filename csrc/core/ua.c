@@ -609,7 +609,7 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 {
 	const char *method = req->method;
 	struct sip_txn *st;
-	int rc;
+	int rc, retired;
 
 	if (strcmp(req->version, "SIP/2.0")) {
 		struct sip_reply r = { .status = 505 };
@@ -617,7 +617,7 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		reply_stateless(ua, req, proto, l, c, &r);
 		return;
 	}
-	st = sip_txn_match_server(ua, req, method);
+	st = sip_txn_match_server(ua, req, method, &retired);
 	if (!strcmp(method, "ACK")) {
 		struct sip_dialog *d;
 		if (st && st->state == TS_COMPLETED) {
@@ -628,7 +628,7 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		d = sip_dialog_match(ua, req);
 		if (d)
 			sip_dialog_ack_received(d, req);
-		else if (!st && !sip_tomb_absorb(ua, req, method))
+		else if (!st && !retired)
 			sip_ua_drop(ua, &req->src, "ACK matches no dialog");
 		return;
 	}
@@ -636,8 +636,8 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		sip_txn_server_retransmit(st, req);
 		return;
 	}
-	if (sip_tomb_absorb(ua, req, method))
-		return;
+	if (retired)
+		return;         /* its response went again */
 	if ((int)(ua->nserver + ua->ntombs) >= ua->cfg.max_server_txns) {
 		struct sip_reply r = { .status = 503, .headers = "Retry-After: 5\r\n" };
 		sip_ua_drop(ua, &req->src, "server transaction limit reached: 503");
@@ -664,10 +664,10 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		sip_txn_trying_owed(st);
 	if (!strcmp(method, "CANCEL")) {
 		/* 9.2: the CANCEL matches the INVITE's transaction */
-		struct sip_txn *ist = sip_txn_match_server(ua, req, "INVITE");
+		struct sip_txn *ist = sip_txn_match_server(ua, req, "INVITE", &retired);
 		/* a retired INVITE transaction answered already: nothing to
 		 * cancel, but it exists (9.2) */
-		struct sip_reply r = { .status = ist || sip_tomb_absorb(ua, req, "INVITE") ? 200 : 481 };
+		struct sip_reply r = { .status = ist || retired ? 200 : 481 };
 		sip_txn_reply(st, &r);
 		if (ist && !sip_txn_final_sent(ist)) {
 			if (ua->on_request)
