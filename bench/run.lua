@@ -1077,6 +1077,13 @@ local function section_scaling()
   R.scale.rate, R.scale.dur = rate, dur
 end
 
+-- peak RSS per concurrent call of the Lua UAS with long calls (the
+-- targets table is written before section 4, so both compute it)
+local function lua_rss_per_call(s)
+  local ll = s and s.lua_long
+  return ll and ll.hwm and ll.idle_rss and ll.concurrent > 0 and (ll.hwm - ll.idle_rss) / ll.concurrent or nil
+end
+
 local function render_scaling()
   local s = R.scale
   out("## 4. Scaling: short calls versus 20 s calls, same rate")
@@ -1113,7 +1120,7 @@ local function render_scaling()
             "usual cause; SIPp's UAS dropped %d).", ll.server_drops, pct(ll.server_load),
             s.sipp_long.server_drops))
   end
-  local per = ll.hwm and ll.idle_rss and ll.concurrent > 0 and (ll.hwm - ll.idle_rss) / ll.concurrent
+  local per = lua_rss_per_call(s)
   local per2 = ll.hwm and ls.hwm and ll.concurrent > ls.concurrent and
                (ll.hwm - ls.hwm) / (ll.concurrent - ls.concurrent)
   local sp = s.sipp_long.hwm and s.sipp_long.concurrent > 0 and s.sipp_long.idle_rss and
@@ -1129,7 +1136,6 @@ local function render_scaling()
     out(fmt("Of which the Lua heap (collectgarbage(\"count\") in the UAS): %.1f KiB per established " ..
             "call.", lh))
   end
-  R.rss_per_call = per
   for _, r in ipairs{ ls, ll } do
     if r.uac_load and r.uac_load > 0.85 then
       out(fmt("SIPp's client used %s of a core during the %s run: it is the ceiling there.", pct(r.uac_load),
@@ -1285,9 +1291,9 @@ local function render_summary()
     out(fmt("| CPU/call at 20,000 concurrent <= 1.3 x short calls | %.2f x (%d concurrent) | %s |", ratio,
             sc.lua_long.concurrent, ratio <= 1.3 and "yes" or "no"))
   end
-  if R.rss_per_call then
-    out(fmt("| <= 8 KiB RSS per concurrent call | %.1f KiB | %s |", R.rss_per_call,
-            R.rss_per_call <= 8 and "yes" or "no"))
+  local per = lua_rss_per_call(sc)
+  if per then
+    out(fmt("| <= 8 KiB RSS per concurrent call | %.1f KiB | %s |", per, per <= 8 and "yes" or "no"))
   end
   if R.cg and R.cg.available then
     out(fmt("| instructions per call: tracked | %s Ir | - |", thousands(R.cg.per_call)))
