@@ -466,34 +466,51 @@ end
 
 local STEP = SMOKE and 0.5 or 5    -- seconds of traffic per step
 
-local function ladder(o)
-  local steps = {}
-  local best
-  for _, rate in ipairs(o.rates) do
-    local server = o.server()
-    sleep(0.2)
-    local c0 = cpu_of(server.pid)
-    local calls = math.max(1, math.floor(rate * STEP))
-    local r = run_sipp_uac{ scen = o.scen, rate = rate, calls = calls, port = server.port,
-                            timeout = STEP + 10, name = o.client_name, server = server }
-    local c1 = cpu_of(server.pid)
-    if not c1 then
-      kill(server)
-      error(o.label .. ": the server died during the " .. rate .. "/s step:\n" .. tail(server.out, 10), 0)
-    end
-    r.server_cpu = c1 - c0
-    r.server_per = r.ok > 0 and r.server_cpu / r.ok or nil
-    r.server_load = r.server_load or r.server_cpu / r.elapsed
-    r.stat = uas_stat(server)
+local function ladder_step(o, rate)
+  local server = o.server()
+  sleep(0.2)
+  local c0 = cpu_of(server.pid)
+  local calls = math.max(1, math.floor(rate * STEP))
+  local r = run_sipp_uac{ scen = o.scen, rate = rate, calls = calls, port = server.port,
+                          timeout = STEP + 10, name = o.client_name, server = server }
+  local c1 = cpu_of(server.pid)
+  if not c1 then
     kill(server)
-    steps[#steps + 1] = r
-    note(fmt("%-26s %6d/s: %-17s server %s us/%s (%s CPU), SIPp %s CPU, %d retrans, drops %d/%d",
-             o.label, rate, r.why, us(r.server_per), o.unit or "call", pct(r.server_load),
-             r.uac_load and pct(r.uac_load) or "?", r.retrans, r.server_drops, r.client_drops))
-    if not r.clean then break end
-    best = r
+    error(o.label .. ": the server died during the " .. rate .. "/s step:\n" .. tail(server.out, 10), 0)
   end
-  return { steps = steps, best = best, top = o.rates[#o.rates] }
+  r.server_cpu = c1 - c0
+  r.server_per = r.ok > 0 and r.server_cpu / r.ok or nil
+  r.server_load = r.server_load or r.server_cpu / r.elapsed
+  r.stat = uas_stat(server)
+  kill(server)
+  note(fmt("%-26s %6d/s: %-17s server %s us/%s (%s CPU), SIPp %s CPU, %d retrans, drops %d/%d",
+           o.label, rate, r.why, us(r.server_per), o.unit or "call", pct(r.server_load),
+           r.uac_load and pct(r.uac_load) or "?", r.retrans, r.server_drops, r.client_drops))
+  return r
+end
+
+-- Ladders side by side, one rate at a time: each server's step at a rate
+-- runs right after the others' at that rate, so a machine whose speed
+-- drifts over minutes (2 cores shared with other work) favours no
+-- series, as ladders run one after the other would. A ladder stops at its
+-- first step with a failure; the others go on.
+local function ladders(list)
+  local res, n = {}, 0
+  for i, o in ipairs(list) do
+    res[i] = { steps = {}, top = o.rates[#o.rates] }
+    n = math.max(n, #o.rates)
+  end
+  for k = 1, n do
+    for i, o in ipairs(list) do
+      local l, rate = res[i], o.rates[k]
+      if rate and not l.stopped then
+        local r = ladder_step(o, rate)
+        l.steps[#l.steps + 1] = r
+        if r.clean then l.best = r else l.stopped = true end
+      end
+    end
+  end
+  return table.unpack(res, 1, #list)
 end
 
 -- the highest clean rate; "≥" when the ladder ended without a failure
@@ -524,11 +541,11 @@ local R = {}
 local function section_server_calls()
   local rates = SMOKE and { 50 } or { 500, 1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000,
                                       20000 }
-  note("1. server calls: SIPp -sn uac against the Lua UAS, then against SIPp -sn uas")
-  R.lua_uas = ladder{ label = "Lua UAS", rates = rates, scen = "-sn uac",
-                      server = function() return start_lua_uas() end }
-  R.sipp_uas = ladder{ label = "SIPp UAS", rates = rates, scen = "-sn uac",
-                       server = function() return start_sipp_uas("-sn uas") end }
+  note("1. server calls: SIPp -sn uac against the Lua UAS and against SIPp -sn uas, rate by rate")
+  R.lua_uas, R.sipp_uas = ladders{
+    { label = "Lua UAS", rates = rates, scen = "-sn uac", server = function() return start_lua_uas() end },
+    { label = "SIPp UAS", rates = rates, scen = "-sn uac",
+      server = function() return start_sipp_uas("-sn uas") end } }
 end
 
 local function render_server_calls()
@@ -543,7 +560,9 @@ local function render_server_calls()
       "the transactions' Timer J/L expiry 32 s later is not in it (section 4 has the " ..
       "steady-state figure that includes it). \"CPU\" is the share of a core each process used " ..
       "while the calls were being created; \"drops\" the datagrams the kernel dropped because a " ..
-      "socket's receive buffer was full (server socket / SIPp client socket, from /proc/net/udp).")
+      "socket's receive buffer was full (server socket / SIPp client socket, from /proc/net/udp). " ..
+      "The two servers' steps alternate, rate by rate, so a drift of the machine's speed over the " ..
+      "minutes of the run favours neither.")
   out()
   out("| rate (cps) | Lua UAS | CPU/call (us) | CPU | drops | SIPp UAS | CPU/call (us) " ..
       "| CPU | drops | SIPp uac CPU (vs Lua / vs SIPp) |")
@@ -1152,14 +1171,15 @@ local function section_non_invite()
   note("5. non-INVITE: OPTIONS served, REGISTER with digest")
   local orates = SMOKE and { 50 } or { 2000, 5000, 10000, 15000, 20000, 25000, 30000, 40000 }
   local opt_uac = "-sf " .. q(ROOT .. "/bench/options_uac.xml")
-  R.opt_core = ladder{ label = "OPTIONS, Lua UAS (core)", rates = orates, scen = opt_uac, unit = "req",
-                       server = function() return start_lua_uas() end }
-  R.opt_lua = ladder{ label = "OPTIONS, Lua UAS (handler)", rates = orates, scen = opt_uac, unit = "req",
-                      server = function() return start_lua_uas{ args = "--options-handler" } end }
-  R.opt_sipp = ladder{ label = "OPTIONS, SIPp", rates = orates, scen = opt_uac, unit = "req",
-                       server = function()
-                         return start_sipp_uas("-sf " .. q(ROOT .. "/bench/options_uas.xml"), "sipp-options")
-                       end }
+  R.opt_core, R.opt_lua, R.opt_sipp = ladders{
+    { label = "OPTIONS, Lua UAS (core)", rates = orates, scen = opt_uac, unit = "req",
+      server = function() return start_lua_uas() end },
+    { label = "OPTIONS, Lua UAS (handler)", rates = orates, scen = opt_uac, unit = "req",
+      server = function() return start_lua_uas{ args = "--options-handler" } end },
+    { label = "OPTIONS, SIPp", rates = orates, scen = opt_uac, unit = "req",
+      server = function()
+        return start_sipp_uas("-sf " .. q(ROOT .. "/bench/options_uas.xml"), "sipp-options")
+      end } }
   local rrates = SMOKE and { 20 } or { 500, 1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000 }
   local reg_uac = "-sf " .. q(ROOT .. "/bench/register_uac.xml")
   -- is req:authenticate there? the UAS says so when it starts
@@ -1167,17 +1187,18 @@ local function section_non_invite()
   local auth = probe.auth
   kill(probe)
   R.reg_auth = auth
+  local reg_sipp = { label = "REGISTER digest, SIPp", rates = rrates, scen = reg_uac, unit = "reg",
+                     server = function()
+                       return start_sipp_uas("-sf " .. q(ROOT .. "/bench/register_uas.xml"), "sipp-register")
+                     end }
   if auth then
-    R.reg_lua = ladder{ label = "REGISTER digest, Lua UAS", rates = rrates, scen = reg_uac, unit = "reg",
-                        server = function() return start_lua_uas() end }
+    R.reg_lua, R.reg_sipp = ladders{
+      { label = "REGISTER digest, Lua UAS", rates = rrates, scen = reg_uac, unit = "reg",
+        server = function() return start_lua_uas() end }, reg_sipp }
   else
     note("REGISTER digest, Lua UAS: not available (no req:authenticate in this build)")
+    R.reg_sipp = ladders{ reg_sipp }
   end
-  R.reg_sipp = ladder{ label = "REGISTER digest, SIPp", rates = rrates, scen = reg_uac, unit = "reg",
-                       server = function()
-                         return start_sipp_uas("-sf " .. q(ROOT .. "/bench/register_uas.xml"),
-                                               "sipp-register")
-                       end }
 end
 
 local function render_non_invite()

@@ -76,13 +76,19 @@ return function(_, internal)
     end
   end
 
+  -- the host a UA's SDP answers name, once per UA (its listen address
+  -- does not change)
+  local ua_hosts = setmetatable({}, { __mode = "k" })
+
   local function local_addr(call)
-    local req = call.invite
-    local src = req and req.via
-    local hostport = call.ua and call.ua:address() or ""
-    local host = hostport:match("^%a+:%[?([^%]]*)%]?:%d+$") or "127.0.0.1"
+    local ua = call.ua
+    local host = ua and ua_hosts[ua]
+    if host then return host end
+    local hostport = ua and ua:address() or ""
+    host = hostport:match("^%a+:%[?([^%]]*)%]?:%d+$") or "127.0.0.1"
     if host == "0.0.0.0" or host == "::" then host = "127.0.0.1" end
-    return host, src
+    if ua then ua_hosts[ua] = host end
+    return host
   end
 
   -- An ended call keeps C memory the collector does not see (its
