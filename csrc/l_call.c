@@ -586,45 +586,61 @@ static int push_s(lua_State *L, const char *s)
 	return 1;
 }
 
+/* the fields computed from the C side, read-only; ids for call_index */
+enum { F_CALL_ID = 1, F_UAS, F_LOCAL_TAG, F_REMOTE_TAG, F_REMOTE_TARGET, F_ROUTES, F_LOCAL,
+       F_REMOTE, F_INVITE, F_FROM, F_TO };
+static const char *const builtin[] = { "call_id", "uas", "local_tag", "remote_tag",
+	"remote_target", "routes", "local", "remote", "invite", "from", "to", NULL };
+
+/* upvalues: 1 methods, 2 lazy fields, 3 builtin name -> F_*. A key
+ * missing from the table comes here (a script's own fields too, while
+ * unset): each is one table lookup, no string compares */
 static int call_index(lua_State *L)
 {
 	struct lcall *c;
-	const char *k;
-	int live;
+	int live, f;
 
-	/* methods first; fields the Lua side set never come here */
 	lua_pushvalue(L, 2);
 	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
 		return 1;
-	lua_pop(L, 1);
-	c = check_call(L, 1);
-	k = lua_tostring(L, 2);
-	if (!k) {
+	lua_pushvalue(L, 2);
+	lua_rawget(L, lua_upvalueindex(3));
+	f = (int)lua_tointeger(L, -1);     /* 0 when nil */
+	if (!f) {
+		/* fields computed on first use (remote_sdp is parsed only when
+		 * a script looks at it) */
+		lua_pushvalue(L, 2);
+		if (lua_rawget(L, lua_upvalueindex(2)) == LUA_TFUNCTION) {
+			lua_pushvalue(L, 1);
+			lua_call(L, 1, 1);
+			return 1;
+		}
 		lua_pushnil(L);
 		return 1;
 	}
+	c = check_call(L, 1);
 	live = c->d && c->lu && c->lu->ua;
-	if (!strcmp(k, "call_id"))
+	switch (f) {
+	case F_CALL_ID:
 		return push_s(L, c->invite ? c->invite->call_id : NULL);
-	if (!strcmp(k, "uas")) {
+	case F_UAS:
 		lua_pushboolean(L, c->uas);
 		return 1;
-	}
-	if (!strcmp(k, "local_tag"))
+	case F_LOCAL_TAG:
 		return push_s(L, live ? sip_dialog_local_tag(c->d) : NULL);
-	if (!strcmp(k, "remote_tag"))
+	case F_REMOTE_TAG:
 		return push_s(L, live ? sip_dialog_remote_tag(c->d) : NULL);
-	if (!strcmp(k, "remote_target"))
+	case F_REMOTE_TARGET:
 		return push_s(L, live ? sip_dialog_remote_target(c->d) : NULL);
-	if (!strcmp(k, "routes"))
+	case F_ROUTES:
 		return push_s(L, live ? sip_dialog_routes(c->d) : NULL);
-	if (!strcmp(k, "local"))
+	case F_LOCAL:
 		return push_s(L, live ? sip_dialog_local_uri(c->d) : NULL);
-	if (!strcmp(k, "remote"))
+	case F_REMOTE:
 		return push_s(L, live ? sip_dialog_remote_uri(c->d) : NULL);
-	/* "invite", not "request": call:request(method) is the in-dialog
-	 * request method */
-	if (!strcmp(k, "invite")) {
+	case F_INVITE:
+		/* "invite", not "request": call:request(method) is the
+		 * in-dialog request method */
 		if (!c->invite)
 			return push_s(L, NULL);
 		/* one message object per call: kept in the table */
@@ -633,40 +649,27 @@ static int call_index(lua_State *L)
 		lua_pushvalue(L, -2);
 		lua_rawset(L, 1);
 		return 1;
-	}
-	if (!strcmp(k, "from") || !strcmp(k, "to")) {
+	default: {      /* F_FROM, F_TO */
 		size_t n;
-		const char *v = c->invite ? sip_msg_header(c->invite, k[0] == 'f' ? "From" : "To", 0, &n) : NULL;
+		const char *v = c->invite ? sip_msg_hdr(c->invite, f == F_FROM ? SIP_H_FROM : SIP_H_TO, 0, &n)
+		                          : NULL;
 		if (!v)
 			return push_s(L, NULL);
 		lua_pushlstring(L, v, n);
 		return 1;
 	}
-	/* fields computed on first use (remote_sdp is parsed only when a
-	 * script looks at it) */
-	lua_pushvalue(L, 2);
-	lua_rawget(L, lua_upvalueindex(2));
-	if (lua_isfunction(L, -1)) {
-		lua_pushvalue(L, 1);
-		lua_call(L, 1, 1);
-		return 1;
 	}
-	lua_pushnil(L);
-	return 1;
 }
 
+/* upvalue 1: builtin name -> F_* (those are read-only) */
 static int call_newindex(lua_State *L)
 {
-	static const char *const builtin[] = { "call_id", "uas", "local_tag", "remote_tag",
-		"remote_target", "routes", "local", "remote", "invite", "from", "to", NULL };
-	const char *k = lua_tostring(L, 2);
-	int i;
-
-	check_call(L, 1);
-	for (i = 0; k && builtin[i]; i++)
-		if (!strcmp(k, builtin[i]))
-			return luaL_error(L, "sip.Call field '%s' is read-only", k);
+	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 3);
+	lua_pushvalue(L, 2);
+	if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+		return luaL_error(L, "sip.Call field '%s' is read-only", lua_tostring(L, 2));
+	lua_pop(L, 1);
 	lua_rawset(L, 1);
 	return 0;
 }
@@ -695,6 +698,8 @@ static const luaL_Reg call_methods[] = {
 
 int lsip_open_call(lua_State *L)
 {
+	int i;
+
 	luaL_newmetatable(L, "sip.Call");
 	luaL_newlib(L, call_methods);
 	lua_pushvalue(L, -1);
@@ -702,9 +707,16 @@ int lsip_open_call(lua_State *L)
 	lua_newtable(L);
 	lua_pushvalue(L, -1);
 	lua_setfield(L, -4, "lazy");
-	lua_pushcclosure(L, call_index, 2);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, call_newindex);
+	lua_createtable(L, 0, sizeof builtin / sizeof builtin[0]);
+	for (i = 0; builtin[i]; i++) {
+		lua_pushinteger(L, i + 1);
+		lua_setfield(L, -2, builtin[i]);
+	}
+	lua_pushvalue(L, -1);
+	lua_insert(L, -4);      /* kept below for __newindex */
+	lua_pushcclosure(L, call_index, 3);
+	lua_setfield(L, -3, "__index");
+	lua_pushcclosure(L, call_newindex, 1);
 	lua_setfield(L, -2, "__newindex");
 	lua_pushcfunction(L, call_tostring);
 	lua_setfield(L, -2, "__tostring");

@@ -189,8 +189,8 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 	d->state = SIP_DLG_CONFIRMED;
 	d->proto = ist->proto;
 	d->peer = ist->req->src;
-	from = sip_msg_header(m, "From", 0, &fn);
-	to = sip_msg_header(m, "To", 0, &tn);
+	from = sip_msg_hdr(m, SIP_H_FROM, 0, &fn);
+	to = sip_msg_hdr(m, SIP_H_TO, 0, &tn);
 	/* our side is the INVITE's To plus the tag we gave it */
 	if (dialog_strings(d, m->call_id, ist->to_tag, nz(m->from_tag), to ? to : "", tn,
 	                   m->to_tag ? NULL : ist->to_tag, from ? from : "", fn)) {
@@ -231,8 +231,8 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 	d->state = SIP_DLG_CONFIRMED;
 	d->proto = ict->proto;
 	d->peer = ict->dst;
-	from = sip_msg_header(rq, "From", 0, &fn);
-	to = sip_msg_header(res, "To", 0, &tn);
+	from = sip_msg_hdr(rq, SIP_H_FROM, 0, &fn);
+	to = sip_msg_hdr(res, SIP_H_TO, 0, &tn);
 	if (dialog_strings(d, rq->call_id, nz(rq->from_tag), nz(res->to_tag), from ? from : "", fn, NULL,
 	                   to ? to : "", tn)) {
 		free(d);
@@ -241,7 +241,7 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 	d->local_cseq = (unsigned)rq->cseq;
 	{
 		size_t n;
-		const char *c = sip_msg_header(ict->req, "Contact", 0, &n);
+		const char *c = sip_msg_hdr(ict->req, SIP_H_CONTACT, 0, &n);
 		char own[160];
 		if (!c) {
 			sip_ua_contact(d->ua, d->proto, &d->peer, sip_msg_sips(ict->req), own, sizeof own);

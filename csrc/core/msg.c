@@ -86,10 +86,10 @@ static int digits_le(const char *v, size_t n, unsigned long max)
 }
 
 /* RFC 3261 25.1: Max-Forwards 0..255, Expires delta-seconds 32 bits */
-static int scalar_ok(const struct sip_msg *m, const char *name, unsigned long max)
+static int scalar_ok(const struct sip_msg *m, int id, unsigned long max)
 {
 	size_t n;
-	const char *v = sip_msg_header(m, name, 0, &n);
+	const char *v = sip_msg_hdr(m, id, 0, &n);
 
 	return !v || digits_le(v, n, max);
 }
@@ -102,7 +102,7 @@ static int contacts_ok(const struct sip_msg *m)
 	size_t n;
 	int i;
 
-	for (i = 0; (v = sip_msg_header(m, "Contact", i, &n)); i++)
+	for (i = 0; (v = sip_msg_hdr(m, SIP_H_CONTACT, i, &n)); i++)
 		if (!memchr(v, '<', n) && memchr(v, '?', n))
 			return 0;
 	return 1;
@@ -110,38 +110,82 @@ static int contacts_ok(const struct sip_msg *m)
 
 /* ---- the light parse ---- */
 
-/* the names the core looks up, with their ids (compact forms mapped
- * to these first) */
-static const struct { const char *name; uint8_t len, id; } known[] = {
-	{ "Via", 3, SIP_H_VIA }, { "From", 4, SIP_H_FROM }, { "To", 2, SIP_H_TO },
-	{ "Call-ID", 7, SIP_H_CALL_ID }, { "CSeq", 4, SIP_H_CSEQ }, { "Contact", 7, SIP_H_CONTACT },
-	{ "Content-Length", 14, SIP_H_CONTENT_LENGTH }, { "Content-Type", 12, SIP_H_CONTENT_TYPE },
-	{ "Record-Route", 12, SIP_H_RECORD_ROUTE }, { "Route", 5, SIP_H_ROUTE },
-	{ "Max-Forwards", 12, SIP_H_MAX_FORWARDS }, { "Expires", 7, SIP_H_EXPIRES },
-	{ "Require", 7, SIP_H_REQUIRE }, { "Accept", 6, SIP_H_ACCEPT },
-};
-
-static uint8_t header_id(const char *name, size_t n)
+/* s[0..n) equals the lower-case name lc, ignoring the case of letters */
+static int name_is(const char *s, const char *lc, size_t n)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof known / sizeof known[0]; i++)
-		if (known[i].len == n && (known[i].name[0] | 0x20) == (name[0] | 0x20) &&
-		    !strncasecmp(known[i].name, name, n))
-			return known[i].id;
-	return SIP_H_OTHER;
+	for (i = 0; i < n; i++) {
+		char c = s[i];
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c + ('a' - 'A'));
+		if (c != lc[i])
+			return 0;
+	}
+	return 1;
 }
 
-static int is_ws(char c)
+/* by length, then by name: every header of every message comes here,
+ * and so does every lookup by name */
+static uint8_t header_id(const char *name, size_t n)
+{
+	const char *lc = NULL;
+	uint8_t id = SIP_H_OTHER;
+
+	switch (n) {
+	case 2: lc = "to"; id = SIP_H_TO; break;
+	case 3: lc = "via"; id = SIP_H_VIA; break;
+	case 4:
+		if ((name[0] | 0x20) == 'f') {
+			lc = "from"; id = SIP_H_FROM;
+		} else {
+			lc = "cseq"; id = SIP_H_CSEQ;
+		}
+		break;
+	case 5: lc = "route"; id = SIP_H_ROUTE; break;
+	case 6: lc = "accept"; id = SIP_H_ACCEPT; break;
+	case 7:
+		switch (name[0] | 0x20) {
+		case 'c':
+			if ((name[1] | 0x20) == 'a') {
+				lc = "call-id"; id = SIP_H_CALL_ID;
+			} else {
+				lc = "contact"; id = SIP_H_CONTACT;
+			}
+			break;
+		case 'e': lc = "expires"; id = SIP_H_EXPIRES; break;
+		case 'r': lc = "require"; id = SIP_H_REQUIRE; break;
+		default: return SIP_H_OTHER;
+		}
+		break;
+	case 12:
+		switch (name[0] | 0x20) {
+		case 'c': lc = "content-type"; id = SIP_H_CONTENT_TYPE; break;
+		case 'r': lc = "record-route"; id = SIP_H_RECORD_ROUTE; break;
+		case 'm': lc = "max-forwards"; id = SIP_H_MAX_FORWARDS; break;
+		default: return SIP_H_OTHER;
+		}
+		break;
+	case 14: lc = "content-length"; id = SIP_H_CONTENT_LENGTH; break;
+	default: return SIP_H_OTHER;
+	}
+	return name_is(name, lc, n) ? id : SIP_H_OTHER;
+}
+
+static inline int is_ws(char c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
 /* RFC 3261 25.1 token characters */
-static int is_token(char c)
+static inline int is_token(char c)
 {
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       (c && strchr("-.!%*_+`'~", c));
+	switch (c) {
+	case '-': case '.': case '!': case '%': case '*': case '_': case '+': case '`': case '\'': case '~':
+		return 1;
+	default:
+		return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+	}
 }
 
 static const char *skip_ws(const char *p, const char *e)
@@ -227,7 +271,8 @@ static const char *scan_params(const char *p, const char *e, const char *const *
 				if (p < e)
 					p++;
 			} else {
-				while (p < e && !is_ws(*p) && *p != ';' && *p != ',')
+				/* the stops (white space, ';' and ',') sort below '<' */
+				while (p < e && ((unsigned char)*p > ';' || (!is_ws(*p) && *p != ';' && *p != ',')))
 					p++;
 			}
 			ve = p;
@@ -332,14 +377,17 @@ static int uri_ok(const char *u, size_t n)
 {
 	size_t i = 0;
 
-	while (i < n && (isalpha((unsigned char)u[i]) ||
-	       (i > 0 && (isdigit((unsigned char)u[i]) || u[i] == '+' || u[i] == '-' || u[i] == '.'))))
+	while (i < n && (((u[i] | 0x20) >= 'a' && (u[i] | 0x20) <= 'z') ||
+	       (i > 0 && ((u[i] >= '0' && u[i] <= '9') || u[i] == '+' || u[i] == '-' || u[i] == '.'))))
 		i++;
 	if (i == 0 || i >= n || u[i] != ':')
 		return 0;
-	for (i = 0; i < n; i++)
-		if (is_ws(u[i]) || u[i] == '<' || u[i] == '>' || u[i] == '\0')
+	for (i++; i < n; i++) {
+		unsigned char c = (unsigned char)u[i];
+		/* everything refused sorts at or below '>' */
+		if (c <= '>' && (is_ws((char)c) || c == '<' || c == '>' || c == '\0'))
 			return 0;
+	}
 	return 1;
 }
 
@@ -580,13 +628,13 @@ store:
 	if (!m->cseq_method) { *why = "missing or bad CSeq"; return -EPROTO; }
 	if (dup) { *why = "more than one From, To, Call-ID or CSeq"; return -EPROTO; }
 	if (!m->via_host) { *why = "missing or bad Via"; return -EPROTO; }
-	if (!scalar_ok(m, "Max-Forwards", 255)) { *why = "bad Max-Forwards"; return -EPROTO; }
-	if (!scalar_ok(m, "Expires", 4294967295UL)) { *why = "bad Expires"; return -EPROTO; }
+	if (!scalar_ok(m, SIP_H_MAX_FORWARDS, 255)) { *why = "bad Max-Forwards"; return -EPROTO; }
+	if (!scalar_ok(m, SIP_H_EXPIRES, 4294967295UL)) { *why = "bad Expires"; return -EPROTO; }
 	if (!contacts_ok(m)) { *why = "Contact URI with parameters or headers outside <>"; return -EPROTO; }
 	{
 		size_t n1, n2;
-		const char *a = sip_msg_header(m, "Content-Length", 0, &n1);
-		const char *b = sip_msg_header(m, "Content-Length", 1, &n2);
+		const char *a = sip_msg_hdr(m, SIP_H_CONTENT_LENGTH, 0, &n1);
+		const char *b = sip_msg_hdr(m, SIP_H_CONTENT_LENGTH, 1, &n2);
 		if (a && b) { *why = "more than one Content-Length"; return -EPROTO; }
 	}
 	if (m->request && strcmp(m->method, m->cseq_method)) {
@@ -631,7 +679,7 @@ int sip_msg_parse(const char *buf, size_t len, struct sip_msg **out, const char 
 		*out = m;
 		return rc;
 	}
-	v = sip_msg_header(m, "Content-Length", 0, &vlen);
+	v = sip_msg_hdr(m, SIP_H_CONTENT_LENGTH, 0, &vlen);
 	if (v) {
 		char *end;
 		cl = strtol(v, &end, 10);
@@ -701,6 +749,20 @@ int sip_msg_status(const struct sip_msg *m)
 	return m->parsed && !m->request ? m->status : 0;
 }
 
+const char *sip_msg_hdr(const struct sip_msg *m, int id, int idx, size_t *vlen)
+{
+	int i;
+
+	for (i = 0; i < m->nhdrs; i++) {
+		const struct sip_hdr *h = &m->hdrs[i];
+		if (h->id == id && idx-- == 0) {
+			*vlen = h->vlen;
+			return h->v;
+		}
+	}
+	return NULL;
+}
+
 const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, size_t *vlen)
 {
 	const char *want;
@@ -717,9 +779,11 @@ const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, s
 	if (!m->hdrs)
 		return NULL;
 	id = header_id(want, wl);
+	if (id != SIP_H_OTHER)
+		return sip_msg_hdr(m, id, idx, vlen);
 	for (i = 0; i < m->nhdrs; i++) {
 		const struct sip_hdr *h = &m->hdrs[i];
-		if (h->id != id || (id == SIP_H_OTHER && (h->nlen != wl || strncasecmp(h->name, want, wl))))
+		if (h->id != SIP_H_OTHER || h->nlen != wl || strncasecmp(h->name, want, wl))
 			continue;
 		if (idx-- == 0) {
 			*vlen = h->vlen;
@@ -796,11 +860,11 @@ int sip_uri_has_lr(const char *uri, size_t n)
 
 int sip_msg_answerable(const struct sip_msg *m)
 {
-	static const char *const need[] = { "Via", "From", "To", "Call-ID", "CSeq" };
+	static const int need[] = { SIP_H_VIA, SIP_H_FROM, SIP_H_TO, SIP_H_CALL_ID, SIP_H_CSEQ };
 	size_t i, n;
 
 	for (i = 0; i < sizeof need / sizeof need[0]; i++)
-		if (!sip_msg_header(m, need[i], 0, &n))
+		if (!sip_msg_hdr(m, need[i], 0, &n))
 			return 0;
 	return 1;
 }
@@ -812,7 +876,7 @@ const char *sip_msg_branch(const struct sip_msg *m)
 
 const char *sip_msg_top_via(struct sip_msg *m, size_t *n)
 {
-	const char *v = sip_msg_header(m, "Via", 0, n);
+	const char *v = sip_msg_hdr(m, SIP_H_VIA, 0, n);
 	char ip[INET6_ADDRSTRLEN], port[8];
 	struct sip_buf b;
 	int rec;

@@ -73,6 +73,9 @@ void sip_msg_unref(struct sip_msg *m);
 int sip_msg_is_request(const struct sip_msg *m);
 const char *sip_msg_method(const struct sip_msg *m);  /* request method, or CSeq method of a response */
 int sip_msg_status(const struct sip_msg *m);
+/* the idx-th header of a known name (SIP_H_*, not SIP_H_OTHER): what
+ * sip_msg_header does without working out the id from the name */
+const char *sip_msg_hdr(const struct sip_msg *m, int id, int idx, size_t *vlen);
 /* idx-th header line of that name (compact forms understood); value is
  * trimmed, folded lines joined by the caller's buffer rules: returns a
  * pointer into raw and its length, or NULL */

@@ -31,7 +31,7 @@ struct sip_env {
 	                 const char *buf, size_t len);
 	void *trace_arg;
 	/* CSPRNG output drawn in blocks: one RAND_bytes call per many tags */
-	unsigned char rnd[512];
+	unsigned char rnd[4096];
 	size_t rnd_left;
 };
 

@@ -794,7 +794,7 @@ static int invite_sibling(struct sip_buf *b, struct sip_msg *rq, const char *met
 	int i;
 	sip_buf_init(b, 512);
 	sip_buf_printf(b, "%s %s SIP/2.0\r\n", method, rq->uri);
-	if ((v = sip_msg_header(rq, "Via", 0, &n))) {
+	if ((v = sip_msg_hdr(rq, SIP_H_VIA, 0, &n))) {
 		/* only the top Via value of a possibly comma-joined line */
 		const char *comma = memchr(v, ',', n);
 		sip_buf_header(b, "Via", v, comma ? (size_t)(comma - v) : n);
@@ -802,7 +802,7 @@ static int invite_sibling(struct sip_buf *b, struct sip_msg *rq, const char *met
 	for (k = 0; k < sizeof copied / sizeof copied[0]; k++)
 		for (i = 0; (v = sip_msg_header(rq, copied[k], i, &n)); i++)
 			sip_buf_header(b, copied[k], v, n);
-	if ((v = sip_msg_header(to, "To", 0, &n)))
+	if ((v = sip_msg_hdr(to, SIP_H_TO, 0, &n)))
 		sip_buf_header(b, "To", v, n);
 	sip_buf_printf(b, "Call-ID: %s\r\nCSeq: %lu %s\r\nContent-Length: 0\r\n\r\n",
 	               rq->call_id, rq->cseq, method);

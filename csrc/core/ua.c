@@ -390,11 +390,11 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 	sip_buf_adds(&b, "\r\n");
 	if ((v = sip_msg_top_via(req, &n)))
 		sip_buf_header(&b, "Via", v, n);
-	for (i = 1; (v = sip_msg_header(req, "Via", i, &n)); i++)
+	for (i = 1; (v = sip_msg_hdr(req, SIP_H_VIA, i, &n)); i++)
 		sip_buf_header(&b, "Via", v, n);
-	if ((v = sip_msg_header(req, "From", 0, &n)))
+	if ((v = sip_msg_hdr(req, SIP_H_FROM, 0, &n)))
 		sip_buf_header(&b, "From", v, n);
-	if ((v = sip_msg_header(req, "To", 0, &n))) {
+	if ((v = sip_msg_hdr(req, SIP_H_TO, 0, &n))) {
 		sip_buf_adds(&b, "To: ");
 		sip_buf_add(&b, v, n);
 		if (to_tag && to_tag[0] && r->status > 100 && !req->to_tag) {
@@ -408,12 +408,12 @@ static int build_response(struct sip_ua *ua, struct sip_msg *req, const char *to
 	if (r->status > 100 && r->status < 300 && req->request &&
 	    (!strcmp(req->method, "INVITE") || !strcmp(req->method, "SUBSCRIBE") ||
 	     !strcmp(req->method, "REFER"))) {
-		for (i = 0; (v = sip_msg_header(req, "Record-Route", i, &n)); i++)
+		for (i = 0; (v = sip_msg_hdr(req, SIP_H_RECORD_ROUTE, i, &n)); i++)
 			sip_buf_header(&b, "Record-Route", v, n);
 	}
-	if ((v = sip_msg_header(req, "Call-ID", 0, &n)))
+	if ((v = sip_msg_hdr(req, SIP_H_CALL_ID, 0, &n)))
 		sip_buf_header(&b, "Call-ID", v, n);
-	if ((v = sip_msg_header(req, "CSeq", 0, &n)))
+	if ((v = sip_msg_hdr(req, SIP_H_CSEQ, 0, &n)))
 		sip_buf_header(&b, "CSeq", v, n);
 	if (ua->cfg.user_agent[0])
 		sip_buf_header(&b, "Server", ua->cfg.user_agent, strlen(ua->cfg.user_agent));
@@ -583,19 +583,19 @@ static int uas_checks(struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req
 	if (strncasecmp(req->uri, "sip:", 4) && strncasecmp(req->uri, "sips:", 5) &&
 	    strncasecmp(req->uri, "tel:", 4)) {
 		r.status = 416;
-	} else if ((v = sip_msg_header(req, "Require", 0, &n)) && n > 0) {
+	} else if ((v = sip_msg_hdr(req, SIP_H_REQUIRE, 0, &n)) && n > 0) {
 		/* no extension is supported: every option required is unknown */
 		r.status = 420;
 		snprintf(hdr, sizeof hdr, "Unsupported: %.*s\r\n", (int)(n < 500 ? n : 500), v);
 		r.headers = hdr;
 	} else if (!strcmp(req->method, "INVITE") && req->body_len &&
-	           (v = sip_msg_header(req, "Content-Type", 0, &n)) &&
+	           (v = sip_msg_hdr(req, SIP_H_CONTENT_TYPE, 0, &n)) &&
 	           !(n >= 15 && !strncasecmp(v, "application/sdp", 15)) &&
 	           !(n >= 10 && !strncasecmp(v, "multipart/", 10))) {
 		r.status = 415;
 		r.headers = "Accept: application/sdp\r\n";
 	} else if (!strcmp(req->method, "INVITE") &&
-	           (v = sip_msg_header(req, "Accept", 0, &n)) && n > 0 && !accepts_sdp(v, n)) {
+	           (v = sip_msg_hdr(req, SIP_H_ACCEPT, 0, &n)) && n > 0 && !accepts_sdp(v, n)) {
 		r.status = 406;
 	} else {
 		return 0;
@@ -734,7 +734,7 @@ static void reply_unparsable(struct sip_ua *ua, struct sip_msg *m, int proto,
 	}
 	sip_buf_init(&b, 512);
 	sip_buf_printf(&b, "SIP/2.0 %d %s\r\n", status, sip_reason_phrase(status));
-	for (i = 0; (v = sip_msg_header(m, "Via", (int)i, &n)); i++)
+	for (i = 0; (v = sip_msg_hdr(m, SIP_H_VIA, (int)i, &n)); i++)
 		sip_buf_header(&b, "Via", v, n);
 	for (k = 0; k < 4; k++) {
 		v = sip_msg_header(m, copy[k], 0, &n);
@@ -797,7 +797,7 @@ void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct
 		/* parsed but broken: a request gets 400 naming the fault when
 		 * it can be answered at all, a response is dropped */
 		size_t vn;
-		if (m->request && sip_msg_header(m, "Via", 0, &vn) && strcmp(m->method, "ACK")) {
+		if (m->request && sip_msg_hdr(m, SIP_H_VIA, 0, &vn) && strcmp(m->method, "ACK")) {
 			struct sip_reply r = { .status = 400, .reason = why };
 			reply_stateless(ua, m, proto, l, c, &r);
 		}

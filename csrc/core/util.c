@@ -158,7 +158,22 @@ void sip_addr_host(const struct sip_addr *a, char *buf, size_t n)
 {
 	if (a->ss.ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, buf, (socklen_t)n);
-	else
+	else if (n >= INET_ADDRSTRLEN) {
+		/* every message's source is written out (Via received): by hand,
+		 * as inet_ntop goes through sprintf */
+		const unsigned char *q = (const unsigned char *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
+		char *p = buf;
+		int i;
+		for (i = 0; i < 4; i++) {
+			unsigned v = q[i];
+			if (v >= 100)
+				*p++ = (char)('0' + v / 100);
+			if (v >= 10)
+				*p++ = (char)('0' + v / 10 % 10);
+			*p++ = (char)('0' + v % 10);
+			*p++ = i < 3 ? '.' : '\0';
+		}
+	} else
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, buf, (socklen_t)n);
 }
 

@@ -23,8 +23,12 @@ return function(_, internal)
   -- (re-INVITE, the ACK of a late offer).
   local function sdp_body(msg)
     local body = msg and msg.body
-    if body and body ~= "" and (msg.content_type or ""):lower():find("application/sdp", 1, true) then
-      return body
+    if body and body ~= "" then
+      local ct = msg.content_type
+      -- the usual spelling first: no lower-cased copy
+      if ct == "application/sdp" or (ct and ct:lower():find("application/sdp", 1, true)) then
+        return body
+      end
     end
   end
 
@@ -49,8 +53,10 @@ return function(_, internal)
   end
 
   -- a coroutine waits for one of the call's events, with an optional timeout
+  local WAIT_NAME = { answer = "call:answer", ["end"] = "call:end" }  -- no string per wait
+
   local function wait_for(call, kind, timeout)
-    local co = current("call:" .. kind)
+    local co = current(WAIT_NAME[kind])
     local w = call._waiters
     if not w then
       w = {}

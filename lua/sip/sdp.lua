@@ -217,7 +217,15 @@ function sdp.default_answer(offer, addr)
     return (sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
       "G729", "GSM", "opus", "telephone-event" }, direction = "inactive" }))
   end
-  local key = offer:gsub("\no=[^\r\n]*", "", 1) .. "\0" .. addr
+  -- the offer without its o= line (plain finds: a pattern walks every byte)
+  local key
+  local o = offer:find("\no=", 1, true)
+  local eol = o and offer:find("\n", o + 3, true)
+  if eol then
+    key = offer:sub(1, o) .. offer:sub(eol + 1) .. "\0" .. addr
+  else
+    key = offer .. "\0" .. addr
+  end
   local parts = answer_cache[key]
   if not parts then
     local text = sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
