@@ -22,6 +22,7 @@ struct sip_listener {
 	char contact[2][96];            /* our Contact (sip:, sips:) once built,
 	                                 * for a listener on a specific address */
 	ev_io io;
+	char *rx;                       /* UDP: receive slots (transport_udp.c) */
 };
 
 struct sip_conn {

@@ -12,6 +12,7 @@
 #include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -50,25 +51,42 @@ static void udp_errqueue(struct sip_listener *l)
 	}
 }
 
+/* Datagrams are read UDP_BATCH at a time (recvmmsg), each into a slot
+ * large enough for any datagram, in a buffer of the listener's: under
+ * load one system call brings several messages, and a wakeup that finds
+ * fewer than a batch needs no further call to learn the socket is empty
+ * (epoll, level-triggered, wakes us again for anything later). Only the
+ * pages a datagram touches become resident. */
+#define UDP_BATCH 8
+#define UDP_SLOT 65536
+
 static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct sip_listener *l = w->data;
-	char buf[65536];
-	struct sip_addr src;
-	int i;
+	struct mmsghdr mm[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
+	struct sip_addr src[UDP_BATCH];
+	int round, i, n;
 
 	(void)loop;
 	(void)revents;
-	/* a bounded batch per wakeup keeps other watchers served under load */
-	for (i = 0; i < 64; i++) {
-		ssize_t n;
-		src.len = sizeof src.ss;
-		n = recvfrom(l->fd, buf, sizeof buf, 0, (struct sockaddr *)&src.ss, &src.len);
+	/* a bounded number per wakeup keeps other watchers served under load */
+	for (round = 0; round < 64 / UDP_BATCH; round++) {
+		for (i = 0; i < UDP_BATCH; i++) {
+			iov[i].iov_base = l->rx + (size_t)i * UDP_SLOT;
+			iov[i].iov_len = UDP_SLOT;
+			memset(&mm[i], 0, sizeof mm[i]);
+			mm[i].msg_hdr.msg_name = &src[i].ss;
+			mm[i].msg_hdr.msg_namelen = sizeof src[i].ss;
+			mm[i].msg_hdr.msg_iov = &iov[i];
+			mm[i].msg_hdr.msg_iovlen = 1;
+		}
+		n = recvmmsg(l->fd, mm, UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
 				/* woken with nothing to read: only the error queue
 				 * is pending, and epoll reports it until drained */
-				if (i == 0)
+				if (round == 0)
 					udp_errqueue(l);
 				return;
 			}
@@ -78,11 +96,17 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 			udp_errqueue(l);
 			continue;
 		}
-		if ((size_t)n > l->ua->cfg.max_udp) {
-			sip_ua_drop(l->ua, &src, "datagram larger than max_udp");
-			continue;
+		for (i = 0; i < n; i++) {
+			size_t len = mm[i].msg_len;
+			src[i].len = mm[i].msg_hdr.msg_namelen;
+			if (len > l->ua->cfg.max_udp || (mm[i].msg_hdr.msg_flags & MSG_TRUNC)) {
+				sip_ua_drop(l->ua, &src[i], "datagram larger than max_udp");
+				continue;
+			}
+			sip_ua_receive(l->ua, SIP_UDP, l, NULL, &src[i], iov[i].iov_base, len);
 		}
-		sip_ua_receive(l->ua, SIP_UDP, l, NULL, &src, buf, (size_t)n);
+		if (n < UDP_BATCH)
+			return;
 	}
 }
 
@@ -113,6 +137,11 @@ int sip_udp_open(struct sip_listener *l, char *err, size_t errlen)
 	alen = sizeof l->addr.ss;
 	getsockname(fd, (struct sockaddr *)&l->addr.ss, &alen);
 	l->addr.len = alen;
+	l->rx = malloc((size_t)UDP_BATCH * UDP_SLOT);
+	if (!l->rx) {
+		errno = ENOMEM;
+		goto fail;
+	}
 	l->fd = fd;
 	ev_io_init(&l->io, udp_cb, fd, EV_READ);
 	l->io.data = l;
@@ -134,6 +163,8 @@ void sip_udp_close(struct sip_listener *l)
 	ev_io_stop(l->ua->env->loop, &l->io);
 	close(l->fd);
 	l->fd = -1;
+	free(l->rx);
+	l->rx = NULL;
 }
 
 int sip_udp_send(struct sip_listener *l, const struct sip_addr *dst, const char *buf, size_t len)
