@@ -119,6 +119,7 @@ struct sip_ua {
 	struct sip_txn *retiring;
 	struct sip_htab tombs;
 	struct sip_tomb *thead, *ttail;
+	struct sip_tomb_chunk *tchunk, *tspare; /* tombs are carved from these (txn.c) */
 	size_t ntombs;
 	ev_timer tomb_w;
 	sip_request_cb on_request;

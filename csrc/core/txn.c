@@ -179,12 +179,81 @@ static void conn_link(struct sip_txn *t, struct sip_conn *c)
 struct sip_tomb {
 	struct sip_hnode hn;            /* in ua->tombs, by the transaction's key */
 	struct sip_tomb *next;          /* ua->thead .. ttail, in order of expiry */
+	struct sip_tomb_chunk *chunk;   /* where it was carved, or NULL: malloc */
 	double due;
 	struct sip_listener *lst;       /* UDP: where the response goes again */
 	struct sip_addr dst;
 	uint32_t outlen;
 	char data[];                    /* the key, its NUL, the response */
 };
+
+/*
+ * Tombs are carved in order from chunks of their own and expire in that
+ * same order, so a chunk goes back whole once its last tomb has gone.
+ * In malloc's heap, hundreds of thousands of tombs (20,000 calls a
+ * second, 32 s each) sat between the short-lived blocks of messages and
+ * buffers: the holes those left fragmented its bins, and the Lua UAS
+ * spent a quarter of its CPU time more than without tombs.
+ */
+#define TOMB_CHUNK 65536
+
+struct sip_tomb_chunk {
+	size_t used, live;
+	_Alignas(max_align_t) char mem[];
+};
+
+static struct sip_tomb *tomb_alloc(struct sip_ua *ua, size_t size)
+{
+	struct sip_tomb_chunk *c = ua->tchunk;
+	struct sip_tomb *tb;
+
+	size = (size + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
+#ifdef __SANITIZE_ADDRESS__
+	if (1) {        /* a block each: ASan sees a use after expiry */
+#else
+	if (size > TOMB_CHUNK - sizeof *c) {
+#endif
+		/* a large response: a block of its own */
+		tb = malloc(size);
+		if (tb)
+			tb->chunk = NULL;
+		return tb;
+	}
+	if (!c || c->used + size > TOMB_CHUNK - sizeof *c) {
+		if (c && !c->live) {
+			c->used = 0;    /* every tomb in it has gone: start again */
+		} else {
+			c = ua->tspare ? ua->tspare : malloc(TOMB_CHUNK);
+			ua->tspare = NULL;
+			if (!c)
+				return NULL;
+			c->used = c->live = 0;
+			ua->tchunk = c;
+		}
+	}
+	tb = (struct sip_tomb *)(void *)(c->mem + c->used);
+	c->used += size;
+	c->live++;
+	tb->chunk = c;
+	return tb;
+}
+
+static void tomb_release(struct sip_ua *ua, struct sip_tomb *tb)
+{
+	struct sip_tomb_chunk *c = tb->chunk;
+
+	if (!c) {
+		free(tb);
+		return;
+	}
+	if (--c->live || c == ua->tchunk)
+		return;
+	/* one spare spares a malloc and a free per chunk */
+	if (!ua->tspare)
+		ua->tspare = c;
+	else
+		free(c);
+}
 
 static void tomb_arm(struct sip_ua *ua)
 {
@@ -201,7 +270,7 @@ static void tomb_pop(struct sip_ua *ua)
 		ua->ttail = NULL;
 	sip_htab_remove(&ua->tombs, &tb->hn);
 	ua->ntombs--;
-	free(tb);
+	tomb_release(ua, tb);
 }
 
 static void tomb_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -233,7 +302,7 @@ static void retire(struct sip_txn *t)
 	         : t->kind != TXN_IST || t->state != TS_ACCEPTED || t->out)
 		return;
 	ol = nist ? t->outlen : 0;
-	tb = malloc(sizeof *tb + kl + 1 + ol);
+	tb = tomb_alloc(ua, sizeof *tb + kl + 1 + ol);
 	if (!tb)
 		return;
 	memcpy(tb->data, t->key, kl + 1);
@@ -943,6 +1012,9 @@ void sip_txn_free_all(struct sip_ua *ua)
 	}
 	while (ua->thead)
 		tomb_pop(ua);
+	free(ua->tchunk);
+	free(ua->tspare);
+	ua->tchunk = ua->tspare = NULL;
 }
 
 /* 9.1: CANCEL copies the INVITE's Request-URI, top Via (same branch),
