@@ -98,11 +98,11 @@ return function(_, internal)
   end
 
   -- An ended call keeps C memory the collector does not see (its
-  -- INVITE, about a kilobyte) until the collector frees it, and the
-  -- collector paces itself by the Lua heap alone (in generational mode,
-  -- an old dead call waits for a major collection, when the heap has
-  -- doubled): with many long calls, dead ones pile up to more than the
-  -- live ones and twice the memory. So once as many calls ended as half of those alive (and
+  -- INVITE, about a kilobyte) until the collector frees it, and once it
+  -- has lived long enough to be old, generational mode frees it only in a
+  -- major collection, which comes when the heap has doubled: with many
+  -- long calls, dead ones pile up to more than the live ones and twice
+  -- the memory. So once as many calls ended as half of those alive (and
   -- at least BULK), a full collection: its cost, proportional to the live
   -- heap, is spread over as many ended calls, so stays the same per call.
   local BULK = 10000
