@@ -160,7 +160,8 @@ describe("calls between two Lua UAs", function()
 
   it("time out: the caller CANCELs, gets nil, \"timeout\"; the callee's wait returns \"cancel\"", function()
     local a, b = pair()
-    finally(function() a:close(); b:close() end)
+    -- one finally per test: busted keeps only the last one registered
+    finally(function() a:close(); b:close(); sip.trace(false) end)
     local why, answered, state
     b:on("INVITE", function(call)
       call:ring()
@@ -173,7 +174,6 @@ describe("calls between two Lua UAs", function()
       if dir == "out" and text:match("^CANCEL ") then cancels = cancels + 1 end
       if dir == "out" and text:match("^SIP/2%.0 487 ") then r487 = r487 + 1 end
     end)
-    finally(function() sip.trace(false) end)
     helper.run(function()
       sip.sleep(0.01)
       local t0 = sip.now()
@@ -432,10 +432,9 @@ describe("calls between two Lua UAs", function()
 
   it("answer 500 when a handler or a hook raises", function()
     local a, b = pair()
-    finally(function() a:close(); b:close() end)
+    finally(function() a:close(); b:close(); sip.log("error", false) end)
     local logged = {}
     sip.log("error", function(level, msg) logged[#logged + 1] = msg end)
-    finally(function() sip.log("error", false) end)
     local calls = 0
     b:on("INVITE", function(call)
       calls = calls + 1
@@ -538,7 +537,7 @@ describe("calls between two Lua UAs", function()
 
   it("send BYE for a call left open when the UA closes: the peer's wait returns \"bye\"", function()
     local a, b = pair()
-    finally(function() a:close(); b:close() end)
+    finally(function() a:close(); b:close(); sip.trace(false) end)
     local why
     b:on("INVITE", function(call)
       assert(call:answer())
@@ -548,7 +547,6 @@ describe("calls between two Lua UAs", function()
     sip.trace(function(dir, _, _, text)
       if dir == "out" and text:match("^BYE ") then byes = byes + 1 end
     end)
-    finally(function() sip.trace(false) end)
     helper.run(function()
       local call = assert(a:invite(b:uri("bob"), { sdp = offer(), timeout = 5 }))
       assert.are.equal("confirmed", call.state)
