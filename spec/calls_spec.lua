@@ -160,7 +160,6 @@ describe("calls between two Lua UAs", function()
 
   it("time out: the caller CANCELs, gets nil, \"timeout\"; the callee's wait returns \"cancel\"", function()
     local a, b = pair()
-    -- one finally per test: busted keeps only the last one registered
     finally(function() a:close(); b:close(); sip.trace(false) end)
     local why, answered, state
     b:on("INVITE", function(call)

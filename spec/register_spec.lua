@@ -393,7 +393,6 @@ describe("digest on INVITE", function()
   it("answers 407 from call:authenticate{proxy = true} and the call goes through", function()
     local b, seen = callee{ proxy = true }
     local a = client()
-    -- one finally per test: busted keeps only the last one registered
     finally(function() a:close(); b:close(); sip.trace(false) end)
     local challenged
     sip.trace(function(dir, _, _, text)
