@@ -70,17 +70,17 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 	(void)loop;
 	(void)revents;
+	memset(mm, 0, sizeof mm);
+	for (i = 0; i < UDP_BATCH; i++) {
+		iov[i].iov_base = l->rx + (size_t)i * UDP_SLOT;
+		iov[i].iov_len = UDP_SLOT;
+		mm[i].msg_hdr.msg_name = &src[i].ss;
+		mm[i].msg_hdr.msg_namelen = sizeof src[i].ss;
+		mm[i].msg_hdr.msg_iov = &iov[i];
+		mm[i].msg_hdr.msg_iovlen = 1;
+	}
 	/* a bounded number per wakeup keeps other watchers served under load */
 	for (round = 0; round < 64 / UDP_BATCH; round++) {
-		for (i = 0; i < UDP_BATCH; i++) {
-			iov[i].iov_base = l->rx + (size_t)i * UDP_SLOT;
-			iov[i].iov_len = UDP_SLOT;
-			memset(&mm[i], 0, sizeof mm[i]);
-			mm[i].msg_hdr.msg_name = &src[i].ss;
-			mm[i].msg_hdr.msg_namelen = sizeof src[i].ss;
-			mm[i].msg_hdr.msg_iov = &iov[i];
-			mm[i].msg_hdr.msg_iovlen = 1;
-		}
 		n = recvmmsg(l->fd, mm, UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -99,11 +99,11 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 		for (i = 0; i < n; i++) {
 			size_t len = mm[i].msg_len;
 			src[i].len = mm[i].msg_hdr.msg_namelen;
-			if (len > l->ua->cfg.max_udp || (mm[i].msg_hdr.msg_flags & MSG_TRUNC)) {
+			mm[i].msg_hdr.msg_namelen = sizeof src[i].ss;  /* for the next round */
+			if (len > l->ua->cfg.max_udp || (mm[i].msg_hdr.msg_flags & MSG_TRUNC))
 				sip_ua_drop(l->ua, &src[i], "datagram larger than max_udp");
-				continue;
-			}
-			sip_ua_receive(l->ua, SIP_UDP, l, NULL, &src[i], iov[i].iov_base, len);
+			else
+				sip_ua_receive(l->ua, SIP_UDP, l, NULL, &src[i], iov[i].iov_base, len);
 		}
 		if (n < UDP_BATCH)
 			return;

@@ -202,18 +202,20 @@ struct sip_tomb_chunk {
 	_Alignas(max_align_t) char mem[];
 };
 
+/* larger tombs (a large response) get a block of their own */
+#ifdef __SANITIZE_ADDRESS__
+#define TOMB_CARVE_MAX 0        /* all of them: ASan sees a use after expiry */
+#else
+#define TOMB_CARVE_MAX (TOMB_CHUNK - sizeof(struct sip_tomb_chunk))
+#endif
+
 static struct sip_tomb *tomb_alloc(struct sip_ua *ua, size_t size)
 {
 	struct sip_tomb_chunk *c = ua->tchunk;
 	struct sip_tomb *tb;
 
 	size = (size + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
-#ifdef __SANITIZE_ADDRESS__
-	if (1) {        /* a block each: ASan sees a use after expiry */
-#else
-	if (size > TOMB_CHUNK - sizeof *c) {
-#endif
-		/* a large response: a block of its own */
+	if (size > TOMB_CARVE_MAX) {
 		tb = malloc(size);
 		if (tb)
 			tb->chunk = NULL;

@@ -156,9 +156,9 @@ void sip_addr_set_port(struct sip_addr *a, int port)
 
 void sip_addr_host(const struct sip_addr *a, char *buf, size_t n)
 {
-	if (a->ss.ss_family == AF_INET6)
+	if (a->ss.ss_family == AF_INET6) {
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&a->ss)->sin6_addr, buf, (socklen_t)n);
-	else if (n >= INET_ADDRSTRLEN) {
+	} else if (n >= INET_ADDRSTRLEN) {
 		/* every message's source is written out (Via received): by hand,
 		 * as inet_ntop goes through sprintf */
 		const unsigned char *q = (const unsigned char *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
@@ -173,8 +173,9 @@ void sip_addr_host(const struct sip_addr *a, char *buf, size_t n)
 			*p++ = (char)('0' + v % 10);
 			*p++ = i < 3 ? '.' : '\0';
 		}
-	} else
+	} else {
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)&a->ss)->sin_addr, buf, (socklen_t)n);
+	}
 }
 
 void sip_addr_str(const struct sockaddr *sa, char *buf, size_t n)
