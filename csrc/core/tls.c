@@ -19,6 +19,7 @@
 #include <strings.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -79,6 +80,19 @@ static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 	return 1;       /* we keep the reference */
 }
 
+/* 1 when the error queue says a PEM file held no private key at all
+ * (not a mismatch, an unreadable file or a wrong passphrase) */
+static int no_key_found(void)
+{
+	unsigned long e = ERR_peek_error();
+
+#ifdef ERR_LIB_OSSL_DECODER
+	if (ERR_GET_LIB(e) == ERR_LIB_OSSL_DECODER && ERR_GET_REASON(e) == ERR_R_UNSUPPORTED)
+		return 1;
+#endif
+	return ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+}
+
 static SSL_CTX *ctx_new(const struct sip_tls_cfg *cfg, int server, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
@@ -106,9 +120,22 @@ static SSL_CTX *ctx_new(const struct sip_tls_cfg *cfg, int server, char *err, si
 			SSL_CTX_free(ctx);
 			return NULL;
 		}
+		/* without tls.key the key is read from the cert's own file
+		 * (one PEM holding both, as many servers ship them) */
 		if (SSL_CTX_use_PrivateKey_file(ctx, cfg->key ? cfg->key : cfg->cert, SSL_FILETYPE_PEM) != 1 ||
 		    SSL_CTX_check_private_key(ctx) != 1) {
-			tls_error(err, errlen, "cannot load the private key");
+			if (no_key_found()) {
+				/* OpenSSL's "unsupported" says neither what nor where */
+				ERR_clear_error();
+				if (cfg->key)
+					snprintf(err, errlen, "tls: cannot load the private key: "
+					         "no private key in tls.key's file");
+				else
+					snprintf(err, errlen, "tls: cannot load the private key: none in "
+					         "tls.cert's file (add it to that PEM file, or give tls.key)");
+			} else {
+				tls_error(err, errlen, "cannot load the private key");
+			}
 			SSL_CTX_free(ctx);
 			return NULL;
 		}
@@ -185,7 +212,8 @@ void sip_tls_free(struct sip_ua *ua)
 int sip_tls_can_listen(struct sip_ua *ua, char *err, size_t errlen)
 {
 	if (!ua->tls || !ua->tls->srv) {
-		snprintf(err, errlen, "tls: a tls: listener needs tls.cert and tls.key");
+		snprintf(err, errlen, "tls: a tls: listener needs tls.cert, a PEM file with the certificate "
+		         "and, unless tls.key names another file, its private key");
 		return -EINVAL;
 	}
 	return 0;

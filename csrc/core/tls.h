@@ -11,7 +11,8 @@ struct sip_ua;
 struct sip_conn;
 
 struct sip_tls_cfg {
-	const char *cert, *key;         /* PEM files: needed to listen */
+	const char *cert, *key;         /* PEM files, cert needed to listen; key
+	                                 * NULL: the key is in cert's file */
 	const char *cafile, *capath;    /* trust anchors; default the system store */
 	int verify;                     /* check the server's chain and name (default 1) */
 	int verify_client;              /* require and check client certificates */
