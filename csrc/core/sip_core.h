@@ -59,7 +59,9 @@ struct sip_addr {
 	socklen_t len;
 };
 
-/* "udp:127.0.0.1:5060", "tcp:[::1]:0" -> proto + address */
+/* "udp:127.0.0.1:5060", "tcp:[::1]:0", "tls:localhost:0" -> proto + address;
+ * a name resolves to its first address (a blocking lookup: set-up only).
+ * -EINVAL for bad text, -EHOSTUNREACH for a name that does not resolve */
 int sip_addr_parse_listen(const char *spec, int *proto, struct sip_addr *a);
 /* numeric or name host + port -> address (name lookups block: see ua.c) */
 int sip_addr_resolve(const char *host, int port, struct sip_addr *a);

@@ -287,10 +287,13 @@ int sip_ua_listen(struct sip_ua *ua, const char *spec, char *err, size_t errlen)
 	}
 	l->ua = ua;
 	l->fd = -1;
-	if (sip_addr_parse_listen(spec, &l->proto, &l->addr)) {
-		snprintf(err, errlen, "bad listen address '%s' (want udp:, tcp: or tls:HOST:PORT)", spec);
+	if ((rc = sip_addr_parse_listen(spec, &l->proto, &l->addr))) {
+		if (rc == -EINVAL)
+			snprintf(err, errlen, "bad listen address '%s' (want udp:, tcp: or tls:HOST:PORT)", spec);
+		else
+			snprintf(err, errlen, "cannot resolve the host of listen address '%s'", spec);
 		free(l);
-		return -EINVAL;
+		return rc;
 	}
 	if (l->proto == SIP_TLS && (rc = sip_tls_can_listen(ua, err, errlen))) {
 		free(l);
@@ -901,14 +904,31 @@ int sip_msg_sips(const struct sip_msg *m)
 	return m && m->parsed && m->request && !strncasecmp(m->uri, "sips:", 5);
 }
 
+/* The listener a message we send names (Via sent-by, Contact): the
+ * transport's own. TCP and TLS need none to go out: a connection is made
+ * from an ephemeral port and its answers come back on it (18.2.2), so
+ * the message names a listener of ours that can be reached instead, UDP
+ * first, else any of the family, its Contact with its own transport. */
+static struct sip_listener *named_listener(struct sip_ua *ua, int proto, int family)
+{
+	struct sip_listener *l = sip_ua_listener_for(ua, proto, family);
+
+	if (l || proto == SIP_UDP)
+		return l;
+	if ((l = sip_ua_listener_for(ua, SIP_UDP, family)))
+		return l;
+	for (l = ua->listeners; l; l = l->next)
+		if (l->addr.ss.ss_family == family)
+			return l;
+	return NULL;
+}
+
 void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, int sips,
                     char *buf, size_t n)
 {
-	struct sip_listener *l = sip_ua_listener_for(ua, proto, peer->ss.ss_family);
+	struct sip_listener *l = named_listener(ua, proto, peer->ss.ss_family);
 	char host[INET6_ADDRSTRLEN + 2];
 
-	if (!l)
-		l = sip_ua_listener_for(ua, SIP_UDP, peer->ss.ss_family);
 	if (!l)
 		l = ua->listeners;
 	if (!l) {
@@ -953,11 +973,11 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	} else {
 		t = rt;
 	}
-	l = sip_ua_listener_for(ua, t.proto, t.addr.ss.ss_family);
-	if (!l && t.proto != SIP_UDP)
-		l = sip_ua_listener_for(ua, SIP_UDP, t.addr.ss.ss_family);
+	l = named_listener(ua, t.proto, t.addr.ss.ss_family);
 	if (!l) {
-		snprintf(err, errlen, "transport: no %s listener for %s", sip_proto_name(t.proto),
+		/* UDP needs a socket of its own; TCP and TLS only an address
+		 * of the family to name (named_listener) */
+		snprintf(err, errlen, "transport: no %slistener for %s", t.proto == SIP_UDP ? "UDP " : "",
 		         t.addr.ss.ss_family == AF_INET6 ? "IPv6" : "IPv4");
 		return -ENOTCONN;
 	}

@@ -123,7 +123,7 @@ int sip_addr_parse_listen(const char *spec, int *proto, struct sip_addr *a)
 		host[colon - p] = '\0';
 	}
 	port = strtol(colon + 1, &end, 10);
-	if (*end || port < 0 || port > 65535 || end == colon + 1)
+	if (*end || port < 0 || port > 65535 || end == colon + 1 || !host[0])
 		return -EINVAL;
 	memset(a, 0, sizeof *a);
 	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)&a->ss)->sin_addr) == 1) {
@@ -132,8 +132,13 @@ int sip_addr_parse_listen(const char *spec, int *proto, struct sip_addr *a)
 	} else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)&a->ss)->sin6_addr) == 1) {
 		a->ss.ss_family = AF_INET6;
 		a->len = sizeof(struct sockaddr_in6);
+	} else if (*p == '[') {
+		return -EINVAL;         /* brackets hold an IPv6 literal only */
 	} else {
-		return -EINVAL;
+		/* a name: looked up once, at set-up, where blocking is fine.
+		 * The first address is taken, as sip_addr_resolve takes it for
+		 * a URI, so sip:NAME:PORT reaches a listener on NAME:PORT. */
+		return sip_addr_resolve(host, (int)port, a);
 	}
 	sip_addr_set_port(a, (int)port);
 	return 0;
