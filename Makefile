@@ -23,12 +23,13 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden \
              -I$(LIBEDIT_INCDIR) -Icsrc/core -Icsrc
 LIBFLAG ?= -shared
 LIBS = -L$(OSIP2_LIBDIR) -L$(LIBEV_LIBDIR) -L$(OPENSSL_LIBDIR) -L$(LIBEDIT_LIBDIR) \
-       -losipparser2 -lev -lcrypto -lssl -ledit
+       -losipparser2 -lev -lcrypto -lssl -ledit -lspandsp -lsndfile -lspeexdsp
 
 CORE_SRC = $(wildcard csrc/core/*.c)
+MEDIA_SRC = $(wildcard csrc/media/*.c)
 BIND_SRC = $(wildcard csrc/l_*.c)
-OBJ = $(CORE_SRC:.c=.o) $(BIND_SRC:.c=.o)
-HDR = $(wildcard csrc/core/*.h) $(wildcard csrc/*.h)
+OBJ = $(CORE_SRC:.c=.o) $(MEDIA_SRC:.c=.o) $(BIND_SRC:.c=.o)
+HDR = $(wildcard csrc/core/*.h) $(wildcard csrc/media/*.h) $(wildcard csrc/*.h)
 CORE_SO = sip/core.so
 
 # installation (luarocks passes LIBDIR, LUADIR, BINDIR)
@@ -38,7 +39,8 @@ BINDIR ?= /usr/local/bin
 
 DEB_PKGS = liblua5.4-dev lua5.4 libosip2-dev libev-dev libssl-dev luarocks lua-busted \
            lua-check lua-socket sip-tester kamailio kamailio-tls-modules pkg-config gcc make openssl \
-           libedit-dev tmux clang libclang-rt-14-dev iproute2 util-linux valgrind nftables
+           libedit-dev tmux clang libclang-rt-14-dev iproute2 util-linux valgrind nftables \
+           libspandsp-dev libsndfile1-dev libspeexdsp-dev sox espeak-ng
 BUSTED = $(LUA) /usr/bin/busted
 
 FUZZ_TIME ?= 30

@@ -1,0 +1,134 @@
+/*
+ * media_int.h - private to csrc/media: the engine and session structures
+ * that engine.c (pacing, RTCP schedule) and session.c (sockets, codecs,
+ * operations) share.
+ */
+#ifndef MEDIA_INT_H
+#define MEDIA_INT_H
+
+#include <ev.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <spandsp/telephony.h>
+#include <spandsp/g711.h>
+
+#include "session.h"
+#include "rtp.h"
+#include "player.h"
+#include "tone.h"
+#include "recorder.h"
+
+#define MEDIA_RATE 8000
+#define MEDIA_TICK 0.020                /* the pacing period, seconds */
+#define MEDIA_TICK_MS 20
+#define MEDIA_MAX_PTIME 120
+#define MEDIA_MAX_FRAME (MEDIA_MAX_PTIME * MEDIA_RATE / 1000)
+#define MEDIA_RTCP_INTERVAL 5.0
+#define MEDIA_RX_BUF 2048               /* larger datagrams are truncated, then dropped */
+
+struct media_engine {
+	struct ev_loop *loop;           /* NULL once detached */
+	ev_timer tick;                  /* runs while a session plays */
+	double due;                     /* when the next frame is due */
+	struct media_session *playing;  /* sessions the tick sends for */
+	int nplaying;
+	ev_timer rtcp_w;                /* runs while sessions exist */
+	struct media_session *rhead, *rtail;    /* by report time: same interval, so FIFO */
+	int nsessions;
+};
+
+struct media_addr {
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
+	} u;
+	socklen_t len;
+};
+
+/* what RFC 3550 A.1 (sequence numbers), A.3 (loss) and A.8 (jitter) keep
+ * per source */
+struct rx_state {
+	int init;
+	uint32_t ssrc;
+	uint16_t max_seq;
+	uint32_t cycles, base_seq, bad_seq;
+	uint64_t received, expected_prior, received_prior;
+	int have_transit;
+	int32_t transit;
+	double jitter;                  /* timestamp units */
+	uint32_t lsr;                   /* the peer's last SR, middle NTP bits */
+	double lsr_at;                  /* when it came (loop time) */
+};
+
+enum { OUT_NONE = 0, OUT_PLAY, OUT_TONE, OUT_BEEP };
+
+struct media_session {
+	struct media_engine *m;
+	media_done_fn done;
+	void *arg;
+	int fd[2];                      /* RTP, RTCP */
+	ev_io io[2];
+	struct media_addr local;
+
+	int have_remote;
+	struct media_addr sdp_rtp, sdp_rtcp;    /* from the SDP */
+	struct media_addr peer_rtp, peer_rtcp;  /* learned from what arrives */
+	int learned_rtp, learned_rtcp;
+	int codec, pt, ptime, frame, te_pt, dir;
+	g711_state_t *ulaw, *alaw;
+
+	/* sending */
+	uint32_t ssrc;
+	uint16_t seq;
+	uint32_t ts;                    /* of the next packet */
+	int spurt;                      /* the next packet starts a talkspurt */
+	double last_sent;               /* loop time of the last frame, 0: none yet */
+	int credit;                     /* ms the ticks allowed, not yet sent */
+	struct media_session *pnext, *pprev;
+	int on_tick;
+
+	/* the output: a player or a tone (a beep before a recording) */
+	int out;
+	struct player *player;
+	struct tone *tone;
+	int barge;
+
+	/* the recording */
+	struct recorder *rec;
+	int rec_running;                /* started (after its beep) */
+	double rec_max, rec_silence, rec_start;
+	ev_timer rec_w;
+
+	/* RTCP */
+	struct media_session *rnext, *rprev;
+	double rtcp_due;
+	uint64_t sent_at_report;
+	char cname[48];
+
+	struct rx_state rx;
+	struct media_stats st;
+
+	uint8_t pkt[RTP_HDR_LEN + MEDIA_MAX_FRAME];
+	int16_t pcm[MEDIA_MAX_FRAME];
+	uint8_t buf[MEDIA_RX_BUF];
+};
+
+/* engine.c */
+void media_engine_play_add(struct media_engine *m, struct media_session *s);
+void media_engine_play_remove(struct media_engine *m, struct media_session *s);
+void media_engine_rtcp_add(struct media_engine *m, struct media_session *s);
+void media_engine_rtcp_remove(struct media_engine *m, struct media_session *s);
+
+/* watchers that do not keep the loop alive by themselves: whoever waits
+ * on a session holds the loop (a session nobody waits on must not) */
+void media_io_start(struct media_engine *m, ev_io *w);
+void media_io_stop(struct media_engine *m, ev_io *w);
+void media_timer_start(struct media_engine *m, ev_timer *w);
+void media_timer_stop(struct media_engine *m, ev_timer *w);
+
+/* session.c, called by the engine */
+void media_session_tick(struct media_session *s, double now);
+void media_session_report(struct media_session *s, double now, int bye);
+
+#endif
