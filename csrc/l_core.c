@@ -424,5 +424,6 @@ int luaopen_sip_core(lua_State *L)
 	lua_setfield(L, -2, "auth");
 	lsip_open_edit(L);
 	lua_setfield(L, -2, "edit");
+	lsip_open_media(L); lua_setfield(L, -2, "media");
 	return 1;
 }
