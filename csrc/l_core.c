@@ -146,6 +146,27 @@ static int l_run(lua_State *L)
 	return 0;
 }
 
+/***
+ * Hold the loop alive (true) or let it end when nothing else holds it
+ * (false): the scheduler holds it while any coroutine waits, whatever
+ * timers run (a 1xx stops Timers A and B, yet the INVITE still waits).
+ * @function hold
+ */
+static int l_hold(lua_State *L)
+{
+	struct lsip_env *e = lsip_env(L);
+	int on = lua_toboolean(L, 1);
+
+	if (e->closed || on == e->held)
+		return 0;
+	e->held = on;
+	if (on)
+		ev_ref(e->env.loop);
+	else
+		ev_unref(e->env.loop);
+	return 0;
+}
+
 static void step_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop; (void)w; (void)revents;
@@ -173,6 +194,47 @@ static int l_step(lua_State *L)
 	ev_ref(e->env.loop);
 	ev_timer_stop(e->env.loop, &t);
 	lua_pushboolean(L, alive);
+	return 1;
+}
+
+static int unfinished(const struct lsip_env *e)
+{
+	const struct lua_ua *lu;
+	int n = 0;
+
+	for (lu = e->uas; lu; lu = lu->next)
+		if (lu->ua)
+			n += sip_ua_unfinished(lu->ua);
+	return n;
+}
+
+/***
+ * Run the loop for at most `seconds` while a request we sent still waits
+ * for its final response (an INVITE we CANCELled owes an ACK to its 487,
+ * a BYE its retransmissions): the runner's exit lets them finish.
+ * @function linger
+ * @treturn integer the requests still unfinished
+ */
+static int l_linger(lua_State *L)
+{
+	struct lsip_env *e = lsip_env(L);
+	double limit = luaL_optnumber(L, 1, 2.);
+	lua_State *prev = e->L;
+	double deadline;
+	int n;
+
+	ev_now_update(e->env.loop);
+	deadline = ev_now(e->env.loop) + limit;
+	e->L = L;
+	while ((n = unfinished(e)) > 0 && ev_now(e->env.loop) < deadline) {
+		ev_timer t;
+		ev_timer_init(&t, step_timeout, 0.05, 0.);
+		ev_timer_start(e->env.loop, &t);
+		ev_run(e->env.loop, EVRUN_ONCE);
+		ev_timer_stop(e->env.loop, &t);
+	}
+	e->L = prev;
+	lua_pushinteger(L, n);
 	return 1;
 }
 
@@ -331,6 +393,8 @@ static const luaL_Reg core_funcs[] = {
 	{ "run", l_run },
 	{ "step", l_step },
 	{ "stop", l_stop },
+	{ "hold", l_hold },
+	{ "linger", l_linger },
 	{ "now", l_now },
 	{ "timer", l_timer },
 	{ "set_hooks", l_set_hooks },

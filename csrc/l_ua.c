@@ -311,6 +311,10 @@ static int l_ua_new(lua_State *L)
 	lua_pop(L, 1);
 	lua_pushvalue(L, -1);
 	lu->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	lu->next = e->uas;
+	if (lu->next)
+		lu->next->prev = lu;
+	e->uas = lu;
 	return 1;
 }
 
@@ -334,6 +338,13 @@ static int l_ua_close(lua_State *L)
 		}
 	}
 	lsip_calls_close(L, lu, from_gc || !lu->e->L);
+	if (lu->prev)
+		lu->prev->next = lu->next;
+	else if (lu->e->uas == lu)
+		lu->e->uas = lu->next;
+	if (lu->next)
+		lu->next->prev = lu->prev;
+	lu->next = lu->prev = NULL;
 	if (lu->serving && !lu->e->closed)
 		ev_unref(lu->e->env.loop);
 	lu->serving = 0;

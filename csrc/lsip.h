@@ -22,7 +22,9 @@ struct lsip_env {
 	int flush_ref;          /* scheduler: flush() runs what wake/dispatch queued */
 	ev_prepare flush_w;     /* runs the queue outside every engine callback */
 	int queued;             /* work is queued: the loop holds a reference */
+	int held;               /* a coroutine waits: the loop holds a reference */
 	int closed;
+	struct lua_ua *uas;     /* open user agents, for the drain at exit */
 };
 
 struct pending;
@@ -35,6 +37,7 @@ struct lua_ua {
 	int serving;            /* holds a loop reference while it serves */
 	struct pending *pendings;       /* client requests coroutines wait on */
 	struct lcall *calls;            /* calls that may still call back */
+	struct lua_ua *next, *prev;     /* e->uas */
 };
 
 /* a client request a coroutine waits on (l_ua.c) */

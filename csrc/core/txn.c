@@ -1001,6 +1001,22 @@ void sip_txn_conn_closed(struct sip_conn *c, const char *why)
 	}
 }
 
+int sip_ua_unfinished(struct sip_ua *ua)
+{
+	size_t i;
+	int n = 0;
+
+	for (i = 0; i < ua->txns.nb; i++) {
+		const struct sip_hnode *h;
+		for (h = ua->txns.b[i]; h; h = h->next) {
+			const struct sip_txn *t = (const struct sip_txn *)h;
+			if ((t->kind == TXN_ICT || t->kind == TXN_NICT) && t->state < TS_COMPLETED)
+				n++;
+		}
+	}
+	return n;
+}
+
 void sip_txn_free_all(struct sip_ua *ua)
 {
 	size_t i;

@@ -109,6 +109,9 @@ struct sip_ua_stats {
 	uint64_t rx, tx, dropped, retransmits;
 };
 void sip_ua_stats(struct sip_ua *ua, struct sip_ua_stats *s);
+/* client transactions still waiting for a final response (a walk: for
+ * the drain at exit, not for hot paths) */
+int sip_ua_unfinished(struct sip_ua *ua);
 
 const char *sip_reason_phrase(int status);
 

@@ -20,7 +20,13 @@ local sip = { _VERSION = "luasip 0.1", core = core }
 local WAIT = setmetatable({}, { __name = "sip.wait" })
 
 local driven = setmetatable({}, { __mode = "k" })   -- coroutine -> on_exit or true
-local waiting = setmetatable({}, { __mode = "k" })  -- coroutine -> true while parked
+-- coroutine -> true while parked. Strong: a parked coroutine is kept
+-- until its one wake, and while any is parked the loop is held alive
+-- (core.hold), whatever timers run: an INVITE that got a 1xx has no
+-- timer left, yet its 2xx must still be ACKed (RFC 3261 17.1.1.2).
+local waiting = {}
+local n_waiting = 0
+local core_hold = core.hold
 local task_ctx = setmetatable({}, { __mode = "k" }) -- pooled coroutine -> its task's context
 
 -- Request handlers run in pooled coroutines: one that finished its task
@@ -73,7 +79,11 @@ local function finish(co, ok, ...)
   end
   local first = ...
   if first == WAIT then
-    waiting[co] = true
+    if not waiting[co] then
+      waiting[co] = true
+      n_waiting = n_waiting + 1
+      if n_waiting == 1 then core_hold(true) end
+    end
     return
   end
   if first == DONE then
@@ -142,6 +152,8 @@ end
 local function wake_now(co, ...)
   if not waiting[co] then return end
   waiting[co] = nil
+  n_waiting = n_waiting - 1
+  if n_waiting == 0 then core_hold(false) end
   return resume(co, ...)
 end
 
@@ -251,7 +263,12 @@ function sip.run(main, ...)
       end
     end, main, ...)
   end
-  if not failed then core.run() end
+  if not failed then
+    core.run()
+    -- what still needs one more message from us (the ACK of a 487 to
+    -- our CANCEL, a BYE's retransmissions) gets a bounded time to finish
+    if not failed then core.linger(2) end
+  end
   if failed then
     local err = failed
     failed = nil
