@@ -36,6 +36,12 @@ struct lmedia {
 	int self_ref;           /* pins the session while a coroutine waits on it */
 	int co_ref[2];          /* the coroutine waiting on the output, on the recording */
 	int held[2];            /* ... and the loop reference its wait holds */
+	/* the statistics at close, for a script that reads them after the
+	 * call ended */
+	int have_last;
+	struct media_stats last;
+	char last_local[64];
+	int last_dir;
 };
 
 static int engine_gc(lua_State *L)
@@ -286,9 +292,21 @@ static int l_session(lua_State *L)
 
 /* frees the session without waking anyone: __gc, __close, and the end
  * of close() once its waiters were woken */
+static void local_str(struct media_session *ms, char *buf, size_t n)
+{
+	char a[64];
+
+	media_session_addr(ms, a, sizeof a);
+	snprintf(buf, n, strchr(a, ':') ? "[%s]:%d" : "%s:%d", a, media_session_port(ms));
+}
+
 static void release(lua_State *L, struct lmedia *lm)
 {
 	if (lm->s) {
+		media_session_stats(lm->s, &lm->last);
+		local_str(lm->s, lm->last_local, sizeof lm->last_local);
+		lm->last_dir = media_session_get_direction(lm->s);
+		lm->have_last = 1;
 		if (!loop_alive(lm))
 			media_engine_detach(lm->eng->m);
 		media_session_free(lm->s);
@@ -602,60 +620,77 @@ static int m_busy(lua_State *L)
 /***
  * Counters and state: packets_sent, octets_sent, packets_received,
  * octets_received, lost, jitter (seconds), codec, pt, ptime, remote
- * ("addr:port" RTP goes to), learned (the peer's source is known),
- * invalid, unexpected_source, unknown_pt, rtcp_sent, rtcp_received,
- * rtcp_invalid, send_errors, remote_bye, and from the peer's reports
- * remote_lost, remote_fraction_lost, remote_jitter, rtt (seconds).
+ * ("addr:port" RTP goes to), local, direction, learned (the peer's
+ * source is known), invalid, unexpected_source, unknown_pt, rtcp_sent,
+ * rtcp_received, rtcp_invalid, send_errors, remote_bye, late and
+ * reordered (of the recording), and from the peer's reports remote_lost,
+ * remote_fraction_lost, remote_jitter, rtt (seconds). After close() the
+ * figures at the time of the close, with closed = true.
  * @function stats
  * @treturn table
  */
 static int m_stats(lua_State *L)
 {
-	struct lmedia *lm = check_open(L, "stats");
-	struct media_stats st;
-	char a[64];
+	struct lmedia *lm = check_media(L, 1);
+	struct media_stats now;
+	const struct media_stats *st = &now;
+	char local[64];
+	int dir;
 
-	media_session_stats(lm->s, &st);
+	if (lm->s) {
+		media_session_stats(lm->s, &now);
+		local_str(lm->s, local, sizeof local);
+		dir = media_session_get_direction(lm->s);
+	} else if (lm->have_last) {
+		st = &lm->last;
+		memcpy(local, lm->last_local, sizeof local);
+		dir = lm->last_dir;
+	} else {
+		return luaL_error(L, "stats: the media session is closed");
+	}
 	lua_createtable(L, 0, 32);
-	SET_INT("packets_sent", st.packets_sent);
-	SET_INT("octets_sent", st.octets_sent);
-	SET_INT("packets_received", st.packets_received);
-	SET_INT("octets_received", st.octets_received);
-	SET_INT("lost", st.lost);
-	SET_NUM("jitter", st.jitter);
-	SET_INT("invalid", st.invalid);
-	SET_INT("unexpected_source", st.unexpected_source);
-	SET_INT("unknown_pt", st.unknown_pt);
-	SET_INT("rtcp_sent", st.rtcp_sent);
-	SET_INT("rtcp_received", st.rtcp_received);
-	SET_INT("rtcp_invalid", st.rtcp_invalid);
-	SET_INT("send_errors", st.send_errors);
-	SET_INT("late", st.late);
-	SET_INT("reordered", st.reordered);
-	SET_INT("pt", st.pt);
-	SET_INT("ptime", st.ptime);
-	lua_pushstring(L, st.codec == MEDIA_PCMA ? "PCMA" : "PCMU");
+	SET_INT("packets_sent", st->packets_sent);
+	SET_INT("octets_sent", st->octets_sent);
+	SET_INT("packets_received", st->packets_received);
+	SET_INT("octets_received", st->octets_received);
+	SET_INT("lost", st->lost);
+	SET_NUM("jitter", st->jitter);
+	SET_INT("invalid", st->invalid);
+	SET_INT("unexpected_source", st->unexpected_source);
+	SET_INT("unknown_pt", st->unknown_pt);
+	SET_INT("rtcp_sent", st->rtcp_sent);
+	SET_INT("rtcp_received", st->rtcp_received);
+	SET_INT("rtcp_invalid", st->rtcp_invalid);
+	SET_INT("send_errors", st->send_errors);
+	SET_INT("late", st->late);
+	SET_INT("reordered", st->reordered);
+	SET_INT("pt", st->pt);
+	SET_INT("ptime", st->ptime);
+	lua_pushstring(L, st->codec == MEDIA_PCMA ? "PCMA" : "PCMU");
 	lua_setfield(L, -2, "codec");
-	lua_pushboolean(L, st.learned);
+	lua_pushboolean(L, st->learned);
 	lua_setfield(L, -2, "learned");
-	lua_pushboolean(L, st.remote_bye);
+	lua_pushboolean(L, st->remote_bye);
 	lua_setfield(L, -2, "remote_bye");
-	if (st.remote[0]) {
-		lua_pushstring(L, st.remote);
+	if (st->remote[0]) {
+		lua_pushstring(L, st->remote);
 		lua_setfield(L, -2, "remote");
 	}
-	media_session_addr(lm->s, a, sizeof a);
-	lua_pushfstring(L, strchr(a, ':') ? "[%s]:%d" : "%s:%d", a, media_session_port(lm->s));
+	lua_pushstring(L, local);
 	lua_setfield(L, -2, "local");
-	lua_pushstring(L, dir_names[media_session_get_direction(lm->s)]);
+	lua_pushstring(L, dir_names[dir]);
 	lua_setfield(L, -2, "direction");
-	if (st.have_remote_report) {
-		SET_INT("remote_lost", st.remote_lost);
-		SET_NUM("remote_fraction_lost", st.remote_fraction_lost);
-		SET_NUM("remote_jitter", st.remote_jitter);
+	if (st->have_remote_report) {
+		SET_INT("remote_lost", st->remote_lost);
+		SET_NUM("remote_fraction_lost", st->remote_fraction_lost);
+		SET_NUM("remote_jitter", st->remote_jitter);
 	}
-	if (st.rtt >= 0)
-		SET_NUM("rtt", st.rtt);
+	if (st->rtt >= 0)
+		SET_NUM("rtt", st->rtt);
+	if (!lm->s) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "closed");
+	}
 	return 1;
 }
 

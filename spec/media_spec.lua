@@ -579,6 +579,46 @@ describe("sip.MediaSession", function()
     a:close()
     helper.spin(0.1)
     assert.is_true(b:stats().remote_bye)
+    -- what a closed session says: its figures at the close
+    local last = a:stats()
+    assert.is_true(last.closed)
+    assert.are.equal(150, last.packets_sent)
+    assert.are.equal(150, last.packets_received)
+  end)
+
+  it("paces forty sessions playing at once from the one tick: every packet, in time", function()
+    local players, recorders, got = {}, {}, {}
+    finally(function()
+      for _, s in ipairs(players) do s:close() end
+      for _, s in ipairs(recorders) do s:close() end
+    end)
+    for i = 1, 40 do
+      players[i], recorders[i] = pair(i % 2 == 0 and "PCMA" or "PCMU")
+    end
+    local t0 = core.now()
+    helper.run(function()
+      for i = 1, 40 do
+        sip.spawn(function() got[i] = media.record(recorders[i], DIR .. "/rec-many-" .. i .. ".wav", { max = 0.8 }) end)
+      end
+      local left = 40
+      for i = 1, 40 do
+        sip.spawn(function()
+          media.play(players[i], F.tone1)
+          left = left - 1
+        end)
+      end
+      while left > 0 do sip.sleep(0.05) end
+    end)
+    local took = core.now() - t0
+    assert.is_true(took > 0.95 and took < 1.3, "took " .. took)
+    for i = 1, 40 do
+      local st = recorders[i]:stats()
+      assert.are.equal(50, st.packets_received, "session " .. i)
+      assert.are.equal(0, st.lost)
+      assert.is_true(st.jitter < 0.01, "jitter " .. st.jitter)
+      assert.are.equal("max", got[i].reason)
+      assert.are.equal(0.8, got[i].duration)
+    end
   end)
 
   it("works over IPv6", function()
