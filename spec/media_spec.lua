@@ -640,6 +640,61 @@ describe("sip.MediaSession", function()
   end)
 end)
 
+describe("sip.media offer/answer", function()
+  local function offer(extra, port, addr, fmts)
+    return table.concat({
+      "v=0", "o=peer 1 1 IN IP4 " .. (addr or "127.0.0.1"), "s=-",
+      "c=IN IP4 " .. (addr or "127.0.0.1"), "t=0 0",
+      "m=audio " .. (port or 5000) .. " RTP/AVP " .. (fmts or "8 0 101"),
+      "a=rtpmap:8 PCMA/8000", "a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000",
+      extra }, "\r\n") .. "\r\n"
+  end
+
+  it("answers on the session's port with the common codecs, and follows the offer", function()
+    local s = session()
+    finally(function() s:close() end)
+    local text, ours = media.sdp(s, offer("a=ptime:30"), { codecs = { "PCMU", "PCMA", "telephone-event" } })
+    assert.matches("m=audio " .. s:local_port() .. " RTP/AVP 8 0 101\r\n", text)
+    assert.matches("c=IN IP4 127%.0%.0%.1\r\n", text)
+    assert.are.same({ true }, { media.apply(s, offer("a=ptime:30"), ours) })
+    local st = s:stats()
+    assert.are.equal("PCMA", st.codec)
+    assert.are.equal(8, st.pt)
+    assert.are.equal(30, st.ptime)
+    assert.are.equal("127.0.0.1:5000", st.remote)
+    assert.are.equal("sendrecv", s:direction())
+    -- hold and resume by re-offers
+    media.apply(s, offer("a=sendonly"), ours)
+    assert.are.equal("recvonly", s:direction())
+    media.apply(s, offer("a=inactive"), ours)
+    assert.are.equal("inactive", s:direction())
+    media.apply(s, offer("a=sendrecv", 5002, "0.0.0.0"), ours)
+    assert.are.equal("inactive", s:direction())
+    media.apply(s, offer("a=sendrecv", 5004), ours)
+    assert.are.equal("sendrecv", s:direction())
+    assert.are.equal("127.0.0.1:5004", s:stats().remote)
+    -- only PCMU on our side: PCMU is sent even though PCMA comes first
+    local _, only_u = media.sdp(s, offer(""), { codecs = { "PCMU" } })
+    media.apply(s, offer(""), only_u)
+    assert.are.equal("PCMU", s:stats().codec)
+    -- nothing we can send
+    local ok, err = media.apply(s, offer("", 5000, nil, "18"))
+    assert.is_nil(ok)
+    assert.matches("no audio stream", err)
+    assert.are.equal("inactive", s:direction())
+  end)
+
+  it("offers on the session's port, and takes the answer", function()
+    local s = session()
+    finally(function() s:close() end)
+    local text, ours = media.sdp(s)
+    assert.matches("m=audio " .. s:local_port() .. " RTP/AVP 0 8 101\r\n", text)
+    assert.is_true(media.apply(s, offer("a=recvonly", 6000, nil, "0 101"), ours))
+    assert.are.equal("sendonly", s:direction())
+    assert.are.equal("PCMU", s:stats().codec)
+  end)
+end)
+
 describe("media with SIPp", function()
   setup(make_files)
 
