@@ -470,10 +470,12 @@ int lsip_ua_invite(lua_State *L)
 	rq.to = lsip_opt_string(L, 3, "to", "opts");
 	rq.call_id = lsip_opt_string(L, 3, "call_id", "opts");
 	rq.cseq = (unsigned)lsip_opt_number(L, 3, "cseq", 0, "opts");
-	if ((rq.from && sip_header_value_bad(rq.from, strlen(rq.from))) ||
+	rq.contact = lsip_opt_string(L, 3, "contact", "opts");
+	if ((rq.contact && sip_header_value_bad(rq.contact, strlen(rq.contact))) ||
+	    (rq.from && sip_header_value_bad(rq.from, strlen(rq.from))) ||
 	    (rq.to && sip_header_value_bad(rq.to, strlen(rq.to))) ||
 	    (rq.call_id && sip_header_value_bad(rq.call_id, strlen(rq.call_id))))
-		return luaL_error(L, "opts.from, opts.to and opts.call_id must not contain CR or LF");
+		return luaL_error(L, "opts.from, opts.to, opts.call_id and opts.contact must not contain CR or LF");
 	timeout = lsip_opt_number(L, 3, "timeout", 0, "opts");
 	if (sip_header_value_bad(rq.uri, strlen(rq.uri)) || strchr(rq.uri, ' '))
 		return luaL_argerror(L, 2, "URI contains spaces or line breaks");
@@ -486,8 +488,6 @@ int lsip_ua_invite(lua_State *L)
 	rc = sip_ua_request(lu->ua, &rq, invite_cb, c, &c->ict, err, sizeof err);
 	if (rc) {
 		call_release(L, c);
-		if (rc == -EINVAL && !strncmp(err, "bad URI", 7))
-			return luaL_argerror(L, 2, err);
 		lua_pushnil(L);
 		lua_pushstring(L, err);
 		return 2;
@@ -553,6 +553,9 @@ static int call_request(lua_State *L)
 		r.content_type = lsip_opt_string(L, 3, "content_type", "opts");
 		if (r.body_len && !r.content_type)
 			r.content_type = "text/plain";
+		r.contact = lsip_opt_string(L, 3, "contact", "opts");
+		if (r.contact && sip_header_value_bad(r.contact, strlen(r.contact)))
+			return luaL_error(L, "opts.contact contains CR or LF");
 	}
 	p = lsip_pending_new(L, c->lu, 4, 3);
 	rc = sip_dialog_request(c->d, &r, lsip_pending_cb, p, &p->ct, err, sizeof err);

@@ -147,6 +147,26 @@ void lsip_headers_text(lua_State *L, int idx, const char *what)
 	}
 }
 
+void lsip_check_opts(lua_State *L, int t, const char *fname, int argn, const char *const names[])
+{
+	if (lua_isnoneornil(L, t))
+		return;
+	if (!lua_istable(L, t))
+		luaL_error(L, "bad argument #%d to '%s' (table expected, got %s)", argn, fname,
+		           luaL_typename(L, t));
+	lua_pushnil(L);
+	while (lua_next(L, t)) {
+		int i, ok = 0;
+		lua_pop(L, 1);
+		if (lua_type(L, -1) == LUA_TSTRING)
+			for (i = 0; names[i] && !ok; i++)
+				ok = !strcmp(lua_tostring(L, -1), names[i]);
+		if (!ok)
+			luaL_error(L, "bad argument #%d to '%s' (unknown option '%s')", argn, fname,
+			           luaL_tolstring(L, -1, NULL));
+	}
+}
+
 const char *lsip_opt_string(lua_State *L, int t, const char *field, const char *what)
 {
 	const char *s = NULL;
@@ -201,8 +221,10 @@ static int msg_reply(lua_State *L)
 		size_t n = strlen(r.reason);
 		luaL_argcheck(L, !sip_header_value_bad(r.reason, n), 3, "reason contains CR or LF");
 	}
-	if (!lua_isnoneornil(L, 4))
-		luaL_checktype(L, 4, LUA_TTABLE);
+	{
+		static const char *const names[] = { "headers", "body", "content_type", NULL };
+		lsip_check_opts(L, 4, "req:reply", 3, names);
+	}
 	if (!lm->st) {
 		if (!lm->m->received || !sip_msg_is_request(lm->m))
 			return luaL_error(L, "reply: this message is not a received request");
@@ -227,11 +249,11 @@ static int msg_reply(lua_State *L)
 		lua_getfield(L, 4, "body");
 		if (!lua_isnil(L, -1)) {
 			if (lua_type(L, -1) != LUA_TSTRING)
-				return luaL_error(L, "opts.body must be a string");
+				return luaL_error(L, "bad argument #3 to 'req:reply' (option 'body' must be a string)");
 			r.body = lua_tolstring(L, -1, &blen);
 			r.body_len = blen;
 		}
-		r.content_type = lsip_opt_string(L, 4, "content_type", "opts");
+		r.content_type = lsip_opt_string(L, 4, "content_type", "req:reply: opts");
 		if (r.body_len && !r.content_type)
 			r.content_type = "text/plain";
 	}

@@ -196,6 +196,13 @@ static void ua_config(lua_State *L, int t, struct sip_ua_cfg *c)
 	    c->max_server_txns < 1 ||
 	    c->max_headers < 5 || c->max_header_line < 32 || c->max_udp < 64 || c->max_stream_msg < 64)
 		luaL_error(L, "opts: limits must be positive (max_headers >= 5, max_header_line >= 32)");
+	s = lsip_opt_string(L, t, "contact", "opts");
+	if (s) {
+		if (sip_header_value_bad(s, strlen(s)) || strlen(s) >= sizeof c->contact)
+			luaL_error(L, "opts.contact must be one line of at most %d bytes",
+			           (int)sizeof c->contact - 1);
+		snprintf(c->contact, sizeof c->contact, "%s", s);
+	}
 	s = lsip_opt_string(L, t, "user_agent", "opts");
 	if (s) {
 		if (sip_header_value_bad(s, strlen(s)))
@@ -408,6 +415,9 @@ static int l_ua_request(lua_State *L)
 		rq.to = lsip_opt_string(L, 4, "to", "opts");
 		rq.call_id = lsip_opt_string(L, 4, "call_id", "opts");
 		rq.cseq = (unsigned)lsip_opt_number(L, 4, "cseq", 0, "opts");
+		rq.contact = lsip_opt_string(L, 4, "contact", "opts");
+		if (rq.contact && sip_header_value_bad(rq.contact, strlen(rq.contact)))
+			return luaL_error(L, "opts.contact contains CR or LF");
 		if (rq.content_type && sip_header_value_bad(rq.content_type, strlen(rq.content_type)))
 			return luaL_error(L, "opts.content_type contains CR or LF");
 		if (rq.from && sip_header_value_bad(rq.from, strlen(rq.from)))
@@ -423,8 +433,6 @@ static int l_ua_request(lua_State *L)
 	rc = sip_ua_request(lu->ua, &rq, lsip_pending_cb, p, &p->ct, err, sizeof err);
 	if (rc) {
 		lsip_pending_drop(L, p);
-		if (rc == -EINVAL && !strncmp(err, "bad URI", 7))
-			return luaL_argerror(L, 3, err);
 		lua_pushnil(L);
 		lua_pushstring(L, err);
 		return 2;
@@ -504,9 +512,8 @@ int lsip_open_ua(lua_State *L)
 	lua_pushboolean(L, 1);
 	lua_pushcclosure(L, l_ua_close, 1);
 	lua_setfield(L, -2, "__gc");
-	lua_pushboolean(L, 1);
-	lua_pushcclosure(L, l_ua_close, 1);
-	lua_setfield(L, -2, "__close");
+	/* __close is the public close (lua/sip/init.lua): it also removes
+	 * registrations and ends ua:events() loops */
 	lua_pushcfunction(L, l_ua_tostring);
 	lua_setfield(L, -2, "__tostring");
 	lua_pushcfunction(L, l_ua_new);

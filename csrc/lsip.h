@@ -83,6 +83,9 @@ void lsip_push_msg(lua_State *L, struct sip_msg *m, struct sip_txn *st);
 struct sip_msg *lsip_check_msg(lua_State *L, int idx);
 /* pushes the "Name: value\r\n" lines of a table of headers at idx */
 void lsip_headers_text(lua_State *L, int idx, const char *what);
+/* raises "bad argument #argn to 'fname' (unknown option 'x')" for a key
+ * of the table at t not in names (NULL-terminated) */
+void lsip_check_opts(lua_State *L, int t, const char *fname, int argn, const char *const names[]);
 const char *lsip_opt_string(lua_State *L, int t, const char *field, const char *what);
 double lsip_opt_number(lua_State *L, int t, const char *field, double dflt, const char *what);
 

@@ -345,8 +345,17 @@ static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
 	rq.to = d->remote_uri;
 	rq.call_id = d->call_id;
 	rq.cseq = cseq;
-	if (!strcmp(method, "INVITE") || !strcmp(method, "UPDATE"))
+	if (r && r->contact) {
+		/* our new Contact: later requests and answers name it too */
+		char *c = strdup(r->contact);
+		if (c) {
+			free(d->contact);
+			d->contact = c;
+		}
+		rq.contact = r->contact;
+	} else if (!strcmp(method, "INVITE") || !strcmp(method, "UPDATE")) {
 		rq.contact = d->contact;
+	}
 	if (r) {
 		rq.headers = r->headers;
 		rq.body = r->body;

@@ -54,6 +54,7 @@ struct sip_dialog_req {
 	const char *body;
 	size_t body_len;
 	const char *content_type;
+	const char *contact;            /* a new Contact of ours (target refresh) */
 };
 int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
                        sip_response_cb cb, void *arg, struct sip_txn **out,

@@ -451,13 +451,13 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 		sip_buf_adds(&h, r->headers);
 	/* a 2xx to OPTIONS says what we allow, whoever wrote the reply */
 	if (r->status >= 200 && r->status < 300 && !strcmp(st->req->method, "OPTIONS") &&
-	    !(r->headers && strcasestr(r->headers, "Allow:"))) {
+	    !sip_headers_have(r->headers, "Allow", 0)) {
 		char allow[256];
 		sip_buf_printf(&h, "Allow: %s\r\n", allow_list(st->ua, allow, sizeof allow));
 	}
 	/* 18x and 2xx to an INVITE carry our Contact (12.1.1) */
 	if (st->kind == TXN_IST && r->status > 100 && r->status < 300 &&
-	    !(r->headers && strcasestr(r->headers, "Contact:"))) {
+	    !sip_headers_have(r->headers, "Contact", 'm')) {
 		char contact[200];
 		const char *ct = contact;
 		if (st->dlg)
@@ -899,6 +899,32 @@ static void local_host(struct sip_listener *l, const struct sip_addr *dst, char 
 		close(fd);
 }
 
+int sip_headers_have(const char *lines, const char *name, char compact)
+{
+	size_t n = strlen(name);
+	const char *p = lines;
+
+	while (p && *p) {
+		const char *q = p;
+		if (!strncasecmp(q, name, n))
+			q += n;
+		else if (compact && (*q == compact || *q == (compact ^ 0x20)))
+			q++;
+		else
+			q = NULL;
+		if (q) {
+			while (*q == ' ' || *q == '\t')
+				q++;
+			if (*q == ':')
+				return 1;
+		}
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	return 0;
+}
+
 int sip_msg_sips(const struct sip_msg *m)
 {
 	return m && m->parsed && m->request && !strncasecmp(m->uri, "sips:", 5);
@@ -929,6 +955,11 @@ void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, i
 	struct sip_listener *l = named_listener(ua, proto, peer->ss.ss_family);
 	char host[INET6_ADDRSTRLEN + 2];
 
+	if (ua->cfg.contact[0]) {
+		/* the script's own (NAT: the public address it knows) */
+		snprintf(buf, n, "%s", ua->cfg.contact);
+		return;
+	}
 	if (!l)
 		l = ua->listeners;
 	if (!l) {
@@ -1012,8 +1043,13 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	else
 		sip_buf_printf(&b, "Call-ID: %s@%s\r\n", cid, host);
 	sip_buf_printf(&b, "CSeq: %u %s\r\n", rq->cseq ? rq->cseq : 1u, rq->method);
-	if (rq->contact)
+	if (sip_headers_have(rq->headers, "Contact", 'm'))
+		;       /* the script's Contact replaces ours (never a second one) */
+	else if (rq->contact)
 		sip_buf_printf(&b, "Contact: %s\r\n", rq->contact);
+	else if (ua->cfg.contact[0] && (!strcmp(rq->method, "INVITE") || !strcmp(rq->method, "SUBSCRIBE") ||
+	         !strcmp(rq->method, "REFER") || !strcmp(rq->method, "UPDATE")))
+		sip_buf_printf(&b, "Contact: %s\r\n", ua->cfg.contact);
 	else if (!strcmp(rq->method, "INVITE") || !strcmp(rq->method, "SUBSCRIBE") ||
 	         !strcmp(rq->method, "REFER") || !strcmp(rq->method, "UPDATE"))
 	{

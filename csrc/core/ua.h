@@ -23,6 +23,7 @@ struct sip_ua_cfg {
 	int max_conns_per_ip;           /* ... and from one address */
 	int max_server_txns;            /* 503 beyond this many */
 	char user_agent[128];
+	char contact[256];              /* the script's own Contact, or "" for ours */
 };
 
 /* a request that starts a server transaction (or an ACK/CANCEL that the
@@ -98,6 +99,9 @@ void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, i
                     char *buf, size_t n);
 /* 1 when a message's Request-URI is a sips: URI */
 int sip_msg_sips(const struct sip_msg *m);
+/* 1 when "Name: value\r\n" lines hold a header of that name (or its
+ * compact form; 0 for none), any case */
+int sip_headers_have(const char *lines, const char *name, char compact);
 int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
                    sip_response_cb cb, void *arg, struct sip_txn **out,
                    char *errbuf, size_t errlen);

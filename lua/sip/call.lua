@@ -14,6 +14,9 @@ return function(_, internal)
   local headers_text = core.headers_text
 
   local ENDED = { ended = true }
+  -- set just before the library's own call:request("BYE") (hangup): a
+  -- script's BYE would leave the call "confirmed", so it raises
+  local internal_bye = false
   -- the kinds of waiters an event wakes (constant: no table per event)
   local ANSWER, END = { answer = true }, { ["end"] = true }
 
@@ -139,14 +142,27 @@ return function(_, internal)
     return sdp_body(call.invite)
   end
 
-  local NO_OPTS = setmetatable({}, { __newindex = function() error("options are read-only", 2) end })
+  local check = internal.check
+  local CallMT = core.Call
 
-  local function check_opts(opts, fname, n)
-    if opts ~= nil and type(opts) ~= "table" then
-      error("bad argument #" .. n .. " to '" .. fname .. "' (table expected, got " .. type(opts) .. ")", 3)
-    end
-    return opts or NO_OPTS
+  -- self must be a sip.Call; opts must match spec (sip.check): errors
+  -- name the public method and point at the script's line
+  local function check_opts(self, opts, fname, n, spec)
+    check.self(self, CallMT, "sip.Call", fname, 3)
+    return check.opts(opts, fname, n, spec, 3)
   end
+
+  local HEADERS = { headers = "table" }
+  local PROGRESS = { headers = "table", sdp = "string" }
+  local ANSWER_OPTS = { headers = "table", sdp = "string", timeout = "number" }
+  local REQUEST_OPTS = { headers = "table", body = "string", content_type = "string",
+                         timeout = "number", auth = "table|function", contact = "string" }
+  local REINVITE_OPTS = { headers = "table", sdp = "string", timeout = "number", contact = "string" }
+  local INVITE_OPTS = {
+    sdp = "string", headers = "table", auth = "table|function", timeout = "number",
+    proxy = "string", from = "string", to = "string", call_id = "string", cseq = "integer",
+    on_provisional = "function", on_call = "function", answer = "function", contact = "string",
+  }
 
   local function extra_headers(opts)
     return opts.headers and headers_text(opts.headers, "opts.headers") or nil
@@ -157,7 +173,7 @@ return function(_, internal)
 
   --- 180 Ringing.
   function Call:ring(opts)
-    opts = check_opts(opts, "ring", 1)
+    opts = check_opts(self, opts, "call:ring", 1, HEADERS)
     if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
     local ok, err = self:_reply(180, nil, extra_headers(opts))
     if ok then self.state = "early" end
@@ -166,7 +182,7 @@ return function(_, internal)
 
   --- 183 Session Progress with early media.
   function Call:progress(opts)
-    opts = check_opts(opts, "progress", 1)
+    opts = check_opts(self, opts, "call:progress", 1, PROGRESS)
     if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
     local body = opts.sdp
     local ok, err = self:_reply(183, nil, extra_headers(opts), body, body and "application/sdp")
@@ -181,7 +197,7 @@ return function(_, internal)
   -- @tab[opt] opts sdp, headers, timeout
   -- @return true, or fail and "timeout" (no ACK) / "cancelled"
   function Call:answer(opts)
-    opts = check_opts(opts, "answer", 1)
+    opts = check_opts(self, opts, "call:answer", 1, ANSWER_OPTS)
     if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
     current("call:answer")
     -- the SDP of a 183 stays the answer unless the script gives another
@@ -190,7 +206,15 @@ return function(_, internal)
     if not body and offer then
       -- a 200 never breaks offer/answer: a valid answer with no media yet
       local host = local_addr(self)
-      body = sdp.default_answer(offer, host)
+      local why
+      body, why = sdp.default_answer(offer, host)
+      if not body then
+        -- nothing in the offer we can take: 488 with a Warning (13.3.1.3)
+        self:_reply(488, nil, headers_text({ Warning = '305 ' .. host .. ' "' ..
+                    (why == "no common codec" and "Incompatible media format" or "Bad SDP") .. '"' }))
+        finish(self, "rejected")
+        return nil, why
+      end
     elseif not body and not offer then
       -- no offer in the INVITE: the 200 must carry one
       local host = local_addr(self)
@@ -224,9 +248,13 @@ return function(_, internal)
 
   --- Decline the call with a final status (default 486 Busy Here).
   function Call:reject(status, reason)
+    check.self(self, CallMT, "sip.Call", "call:reject")
     status = status or 486
-    if type(status) ~= "number" or status < 300 or status > 699 then
-      error("bad argument #1 to 'reject' (status 300..699 expected)", 2)
+    if math.type(status) ~= "integer" or status < 300 or status > 699 then
+      error("bad argument #1 to 'call:reject' (status 300..699 expected)", 2)
+    end
+    if reason ~= nil and (type(reason) ~= "string" or reason:find("[\r\n]")) then
+      error("bad argument #2 to 'call:reject' (reason must be a string of one line)", 2)
     end
     if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
     local ok, err = self:_reply(status, reason)
@@ -240,6 +268,7 @@ return function(_, internal)
   --- Hang up: BYE (waits for its response), CANCEL before an answer as
   -- UAC, 480 before an answer as UAS.
   function Call:hangup()
+    check.self(self, CallMT, "sip.Call", "call:hangup")
     local st = self.state
     if st == "ended" then return true end
     if self.uas and (st == "incoming" or st == "early") then
@@ -253,15 +282,33 @@ return function(_, internal)
     end
     current("call:hangup")
     self.state = "terminating"
+    internal_bye = true
     local res, err = self:request("BYE")
     finish(self, "hangup")
     if not res then return nil, err end
     return true
   end
 
+  --- `local call <close> = ua:invite(...)`: the call is hung up when the
+  -- variable goes out of scope (BYE, CANCEL or 480 as call:hangup does);
+  -- nothing when it already ended. Idempotent. Outside a coroutine luasip
+  -- drives, the hangup runs in a coroutine of its own.
+  function CallMT.__close(call)
+    if getmetatable(call) ~= CallMT or call.state == "ended" or call.state == "terminating" then
+      return
+    end
+    if internal.is_driven(coroutine.running()) then
+      call:hangup()
+    else
+      spawn_with(nil, call.hangup, call)
+    end
+  end
+
   --- Wait until the call ends; returns why ("bye", "cancel", "timeout",
   -- "hangup", "rejected", "failed") or fail, "timeout" after `timeout`.
   function Call:wait(timeout)
+    check.self(self, CallMT, "sip.Call", "call:wait")
+    check.type(timeout, "number|nil", 1, "call:wait")
     if self.state == "ended" then return self.ended_why end
     local why, err = wait_for(self, "end", timeout)
     if why then return why end
@@ -271,17 +318,22 @@ return function(_, internal)
   --- A request within the dialog (INFO, MESSAGE, OPTIONS, UPDATE, BYE ...).
   -- @return the final response, or fail and a message
   function Call:request(method, opts)
+    check.self(self, CallMT, "sip.Call", "call:request")
     if type(method) ~= "string" or not method:match("^[%w%-%.!%%%*_%+`'~]+$") then
-      error("bad argument #1 to 'request' (method name expected)", 2)
+      error("bad argument #1 to 'call:request' (method name expected)", 2)
     end
     method = method:upper()
     if method == "ACK" or method == "CANCEL" then
-      error("bad argument #1 to 'request' (" .. method .. " is sent by the core)", 2)
+      error("bad argument #1 to 'call:request' (" .. method .. " is sent by the core)", 2)
     end
-    opts = check_opts(opts, "request", 2)
+    if method == "BYE" and not internal_bye then
+      error("bad argument #1 to 'call:request' (BYE ends the call: use call:hangup())", 2)
+    end
+    internal_bye = false
+    opts = check.opts(opts, "call:request", 2, REQUEST_OPTS)
     local co = current("call:request")
     local auth = internal.auth
-    local creds = auth.check_creds(opts.auth, "request") or self._auth or
+    local creds = auth.check_creds(opts.auth, "call:request") or self._auth or
                   (self.ua and internal.ua_auth[self.ua])
     local state = creds and auth.new_state(creds)
     while true do
@@ -298,12 +350,13 @@ return function(_, internal)
 
   --- Send a re-INVITE with a new offer; the answer becomes remote_sdp.
   function Call:reinvite(opts)
-    opts = check_opts(opts, "reinvite", 1)
+    opts = check_opts(self, opts, "call:reinvite", 1, REINVITE_OPTS)
     if self.state ~= "confirmed" and self.state ~= "answered" then return nil, "call is " .. self.state end
     local body = opts.sdp or self.local_sdp
     if opts.sdp then self._session = nil end  -- hold/unhold start from this SDP
     local res, err = self:request("INVITE", { body = body, content_type = "application/sdp",
-                                              headers = opts.headers, timeout = opts.timeout })
+                                              headers = opts.headers, timeout = opts.timeout,
+                                              contact = opts.contact })
     if not res then return nil, err end
     if res.status >= 200 and res.status < 300 then
       self.local_sdp = body
@@ -354,8 +407,9 @@ return function(_, internal)
   -- status; default accepts with our SDP mirrored to the offer), "ended"
   -- fn(call, why), or a method name for requests in the dialog (INFO ...).
   function Call:on(what, fn)
-    if type(what) ~= "string" then error("bad argument #1 to 'on' (string expected)", 2) end
-    if type(fn) ~= "function" then error("bad argument #2 to 'on' (function expected)", 2) end
+    check.self(self, CallMT, "sip.Call", "call:on")
+    if type(what) ~= "string" then error("bad argument #1 to 'call:on' (string expected)", 2) end
+    if type(fn) ~= "function" then error("bad argument #2 to 'call:on' (function expected)", 2) end
     local h = self._hooks
     if not h then
       h = {}
@@ -430,6 +484,7 @@ return function(_, internal)
       spawn_with(nil, function()
         if call.state ~= "ended" then
           call.state = "terminating"
+          internal_bye = true
           call:request("BYE", { timeout = 5 })
           finish(call, "timeout")
         end
@@ -488,23 +543,27 @@ return function(_, internal)
   -- on_provisional
   -- @return the call, or fail, "486 Busy Here", the response
   function UA:invite(uri, opts)
+    internal.check_ua(self, "ua:invite")
     if type(uri) ~= "string" then
-      error("bad argument #1 to 'invite' (SIP URI string expected, got " .. type(uri) .. ")", 2)
+      error("bad argument #1 to 'ua:invite' (SIP URI string expected, got " .. type(uri) .. ")", 2)
     end
-    opts = check_opts(opts, "invite", 2)
+    if uri:find("%s") then
+      error("bad argument #1 to 'ua:invite' (URI contains spaces or line breaks)", 2)
+    end
+    opts = check.opts(opts, "ua:invite", 2, INVITE_OPTS)
     local co = current("ua:invite")
     local auth = internal.auth
-    local creds = auth.check_creds(opts.auth, "invite") or internal.ua_auth[self]
+    local creds = auth.check_creds(opts.auth, "ua:invite") or internal.ua_auth[self]
     local state = creds and auth.new_state(creds)
     local call, ok, why, res
-    if opts.on_call ~= nil and type(opts.on_call) ~= "function" then
-      error("bad argument #2 to 'invite' (opts.on_call must be a function)", 2)
-    end
     while true do
       local err
       call, err = self:_invite(uri, opts, co, opts.proxy or internal.proxies[self],
                                extra_headers(opts))
-      if not call then return nil, err end
+      if not call then
+        if err:find("^bad URI") then error("bad argument #1 to 'ua:invite' (" .. err .. ")", 2) end
+        return nil, err
+      end
       call.ua = self
       call.state = "calling"
       call_started()
@@ -534,11 +593,17 @@ return function(_, internal)
         -- we sent no offer: the 2xx has one, our ACK answers it
         -- (opts.answer(offer_text) -> SDP, or the default answer)
         local answer = opts.answer and opts.answer(res.body)
+        local bad
         if not answer then
-          answer = sdp.default_answer(res.body, local_addr(call))
+          answer, bad = sdp.default_answer(res.body, local_addr(call))
         end
         call.local_sdp = answer
         call:_ack(answer)
+        if not answer then
+          -- an offer we cannot answer: the ACK goes out, then a BYE (13.2.2.4)
+          call:hangup()
+          return nil, bad or "no common codec", res
+        end
       end
     end
     return call

@@ -367,15 +367,19 @@ local UA = core.UA.__index          -- the C methods; Lua ones join them
 local handlers = setmetatable({}, { __mode = "k" })
 local proxies = setmetatable({}, { __mode = "k" })
 local ua_auth = setmetatable({}, { __mode = "k" })
-local event_closers = setmetatable({}, { __mode = "k" })
+local event_queues = setmetatable({}, { __mode = "k" })  -- ua -> its ua:events() queue
 local sip_auth = require "sip.auth"
 sip._handlers = handlers
 
+local check = require "sip.check"
+
 local ua_options = {
-  listen = true, proxy = true, user_agent = true, t1 = true, t2 = true, t4 = true,
-  max_udp = true, max_message = true, idle_timeout = true, max_connections = true,
-  max_server_transactions = true, auth = true, tls = true, header_timeout = true,
-  max_connections_per_ip = true, max_headers = true, max_header_line = true,
+  listen = "string|table", proxy = "string", user_agent = "string", t1 = "number",
+  t2 = "number", t4 = "number", max_udp = "number", max_message = "number",
+  idle_timeout = "number", max_connections = "number", max_server_transactions = "number",
+  auth = "table|function", tls = "table", header_timeout = "number",
+  max_connections_per_ip = "number", max_headers = "number", max_header_line = "number",
+  contact = "string",
 }
 
 --- Create a user agent.
@@ -383,22 +387,15 @@ local ua_options = {
 -- proxy, user_agent, t1, t2, t4, and limits (see README)
 -- @return the UA, or fail and a message when a listen address cannot be bound
 function sip.ua(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #1 to 'ua' (table expected, got " .. type(opts) .. ")", 2)
+  opts = check.opts(opts, "sip.ua", 1, ua_options)
+  if opts.contact and not opts.contact:find("^%s*<?sips?:") and not opts.contact:find("<sips?:") then
+    check.arg(1, "sip.ua", "option 'contact' must be a SIP URI or name-addr")
   end
-  for k in pairs(opts or {}) do
-    if not ua_options[k] then
-      error("bad argument #1 to 'ua' (unknown option '" .. tostring(k) .. "')", 2)
-    end
-  end
-  if opts and opts.proxy ~= nil and type(opts.proxy) ~= "string" then
-    error("bad argument #1 to 'ua' (opts.proxy must be a SIP URI string)", 2)
-  end
-  local auth = opts and sip_auth.check_creds(opts.auth, "ua")
+  local auth = sip_auth.check_creds(opts.auth, "sip.ua")
   local ua, err = core.UA.new(opts)
   if not ua then return nil, err end
   handlers[ua] = {}
-  proxies[ua] = opts and opts.proxy
+  proxies[ua] = opts.proxy
   ua_auth[ua] = auth
   return ua
 end
@@ -410,12 +407,23 @@ local function check_method(method, fname)
   return method:upper()
 end
 
+-- self must be an open sip.UA (a closed one has no handler table)
+local function check_ua(self, fname)
+  check.self(self, core.UA, "sip.UA", fname, 3)
+  if not handlers[self] then
+    error("bad self to '" .. fname .. "' (the user agent is closed)", 3)
+  end
+  return self
+end
+sip._check_ua = check_ua
+
 --- Serve requests of `method` ("*" for any): fn(req) runs in a new
 -- coroutine for each; returning a status (with reason and opts) replies.
 function UA:on(method, fn)
-  method = check_method(method, "on")
+  check_ua(self, "ua:on")
+  method = check_method(method, "ua:on")
   if type(fn) ~= "function" then
-    error("bad argument #2 to 'on' (function expected, got " .. type(fn) .. ")", 2)
+    error("bad argument #2 to 'ua:on' (function expected, got " .. type(fn) .. ")", 2)
   end
   handlers[self][method] = fn
   self:_serve(method)
@@ -427,54 +435,56 @@ end
 -- no handler of its own serves becomes an event: { type = "call_invite",
 -- call = call } for an INVITE, { type = "request", method =, request =
 -- req } otherwise (answer it with req:reply). The loop ends when the UA
--- closes, or after `timeout` seconds without an event.
+-- closes, or after `timeout` seconds without an event. The queue belongs
+-- to the UA, not to one loop: a later `ua:events()` loop (after a break
+-- or a timeout) sees what arrived in between and everything after.
+-- @number[opt] timeout seconds without an event that end the loop
+-- @return an iterator of events
 function UA:events(timeout)
+  check_ua(self, "ua:events")
   if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
-    error("bad argument #1 to 'events' (positive number expected)", 2)
+    error("bad argument #1 to 'ua:events' (positive number expected)", 2)
   end
-  local q, head, tail, waiter = {}, 1, 0, nil
-  -- ua:close() ends a loop waiting here
-  event_closers[self] = function()
-    if waiter then
-      local co = waiter
-      waiter = nil
-      wake_now(co)
+  local evq = event_queues[self]
+  if not evq then
+    -- installed once per UA: the handlers push into the UA's queue
+    evq = { head = 1, tail = 0, waiters = {} }
+    event_queues[self] = evq
+    local function push(ev)
+      evq.tail = evq.tail + 1
+      evq[evq.tail] = ev
+      -- the first loop waiting gets it
+      local co = next(evq.waiters)
+      if co then
+        evq.waiters[co] = nil
+        wake_now(co, true)
+      end
+      -- the event's receiver answers it: the handler's coroutine ends here
     end
-  end
-  local hs = handlers[self]
-  local function push(ev)
-    tail = tail + 1
-    q[tail] = ev
-    if waiter then
-      local co = waiter
-      waiter = nil
-      wake_now(co, true)
-    end
-    -- the event's receiver answers it: the handler's coroutine ends here
-    return
-  end
-  for _, m in ipairs{ "*", "INVITE" } do
-    if not hs[m] then
-      hs[m] = m == "INVITE"
-        and function(call) push{ type = "call_invite", call = call }; return call:wait() end
-        or function(req) push{ type = "request", method = req.method, request = req } end
-      self:_serve(m)
+    local hs = handlers[self]
+    for _, m in ipairs{ "*", "INVITE" } do
+      if not hs[m] then
+        hs[m] = m == "INVITE"
+          and function(call) push{ type = "call_invite", call = call }; return call:wait() end
+          or function(req) push{ type = "request", method = req.method, request = req } end
+        self:_serve(m)
+      end
     end
   end
   local ua = self
   return function()
-    while head > tail do
+    while evq.head > evq.tail do
       if not handlers[ua] then return nil end          -- closed
       local co = current("ua:events")
-      waiter = co
+      evq.waiters[co] = true
       local _ <close> = timeout and core.timer(timeout, co) or nil
       wait()
-      waiter = nil
-      if head > tail then return nil end               -- timed out
+      evq.waiters[co] = nil
+      if evq.head > evq.tail then return nil end       -- timed out, or closed
     end
-    local ev = q[head]
-    q[head] = nil
-    head = head + 1
+    local ev = evq[evq.head]
+    evq[evq.head] = nil
+    evq.head = evq.head + 1
     return ev
   end
 end
@@ -489,6 +499,13 @@ function UA:uri(user, idx)
   return u
 end
 
+local request_options = {
+  headers = "table", body = "string", content_type = "string", timeout = "number",
+  proxy = "string", from = "string", to = "string", call_id = "string", cseq = "integer",
+  on_provisional = "function", auth = "table|function", contact = "string",
+  auth_state = "table",   -- private: a registration's digest state across refreshes
+}
+
 --- Send a request and wait for its final response.
 -- @string method
 -- @string uri Request-URI
@@ -496,33 +513,38 @@ end
 -- call_id, cseq, on_provisional
 -- @return the final response (any status), or fail, message
 function UA:request(method, uri, opts)
-  method = check_method(method, "request")
+  check_ua(self, "ua:request")
+  method = check_method(method, "ua:request")
   if method == "INVITE" or method == "ACK" or method == "CANCEL" then
-    error("bad argument #1 to 'request' (" .. method .. " belongs to calls: use ua:invite)", 2)
+    error("bad argument #1 to 'ua:request' (" .. method .. " belongs to calls: use ua:invite)", 2)
   end
   if type(uri) ~= "string" then
-    error("bad argument #2 to 'request' (SIP URI string expected, got " .. type(uri) .. ")", 2)
+    error("bad argument #2 to 'ua:request' (SIP URI string expected, got " .. type(uri) .. ")", 2)
   end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #3 to 'request' (table expected, got " .. type(opts) .. ")", 2)
+  if uri:find("[%s]") then
+    error("bad argument #2 to 'ua:request' (URI contains spaces or line breaks)", 2)
   end
+  opts = check.opts(opts, "ua:request", 3, request_options)
   local co = current("ua:request")
-  local proxy = opts and opts.proxy or proxies[self]
-  local creds = sip_auth.check_creds(opts and opts.auth, "request") or ua_auth[self]
+  local proxy = opts.proxy or proxies[self]
+  local creds = sip_auth.check_creds(opts.auth, "ua:request") or ua_auth[self]
   -- opts.auth_state: a state kept by the caller across requests (a
   -- registration's refreshes reuse its nonce with a growing nc)
-  local state = opts and opts.auth_state or (creds and sip_auth.new_state(creds))
-  local pre = state and sip_auth.preempt(state, method, uri, opts and opts.body)
+  local state = opts.auth_state or (creds and sip_auth.new_state(creds))
+  local pre = state and sip_auth.preempt(state, method, uri, opts.body)
   if pre then opts = sip_auth.retry_opts(opts, pre, nil) end
   while true do
     local ok, err = self:_request(method, uri, opts, co, proxy)
-    if not ok then return nil, err end
+    if not ok then
+      if err:find("^bad URI") then error("bad argument #2 to 'ua:request' (" .. err .. ")", 2) end
+      return nil, err
+    end
     local res, why = wait()
     if not res then return nil, why end
     local st = res.status
     -- 401/407: answer the challenge once per nonce (22.2, 22.3)
     local extra = (st == 401 or st == 407) and
-                  sip_auth.answer(state, res, method, uri, opts and opts.body)
+                  sip_auth.answer(state, res, method, uri, opts.body)
     if not extra then return res end
     opts = sip_auth.retry_opts(opts, extra, res)
   end
@@ -547,7 +569,7 @@ end
 
 local internal = {
   current = current, wait = wait, wake_now = wake_now, spawn_with = spawn_with, log = log,
-  spawn_task = spawn_task,
+  spawn_task = spawn_task, check = check, check_ua = check_ua,
   proxies = proxies, ua_auth = ua_auth, auth = sip_auth,
 }
 
@@ -567,11 +589,18 @@ local close_c = UA.close
 -- coroutine), open calls get BYE, pending requests fail with "closed".
 -- Also `local ua <close> = sip.ua{...}`.
 function UA:close()
+  check.self(self, core.UA, "sip.UA", "ua:close")
   if internal.close_registrations then internal.close_registrations(self) end
   handlers[self] = nil
-  local closer = event_closers[self]
-  event_closers[self] = nil
-  if closer then closer() end
+  -- loops waiting in ua:events() end
+  local evq = event_queues[self]
+  event_queues[self] = nil
+  if evq then
+    for co in pairs(evq.waiters) do
+      evq.waiters[co] = nil
+      wake_now(co)
+    end
+  end
   return close_c(self)
 end
 core.UA.__close = UA.close

@@ -104,6 +104,13 @@ return function(_, internal)
     end
   end
 
+  local check = internal.check
+  local REGISTER_OPTS = {
+    registrar = "string", aor = "string", user = "string", password = "string",
+    auth = "table|function", expires = "number", contact = "string", on_change = "function",
+    retry = "number", retry_max = "number", timeout = "number",
+  }
+
   local random_token = core.token           -- the CSPRNG, like the core's tags
 
   --- Register and keep the registration fresh.
@@ -113,20 +120,19 @@ return function(_, internal)
   -- default 5 s), retry_max (default 300 s), timeout
   -- @return the registration, or fail, message, response
   function UA:register(opts)
+    internal.check_ua(self, "ua:register")
     if type(opts) ~= "table" then
-      error("bad argument #1 to 'register' (table expected, got " .. type(opts) .. ")", 2)
+      error("bad argument #1 to 'ua:register' (table expected, got " .. type(opts) .. ")", 2)
     end
+    check.opts(opts, "ua:register", 1, REGISTER_OPTS)
     for _, k in ipairs{ "registrar", "aor" } do
       if type(opts[k]) ~= "string" or opts[k]:find("[\r\n<>]") then
-        error("bad argument #1 to 'register' (opts." .. k .. " must be a SIP URI string)", 2)
+        error("bad argument #1 to 'ua:register' (option '" .. k .. "' must be a SIP URI string)", 2)
       end
     end
     local expires = opts.expires or 3600
-    if type(expires) ~= "number" or expires < 0 then
-      error("bad argument #1 to 'register' (opts.expires must be a non-negative number)", 2)
-    end
-    if opts.on_change ~= nil and type(opts.on_change) ~= "function" then
-      error("bad argument #1 to 'register' (opts.on_change must be a function)", 2)
+    if expires < 0 then
+      error("bad argument #1 to 'ua:register' (option 'expires' must not be negative)", 2)
     end
     current("ua:register")
     local auth = opts.auth
@@ -185,6 +191,18 @@ return function(_, internal)
     end
     if not res then return nil, err, extra end
     return true
+  end
+
+  --- `local reg <close> = ua:register{...}`: unregistered when the
+  -- variable goes out of scope; idempotent (nothing once unregistered).
+  -- Outside a coroutine luasip drives, the REGISTER runs in one of its own.
+  function Registration.__close(r)
+    if getmetatable(r) ~= Registration or r.state == "unregistered" then return end
+    if internal.is_driven(coroutine.running()) then
+      r:unregister()
+    else
+      spawn_with(nil, r.unregister, r)
+    end
   end
 
   -- ua:close() unregisters what it can: inside a driven coroutine each

@@ -132,7 +132,7 @@ end
 
 --- Build an answer to an offer (text or parsed table): the common codecs
 -- in the offer's order, the mirrored direction, port 0 for m-lines we
--- cannot take.
+-- cannot take; fail, "no common codec" when no audio stream is left.
 -- @tab opts addr (required), port, codecs (names we support), direction
 -- (our wish, combined with the offer's)
 -- @treturn string SDP text
@@ -186,6 +186,9 @@ function sdp.answer(offer, opts)
                      reject_format = m.formats and m.formats[1] }
     end
   end
+  -- an answer with every stream refused is no session: say so, and
+  -- the caller answers the INVITE 488 (RFC 3261 13.3.1.3)
+  if not taken then return nil, "no common codec" end
   return build(s), s
 end
 
@@ -211,7 +214,8 @@ end
 local answer_cache, answer_cache_n = {}, 0
 
 --- The answer the core gives when a script supplies none: every offered
--- stream inactive on the discard port, so offer/answer stays valid.
+-- stream inactive on the discard port, so offer/answer stays valid; fail,
+-- "no common codec" (or why the offer does not parse) when none is possible.
 function sdp.default_answer(offer, addr)
   if type(offer) ~= "string" then
     return (sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
@@ -228,9 +232,9 @@ function sdp.default_answer(offer, addr)
   end
   local parts = answer_cache[key]
   if not parts then
-    local text = sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
+    local text, err = sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
       "G729", "GSM", "opus", "telephone-event" }, direction = "inactive" })
-    if not text then return nil end
+    if not text then return nil, err end
     local a, b = text:match("^(.-\no=%S+ )%d+( .*)$")
     if not a then return text end
     if answer_cache_n >= 128 then answer_cache, answer_cache_n = {}, 0 end
