@@ -311,6 +311,34 @@ describe("sip.MediaSession", function()
     assert.is_true(core.now() - t0 > 1.4)
   end)
 
+  it("streams a 10-minute file from disk: it starts at once and is never loaded whole", function()
+    local long = DIR .. "/ten-minutes.wav"
+    sox("-n -r 8000 -c 1 -b 16 " .. long .. " synth 600 sine 1000 vol 0.5")   -- 9.6 MB
+    core.now()      -- the loop's clock again after the wait for sox
+    local a, b = pair()
+    finally(function() a:close(); b:close(); os.remove(long) end)
+    local function rss_kb()
+      local f = assert(io.open("/proc/self/status"))
+      local kb = tonumber(f:read("a"):match("VmRSS:%s+(%d+)"))
+      f:close()
+      return kb
+    end
+    collectgarbage()
+    local before = rss_kb()
+    local got, grew = {}, 0
+    helper.run(function()
+      sip.spawn(function()
+        sip.sleep(0.5)
+        grew = rss_kb() - before
+        a:stop()
+      end)
+      got.play = { media.play(a, long) }
+    end)
+    assert.are.same({ nil, "stopped" }, got.play)
+    assert.is_true(grew < 2048, "RSS grew by " .. grew .. " KiB")
+    assert.is_true(a:stats().packets_sent >= 20, "sent " .. a:stats().packets_sent)
+  end)
+
   it("returns nil, \"file: ...\" for a missing, non-audio, truncated or unsupported file, sending nothing", function()
     local a, b = pair()
     finally(function() a:close(); b:close() end)
