@@ -172,15 +172,10 @@ static void step_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop; (void)w; (void)revents;
 }
 
-/***
- * Run one loop iteration, waiting at most `timeout` seconds.
- * @function step
- * @treturn boolean true while something keeps the loop alive
- */
-static int l_step(lua_State *L)
+/* one loop iteration that waits at most `timeout` seconds (the timer
+ * that bounds it keeps no one alive); returns ev_run's "alive" */
+static int run_once(struct lsip_env *e, lua_State *L, double timeout)
 {
-	struct lsip_env *e = lsip_env(L);
-	double timeout = luaL_optnumber(L, 1, 0.);
 	lua_State *prev = e->L;
 	ev_timer t;
 	int alive;
@@ -193,7 +188,17 @@ static int l_step(lua_State *L)
 	e->L = prev;
 	ev_ref(e->env.loop);
 	ev_timer_stop(e->env.loop, &t);
-	lua_pushboolean(L, alive);
+	return alive;
+}
+
+/***
+ * Run one loop iteration, waiting at most `timeout` seconds.
+ * @function step
+ * @treturn boolean true while something keeps the loop alive
+ */
+static int l_step(lua_State *L)
+{
+	lua_pushboolean(L, run_once(lsip_env(L), L, luaL_optnumber(L, 1, 0.)));
 	return 1;
 }
 
@@ -218,22 +223,13 @@ static int unfinished(const struct lsip_env *e)
 static int l_linger(lua_State *L)
 {
 	struct lsip_env *e = lsip_env(L);
-	double limit = luaL_optnumber(L, 1, 2.);
-	lua_State *prev = e->L;
 	double deadline;
 	int n;
 
 	ev_now_update(e->env.loop);
-	deadline = ev_now(e->env.loop) + limit;
-	e->L = L;
-	while ((n = unfinished(e)) > 0 && ev_now(e->env.loop) < deadline) {
-		ev_timer t;
-		ev_timer_init(&t, step_timeout, 0.05, 0.);
-		ev_timer_start(e->env.loop, &t);
-		ev_run(e->env.loop, EVRUN_ONCE);
-		ev_timer_stop(e->env.loop, &t);
-	}
-	e->L = prev;
+	deadline = ev_now(e->env.loop) + luaL_optnumber(L, 1, 2.);
+	while ((n = unfinished(e)) > 0 && ev_now(e->env.loop) < deadline)
+		run_once(e, L, 0.05);
 	lua_pushinteger(L, n);
 	return 1;
 }

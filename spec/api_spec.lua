@@ -8,12 +8,7 @@ local function hostport(ua)
   return (ua:address():match("^%a+:(.*)$"))
 end
 
-local function raises(pattern, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error matching '" .. pattern .. "'")
-  assert.matches(pattern, tostring(err))
-  return tostring(err)
-end
+local raises = helper.raises
 
 -- What a test opened, undone after it (pass or fail). busted keeps one
 -- finally per test, so the pieces below register here instead.

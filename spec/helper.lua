@@ -19,6 +19,16 @@ os.execute("mkdir -p '" .. helper.tmp .. "'")
 
 sip.log("error")
 
+--- pcall fn(...), assert that it raised an error matching `pattern`;
+-- returns the message.
+function helper.raises(pattern, fn, ...)
+  local luassert = require "luassert"   -- busted's assert lives in the spec's environment
+  local ok, err = pcall(fn, ...)
+  luassert.is_false(ok, "expected an error matching '" .. pattern .. "'")
+  luassert.matches(pattern, tostring(err))
+  return tostring(err)
+end
+
 --- Run fn in a luasip coroutine and drive the loop until it returns or
 -- `timeout` seconds pass. Errors (assertion failures included) are
 -- raised again here with the coroutine's traceback.
