@@ -369,20 +369,28 @@ describe("sip.MediaSession", function()
     local a = session()
     finally(function() a:close() end)
     helper.run(function()
-      assert.has_error(function() media.play(a, F.tone1, { lop = true }) end,
-                       "call:play: unknown option 'lop'")
-      assert.has_error(function() media.play(a, F.tone1, { loop = 1 }) end,
-                       "call:play: opts.loop must be a boolean (got number)")
-      assert.has_error(function() media.play(a, 42) end)
-      assert.has_error(function() media.play(a, {}) end, "call:play: an empty list of files")
-      assert.has_error(function() media.play(nil, F.tone1) end, "call:play: no media session (got nil)")
-      assert.has_error(function() media.record(a, "x.wav", { max = -1 }) end,
-                       "call:record: opts.max must not be negative")
-      assert.has_error(function() media.record(a, "x.wav", { format = "mp3" }) end)
-      assert.has_error(function() media.tone(a, "bleep") end)
-      assert.has_error(function() media.tone(a, "busy", { duraton = 1 }) end,
-                       "call:tone: unknown option 'duraton'")
-      assert.has_error(function() media.tone(a, { freqs = { 1, 2, 3 } }) end)
+      -- at the caller's line, like every public function (sip.check)
+      local function err_of(fn)
+        local ok, e = pcall(fn)
+        assert.is_false(ok)
+        return e
+      end
+      assert.matches("^.-media_spec%.lua:%d+: bad argument #2 to 'call:play' %(unknown option 'lop'%)$",
+                     err_of(function() media.play(a, F.tone1, { lop = true }) end))
+      assert.matches("bad argument #2 to 'call:play' %(option 'loop' must be a boolean, got number%)",
+                     err_of(function() media.play(a, F.tone1, { loop = 1 }) end))
+      assert.matches("bad argument #1 to 'call:play' %(file name or list of file names expected",
+                     err_of(function() media.play(a, 42) end))
+      assert.matches("bad argument #1 to 'call:play' %(an empty list of files%)",
+                     err_of(function() media.play(a, {}) end))
+      assert.matches("call:play: no media session %(got nil%)", err_of(function() media.play(nil, F.tone1) end))
+      assert.matches("bad argument #2 to 'call:record' %(option 'max' must not be negative%)",
+                     err_of(function() media.record(a, "x.wav", { max = -1 }) end))
+      assert.matches("option 'format' must be", err_of(function() media.record(a, "x.wav", { format = "mp3" }) end))
+      assert.matches("unknown tone 'bleep'", err_of(function() media.tone(a, "bleep") end))
+      assert.matches("bad argument #2 to 'call:tone' %(unknown option 'duraton'%)",
+                     err_of(function() media.tone(a, "busy", { duraton = 1 }) end))
+      assert.matches("freqs must be a list", err_of(function() media.tone(a, { freqs = { 1, 2, 3 } }) end))
     end)
     -- a blocking verb outside a luasip coroutine
     assert.has_error(function() media.play(a, F.tone1) end)

@@ -8,9 +8,9 @@
 
 local core = require "sip.core"
 local sdp = require "sip.sdp"
+local check = require "sip.check"
 
-local error, type, pairs, ipairs, tostring, getmetatable =
-      error, type, pairs, ipairs, tostring, getmetatable
+local error, type, ipairs, getmetatable = error, type, ipairs, getmetatable
 
 return function(_, internal)
   local current, wait = internal.current, internal.wait
@@ -27,27 +27,19 @@ return function(_, internal)
     return session
   end
 
-  -- option name -> Lua type; an unknown name or a wrong type raises
-  local function check_opts(opts, spec, fname)
+  -- an unknown option or a wrong type raises naming the call method
+  -- (sip.check, as every public function does), at the caller's line
+  local function check_opts(opts, fname, argn, spec)
     if opts == nil then return nil end
-    if type(opts) ~= "table" then
-      error(fname .. ": options must be a table (got " .. type(opts) .. ")", 3)
-    end
-    for k, v in pairs(opts) do
-      local want = spec[k]
-      if not want then error(fname .. ": unknown option '" .. tostring(k) .. "'", 3) end
-      if type(v) ~= want then
-        error(fname .. ": opts." .. k .. " must be a " .. want .. " (got " .. type(v) .. ")", 3)
-      end
-    end
-    return opts
+    local checked = check.opts(opts, fname, argn, spec, 3)     -- not a tail call: one level
+    return checked
   end
 
   local function non_negative(opts, names, fname)
     if not opts then return end
     for _, k in ipairs(names) do
       local v = opts[k]
-      if v and v < 0 then error(fname .. ": opts." .. k .. " must not be negative", 3) end
+      if v and v < 0 then check.arg(2, fname, "option '" .. k .. "' must not be negative", 3) end
     end
   end
 
@@ -65,17 +57,16 @@ return function(_, internal)
     check_session(session, "call:play")
     local tf = type(files)
     if tf == "table" then
-      if #files == 0 then error("call:play: an empty list of files", 2) end
+      if #files == 0 then check.arg(1, "call:play", "an empty list of files") end
       for i, f in ipairs(files) do
         if type(f) ~= "string" then
-          error("call:play: file " .. i .. " must be a string (got " .. type(f) .. ")", 2)
+          check.arg(1, "call:play", "file " .. i .. " must be a string, got " .. type(f))
         end
       end
     elseif tf ~= "string" then
-      error("bad argument #1 to 'call:play' (file name or list of file names expected, got " ..
-            tf .. ")", 2)
+      check.arg(1, "call:play", "file name or list of file names expected, got " .. tf)
     end
-    opts = check_opts(opts, PLAY_OPTS, "call:play")
+    opts = check_opts(opts, "call:play", 2, PLAY_OPTS)
     local co = current("call:play")
     local ok, err = session:_play(files, opts, co)
     if not ok then return nil, err end
@@ -98,13 +89,11 @@ return function(_, internal)
   -- @return[2] nil, "file: ..." when the file cannot be written
   function M.record(session, path, opts)
     check_session(session, "call:record")
-    if type(path) ~= "string" then
-      error("bad argument #1 to 'call:record' (file name expected, got " .. type(path) .. ")", 2)
-    end
-    opts = check_opts(opts, RECORD_OPTS, "call:record")
+    check.type(path, "string", 1, "call:record")
+    opts = check_opts(opts, "call:record", 2, RECORD_OPTS)
     non_negative(opts, { "max", "silence", "threshold" }, "call:record")
     if opts and opts.format and not FORMATS[opts.format] then
-      error("call:record: opts.format must be \"pcm16\", \"ulaw\" or \"alaw\"", 2)
+      check.arg(2, "call:record", "option 'format' must be \"pcm16\", \"ulaw\" or \"alaw\"")
     end
     local co = current("call:record")
     local ok, err = session:_record(path, opts, co)
@@ -127,20 +116,20 @@ return function(_, internal)
     check_session(session, "call:tone")
     if type(what) == "string" then
       if not TONES[what] then
-        error("call:tone: unknown tone '" .. what .. "' (ring, busy, dial, beep or a table)", 2)
+        check.arg(1, "call:tone", "unknown tone '" .. what .. "' (ring, busy, dial, beep or a table)")
       end
     elseif type(what) == "table" then
-      check_opts(what, TONE_SPEC, "call:tone")
+      check_opts(what, "call:tone", 1, TONE_SPEC)
       local f = what.freqs
       if type(f) ~= "table" or #f < 1 or #f > 2 then
-        error("call:tone: freqs must be a list of one or two frequencies", 2)
+        check.arg(1, "call:tone", "freqs must be a list of one or two frequencies")
       end
     else
-      error("bad argument #1 to 'call:tone' (tone name or table expected, got " .. type(what) .. ")", 2)
+      check.arg(1, "call:tone", "tone name or table expected, got " .. type(what))
     end
-    opts = check_opts(opts, TONE_OPTS, "call:tone")
+    opts = check_opts(opts, "call:tone", 2, TONE_OPTS)
     if opts and opts.duration and opts.duration <= 0 then
-      error("call:tone: opts.duration must be positive", 2)
+      check.arg(2, "call:tone", "option 'duration' must be positive")
     end
     local co = current("call:tone")
     local ok, err = session:_tone(what, opts, co)
@@ -161,7 +150,7 @@ return function(_, internal)
   -- @treturn table the SDP session (for sip.sdp.update and media.apply)
   function M.sdp(session, offer, opts)
     check_session(session, "media.sdp")
-    opts = check_opts(opts, SDP_OPTS, "media.sdp") or {}
+    opts = check_opts(opts, "media.sdp", 2, SDP_OPTS) or {}
     local o = { addr = opts.addr or session:local_addr(), port = session:local_port(),
                 codecs = opts.codecs or DEFAULT_CODECS, direction = opts.direction }
     if offer ~= nil then return sdp.answer(offer, o) end
@@ -198,7 +187,7 @@ return function(_, internal)
       if not parsed then return nil, err end
       remote = parsed
     elseif type(remote) ~= "table" then
-      error("bad argument #2 to 'media.apply' (SDP text or table expected, got " .. type(remote) .. ")", 2)
+      check.arg(1, "media.apply", "SDP text or table expected, got " .. type(remote))
     end
     local mine = ours and ours.media
     for i, m in ipairs(remote.media or {}) do
