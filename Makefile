@@ -23,7 +23,7 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden \
              -I$(LIBEDIT_INCDIR) -Icsrc/core -Icsrc
 LIBFLAG ?= -shared
 LIBS = -L$(OSIP2_LIBDIR) -L$(LIBEV_LIBDIR) -L$(OPENSSL_LIBDIR) -L$(LIBEDIT_LIBDIR) \
-       -losipparser2 -lev -lcrypto -lssl -ledit -lspandsp -lsndfile -lspeexdsp
+       -losipparser2 -lev -lcrypto -lssl -ledit -lspandsp -lsndfile -lspeexdsp -lpcap
 
 CORE_SRC = $(wildcard csrc/core/*.c)
 MEDIA_SRC = $(wildcard csrc/media/*.c)
@@ -40,14 +40,15 @@ BINDIR ?= /usr/local/bin
 DEB_PKGS = liblua5.4-dev lua5.4 libosip2-dev libev-dev libssl-dev luarocks lua-busted \
            lua-check lua-socket sip-tester kamailio kamailio-tls-modules pkg-config gcc make openssl \
            libedit-dev tmux clang libclang-rt-14-dev iproute2 util-linux valgrind nftables \
-           libspandsp-dev libsndfile1-dev libspeexdsp-dev sox espeak-ng
+           libspandsp-dev libsndfile1-dev libspeexdsp-dev sox espeak-ng \
+           libpcap-dev tshark sngrep lua-ldoc lua-markdown
 BUSTED = $(LUA) /usr/bin/busted
 
 FUZZ_TIME ?= 30
 FUZZ_SMOKE_TIME ?= 15
 
-.PHONY: all deps build check test lint demo install clean bench bench-smoke fuzz fuzz-smoke \
-        check-asan check-valgrind
+.PHONY: all deps build check test lint demo sounds install clean bench bench-smoke fuzz fuzz-smoke \
+        check-asan check-valgrind docs
 
 all: build
 
@@ -98,6 +99,24 @@ check-valgrind: deps
 
 demo: deps build
 	./bin/luasip examples/demo.lua
+
+# The API reference in HTML, docs/api/index.html (not committed), from the
+# `---` comments in lua/sip and the `/***` ones in csrc/l_*.c (config.ld).
+# Any LDoc warning fails it. Debian's ldoc runs on lua5.1 (lua-check pulls
+# it in) and formats with lua-markdown.
+docs: deps
+	ldoc --fatalwarnings --testing -q . >/dev/null
+	@echo "docs/api/index.html"
+
+# the IVR example's prompts, spoken by espeak-ng (not shipped: made here)
+SOUNDS = examples/sounds/welcome.wav examples/sounds/goodbye.wav
+sounds: $(SOUNDS)
+examples/sounds/welcome.wav:
+	@mkdir -p examples/sounds
+	espeak-ng -w $@ "Welcome to the lua sip voicemail. Please leave a message after the beep."
+examples/sounds/goodbye.wav:
+	@mkdir -p examples/sounds
+	espeak-ng -w $@ "Thank you. Goodbye."
 
 bench: deps build
 	$(LUA) bench/run.lua

@@ -2,6 +2,56 @@
 -- The C half (sip.Call in csrc/l_call.c) does dialogs and transactions;
 -- here are the blocking methods and the reactions to the core's events.
 -- Loaded by sip (init.lua); not required directly.
+-- @module sip
+
+--- A call (`sip.Call`): an INVITE dialog. The callee gets one in its
+-- INVITE handler (`ua:on("INVITE", fn)`), the caller one from
+-- `ua:invite` once it is answered. Offers and answers are SDP text
+-- (`sip.sdp`); docs/calls.md has the tables and what the core does for
+-- you (100 Trying, 2xx retransmissions, ACKs, CANCEL races, re-INVITE
+-- answers).
+--
+-- `state`: `"calling"` (UAC: the INVITE is out; seen only by `on_call`),
+-- `"incoming"` (UAS: nothing sent but 100 Trying), `"early"` (UAS: 180 or
+-- 183 sent), `"answered"` (UAS: 200 sent, no ACK yet), `"confirmed"`,
+-- `"terminating"` (our BYE is out), `"ended"`.
+--
+-- `ended_why`: `"bye"` (the peer sent BYE), `"hangup"` (`call:hangup()`),
+-- `"cancel"` (the caller sent CANCEL before the answer), `"rejected"`
+-- (`call:reject`, a status or nothing returned by the handler, a
+-- challenge from `call:authenticate`, no codec in common), `"timeout"`
+-- (no ACK for our 200 within 64·T1: the core sent BYE), `"failed"` (the
+-- handler raised before answering: 500 sent), `"closed"` (the UA was
+-- closed). An outgoing call that was never answered ends with
+-- `ua:invite`'s error: `"486 Busy Here"`, `"timeout"`, `"cancelled"` ...
+--
+-- `local call <close> = ua:invite(...)` hangs up at the end of the
+-- scope (BYE, CANCEL or 480, as `call:hangup`); nothing on an ended call.
+--
+-- Fields (read them; a script may keep fields of its own under other names):
+--
+-- - `invite`: the INVITE, a `Message` (received by a UAS, sent by a UAC)
+-- - `response`: UAC: the 2xx that answered it
+-- - `uas`: true for a call we answer, false for one we placed
+-- - `state`: see above
+-- - `ended_why`: see above, once `state` is `"ended"`
+-- - `from`: the INVITE's From header value
+-- - `to`: the INVITE's To header value
+-- - `call_id`: the Call-ID
+-- - `local_tag`: our tag (nil before the dialog exists and after it ends)
+-- - `remote_tag`: the peer's tag (same lifetime)
+-- - `local`: our From/To value with its tag (same lifetime)
+-- - `remote`: the peer's From/To value with its tag (same lifetime)
+-- - `remote_target`: the peer's Contact URI, where requests in the
+--   dialog go (same lifetime)
+-- - `routes`: the route set as the `Route:` header lines the dialog
+--   sends, `""` when none (same lifetime)
+-- - `local_sdp`: the SDP text we last sent in an offer or answer
+-- - `remote_sdp`: the peer's last SDP, parsed (a `sip.sdp.parse`
+--   table) on first use; a UAS has it once it answered (before that the
+--   offer is `call.invite.body`)
+-- - `remote_sdp_text`: the same SDP as text
+-- @type Call
 
 local core = require "sip.core"
 local sdp = require "sip.sdp"
@@ -13,6 +63,8 @@ return function(_, internal)
   local UA = core.UA.__index
   local headers_text = core.headers_text
 
+  local check = internal.check
+  local CallMT = core.Call
   local ENDED = { ended = true }
   -- set just before the library's own call:request("BYE") (hangup): a
   -- script's BYE would leave the call "confirmed", so it raises
@@ -77,20 +129,26 @@ return function(_, internal)
   local function notify(call, kinds, a, b)
     local w = call._waiters
     if not w then return end
+    -- the matching waiters first, then the wakes: a woken coroutine runs
+    -- at once and may start a new wait on this call (a new key in w),
+    -- which must not happen in the middle of the walk
+    local woken
     for co, kind in pairs(w) do
       if kinds[kind] then
-        w[co] = nil
-        wake_now(co, a, b)
+        woken = woken or {}
+        woken[#woken + 1] = co
       end
     end
+    if not woken then return end
+    for _, co in ipairs(woken) do w[co] = nil end
+    for _, co in ipairs(woken) do wake_now(co, a, b) end
   end
 
   -- the host a UA's SDP answers name, once per UA (its listen address
   -- does not change)
   local ua_hosts = setmetatable({}, { __mode = "k" })
 
-  local function local_addr(call)
-    local ua = call.ua
+  local function ua_host(ua)
     local host = ua and ua_hosts[ua]
     if host then return host end
     local hostport = ua and ua:address() or ""
@@ -98,6 +156,10 @@ return function(_, internal)
     if host == "0.0.0.0" or host == "::" then host = "127.0.0.1" end
     if ua then ua_hosts[ua] = host end
     return host
+  end
+
+  local function local_addr(call)
+    return ua_host(call.ua)
   end
 
   -- An ended call keeps C memory the collector does not see (its
@@ -133,6 +195,9 @@ return function(_, internal)
     call.ended_why = why
     notify(call, ANSWER, nil, why == "cancel" and "cancelled" or why)
     notify(call, END, why)
+    -- plays, records and tones pending on the call end with "hangup"
+    local m = call.media
+    if m then m:close("hangup") end
     if not keep_c then call:_end() end
     local h = call._hooks and call._hooks.ended
     if h then spawn_with(nil, h, call, why) end
@@ -142,8 +207,102 @@ return function(_, internal)
     return sdp_body(call.invite)
   end
 
-  local check = internal.check
-  local CallMT = core.Call
+  -- -------------------------------------------------------------------------
+  -- Media: with sip.ua{ media = {...} }, a call answered or placed without
+  -- an SDP of the script's gets an RTP session (call.media) and a real
+  -- offer/answer on its port (lua/sip/media.lua, csrc/media/)
+
+  local media, ua_media = internal.media, internal.ua_media
+
+  -- a new RTP session for a call of `ua`: nil when the UA has no media
+  -- settings, fail and a message when none can be opened
+  local function new_session(ua, host)
+    local cfg = ua_media[ua]
+    if not cfg then return nil end
+    return media.session{ addr = cfg.addr or host, ports = cfg.ports }
+  end
+
+  -- our SDP on the session: the answer to `offer`, or an offer; the
+  -- session follows the peer's SDP once both are known
+  local function session_sdp(call, s, offer)
+    local cfg = ua_media[call.ua]
+    local text, ours = media.sdp(s, offer, { addr = cfg.addr, codecs = cfg.codecs })
+    if not text then return nil, ours end
+    call._media_ours = ours
+    if offer then media.apply(s, offer, ours) end
+    return text
+  end
+
+  -- the call's SDP when its UA does media: nil when it does not (the
+  -- script or the default answer decides), fail when it cannot
+  local function media_body(call)
+    if not ua_media[call.ua] then return nil end
+    local s = call.media
+    if not s then
+      local err
+      s, err = new_session(call.ua, local_addr(call))
+      if not s then return false, err end
+      call.media = s
+    end
+    return session_sdp(call, s, remote_offer(call))
+  end
+
+  -- refuse an INVITE whose offer we cannot take (13.3.1.3): 488 with a
+  -- Warning, or 500 when no media port could be opened
+  local function refuse(call, why)
+    local host = local_addr(call)
+    if why == "no common codec" or tostring(why):find("^sdp") then
+      call:_reply(488, nil, headers_text({ Warning = '305 ' .. host .. ' "' ..
+                  (why == "no common codec" and "Incompatible media format" or "Bad SDP") .. '"' }))
+    else
+      call:_reply(500, "Media Unavailable")
+    end
+    finish(call, "rejected")
+    return nil, why
+  end
+
+  -- the call's session for a verb, or nil once the call is over; a call
+  -- that never had media is the script's mistake
+  local function verb_session(call, fname)
+    check.self(call, CallMT, "sip.Call", fname, 3)
+    if call.state == "ended" then return nil end
+    local m = call.media
+    if not m then
+      error(fname .. ": the call has no media (give its UA media settings: " ..
+            "sip.ua{ media = { ... } })", 3)
+    end
+    return m
+  end
+
+  --- Play a WAV file, or a list of them, to the caller; waits until played.
+  -- @param files a file name or a list of them
+  -- @tab[opt] opts loop, barge
+  -- @return true, or fail and "hangup", "stopped", "file: ..."
+  function Call:play(files, opts)
+    local m = verb_session(self, "call:play")
+    if not m then return nil, "hangup" end
+    return media.play(m, files, opts)
+  end
+
+  --- Record what the caller says to a WAV file.
+  -- @string path the file
+  -- @tab[opt] opts max, silence, threshold, beep, format
+  -- @return { duration =, reason = }, or fail and "hangup", "file: ..."
+  function Call:record(path, opts)
+    local m = verb_session(self, "call:record")
+    if not m then return nil, "hangup" end
+    return media.record(m, path, opts)
+  end
+
+  --- Play a tone ("ring", "busy", "dial", "beep" or { freqs =, on =, off = }).
+  -- @param what the tone: a name or a table
+  -- @tab[opt] opts duration, level
+  -- @return true, or fail and the reason it stopped
+  function Call:tone(what, opts)
+    local m = verb_session(self, "call:tone")
+    if not m then return nil, "hangup" end
+    return media.tone(m, what, opts)
+  end
 
   -- self must be a sip.Call; opts must match spec (sip.check): errors
   -- name the public method and point at the script's line
@@ -168,10 +327,15 @@ return function(_, internal)
     return opts.headers and headers_text(opts.headers, "opts.headers") or nil
   end
 
-  ---------------------------------------------------------------------------
+  -- -------------------------------------------------------------------------
   -- UAS
 
   --- 180 Ringing.
+  -- @tab[opt] opts `headers`
+  -- @treturn boolean true
+  -- @return[2] nil
+  -- @treturn[2] string `"call is STATE"` once the call is past answering
+  -- (answered, or ended by a CANCEL), or why the send failed
   function Call:ring(opts)
     opts = check_opts(self, opts, "call:ring", 1, HEADERS)
     if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
@@ -181,10 +345,21 @@ return function(_, internal)
   end
 
   --- 183 Session Progress with early media.
+  -- @tab[opt] opts `sdp` (the early media answer), `headers`
+  -- @treturn boolean true
+  -- @return[2] nil
+  -- @treturn[2] string as `call:ring`
   function Call:progress(opts)
     opts = check_opts(self, opts, "call:progress", 1, PROGRESS)
     if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
     local body = opts.sdp
+    if not body then
+      -- early media: the session opens now, so the script can play
+      -- before it answers
+      local why
+      body, why = media_body(self)
+      if body == false then return nil, why end
+    end
     local ok, err = self:_reply(183, nil, extra_headers(opts), body, body and "application/sdp")
     if ok then
       self.state = "early"
@@ -194,8 +369,18 @@ return function(_, internal)
   end
 
   --- Answer with 200 and wait for the ACK.
-  -- @tab[opt] opts sdp, headers, timeout
-  -- @return true, or fail and "timeout" (no ACK) / "cancelled"
+  -- Without `opts.sdp` (and no 183 SDP) the core answers the INVITE's
+  -- offer itself (`sip.sdp.default_answer`: inactive, port 9); when no
+  -- codec is in common it answers 488 with a `Warning: 305` instead, and
+  -- the call ends `"rejected"`. An INVITE without an offer gets an offer
+  -- in the 200.
+  -- @tab[opt] opts `sdp` (the answer, or an offer when the INVITE had
+  -- none), `headers`, `timeout` (seconds to wait for the ACK)
+  -- @treturn boolean true once the ACK arrived
+  -- @return[2] nil
+  -- @treturn[2] string `"timeout"` (no ACK in time; after 64·T1 the core
+  -- ends the call with a BYE), `"bye"`, `"cancelled"`, `"closed"`,
+  -- `"no common codec"`, `"call is STATE"`
   function Call:answer(opts)
     opts = check_opts(self, opts, "call:answer", 1, ANSWER_OPTS)
     if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
@@ -203,18 +388,16 @@ return function(_, internal)
     -- the SDP of a 183 stays the answer unless the script gives another
     local body = opts.sdp or self.local_sdp
     local offer = remote_offer(self)
+    if not body then
+      local why
+      body, why = media_body(self)
+      if body == false or (body == nil and why) then return refuse(self, why) end
+    end
     if not body and offer then
       -- a 200 never breaks offer/answer: a valid answer with no media yet
-      local host = local_addr(self)
       local why
-      body, why = sdp.default_answer(offer, host)
-      if not body then
-        -- nothing in the offer we can take: 488 with a Warning (13.3.1.3)
-        self:_reply(488, nil, headers_text({ Warning = '305 ' .. host .. ' "' ..
-                    (why == "no common codec" and "Incompatible media format" or "Bad SDP") .. '"' }))
-        finish(self, "rejected")
-        return nil, why
-      end
+      body, why = sdp.default_answer(offer, local_addr(self))
+      if not body then return refuse(self, why) end
     elseif not body and not offer then
       -- no offer in the INVITE: the 200 must carry one
       local host = local_addr(self)
@@ -236,6 +419,9 @@ return function(_, internal)
   --- Digest-authenticate the INVITE: the user name, or nil after the
   -- call was answered 401 (407 with proxy=true) and ended. Options as
   -- req:authenticate.
+  -- The call then ends `"rejected"`; raises once the call was answered.
+  -- @tab opts as `msg:authenticate`
+  -- @treturn ?string the user name; nil once the challenge was sent
   function Call:authenticate(opts)
     if self.state ~= "incoming" and self.state ~= "early" then
       error("call:authenticate: the call was answered already", 2)
@@ -247,6 +433,12 @@ return function(_, internal)
   end
 
   --- Decline the call with a final status (default 486 Busy Here).
+  -- The call ends `"rejected"`.
+  -- @int[opt=486] status 300..699
+  -- @string[opt] reason the reason phrase (default: the standard one)
+  -- @treturn boolean true
+  -- @return[2] nil
+  -- @treturn[2] string as `call:ring`
   function Call:reject(status, reason)
     check.self(self, CallMT, "sip.Call", "call:reject")
     status = status or 486
@@ -262,11 +454,17 @@ return function(_, internal)
     return ok, err
   end
 
-  ---------------------------------------------------------------------------
+  -- -------------------------------------------------------------------------
   -- Both sides
 
   --- Hang up: BYE (waits for its response), CANCEL before an answer as
   -- UAC, 480 before an answer as UAS.
+  -- CANCEL and 480 do not wait (`ua:invite` then returns
+  -- `nil, "cancelled"`). The call ends `"hangup"`; harmless on an ended call.
+  -- @treturn boolean true
+  -- @return[2] nil
+  -- @treturn[2] string why the BYE got no response (the call is ended all
+  -- the same)
   function Call:hangup()
     check.self(self, CallMT, "sip.Call", "call:hangup")
     local st = self.state
@@ -282,6 +480,9 @@ return function(_, internal)
     end
     current("call:hangup")
     self.state = "terminating"
+    -- the media stops with the BYE, not with its answer
+    local m = self.media
+    if m then m:close("hangup") end
     internal_bye = true
     local res, err = self:request("BYE")
     finish(self, "hangup")
@@ -293,6 +494,7 @@ return function(_, internal)
   -- variable goes out of scope (BYE, CANCEL or 480 as call:hangup does);
   -- nothing when it already ended. Idempotent. Outside a coroutine luasip
   -- drives, the hangup runs in a coroutine of its own.
+  -- @local
   function CallMT.__close(call)
     if getmetatable(call) ~= CallMT or call.state == "ended" or call.state == "terminating" then
       return
@@ -305,7 +507,13 @@ return function(_, internal)
   end
 
   --- Wait until the call ends; returns why ("bye", "cancel", "timeout",
-  -- "hangup", "rejected", "failed") or fail, "timeout" after `timeout`.
+  -- "hangup", "rejected", "failed", "closed") or fail, "timeout" after `timeout`.
+  -- Returns at once if it has ended. A pending wait keeps the script
+  -- running, so a UAC script can wait for the peer's BYE.
+  -- @number[opt] timeout seconds
+  -- @treturn string why it ended (`call.ended_why`)
+  -- @return[2] nil
+  -- @treturn[2] string `"timeout"`, the call still up
   function Call:wait(timeout)
     check.self(self, CallMT, "sip.Call", "call:wait")
     check.type(timeout, "number|nil", 1, "call:wait")
@@ -315,8 +523,17 @@ return function(_, internal)
     return nil, err
   end
 
-  --- A request within the dialog (INFO, MESSAGE, OPTIONS, UPDATE, BYE ...).
-  -- @return the final response, or fail and a message
+  --- A request within the dialog (INFO, MESSAGE, OPTIONS, UPDATE, NOTIFY ...).
+  -- Waits for its final response; a 401 or 407 is answered with the call's
+  -- credentials. ACK and CANCEL raise (the core sends them), and so does
+  -- BYE: end a call with `call:hangup()`.
+  -- @string method the method
+  -- @tab[opt] opts `headers` (a Contact there replaces ours), `body`,
+  -- `content_type`, `timeout`, `auth`, `contact`
+  -- @treturn Message the final response (any status)
+  -- @return[2] nil
+  -- @treturn[2] string `"timeout"`, `"no dialog"` (the call has ended),
+  -- `"transport: ..."`
   function Call:request(method, opts)
     check.self(self, CallMT, "sip.Call", "call:request")
     if type(method) ~= "string" or not method:match("^[%w%-%.!%%%*_%+`'~]+$") then
@@ -349,6 +566,16 @@ return function(_, internal)
   end
 
   --- Send a re-INVITE with a new offer; the answer becomes remote_sdp.
+  -- On a 2xx `local_sdp` becomes the offer; on a failure nothing changes.
+  -- @tab[opt] opts `sdp` (the new offer; default the current `local_sdp`),
+  -- `headers`, `timeout`, `contact` (our new Contact, which becomes the
+  -- dialog's)
+  -- @treturn Message the 2xx
+  -- @return[2] nil
+  -- @treturn[2] string `"488 Not Acceptable Here"` (status and reason),
+  -- `"491 Request Pending"` (a re-INVITE of ours is in progress),
+  -- `"call is STATE"`, `"timeout"` ...
+  -- @treturn[2] ?Message the response, when there was one
   function Call:reinvite(opts)
     opts = check_opts(self, opts, "call:reinvite", 1, REINVITE_OPTS)
     if self.state ~= "confirmed" and self.state ~= "answered" then return nil, "call is " .. self.state end
@@ -360,7 +587,10 @@ return function(_, internal)
     if not res then return nil, err end
     if res.status >= 200 and res.status < 300 then
       self.local_sdp = body
-      if res.body ~= "" then set_remote_sdp(self, res.body) end
+      if res.body ~= "" then
+        set_remote_sdp(self, res.body)
+        if self.media then media.apply(self.media, res.body, body and sdp.parse(body)) end
+      end
       return res
     end
     return nil, res.status .. " " .. (res.reason or ""), res
@@ -388,6 +618,12 @@ return function(_, internal)
 
   --- Put the call on hold (re-INVITE with a=sendonly, or inactive when
   -- the other side already holds us).
+  -- The offer is our last SDP with the direction changed and the `o=`
+  -- version bumped.
+  -- @treturn Message the 2xx
+  -- @return[2] nil
+  -- @treturn[2] string as `call:reinvite`
+  -- @treturn[2] ?Message the response, when there was one
   function Call:hold()
     local s = session_for(self)
     local held_by_peer = self.remote_sdp and self.remote_sdp.media[1] and
@@ -398,6 +634,10 @@ return function(_, internal)
   end
 
   --- Take the call off hold (re-INVITE with a=sendrecv).
+  -- @treturn Message the 2xx
+  -- @return[2] nil
+  -- @treturn[2] string as `call:reinvite`
+  -- @treturn[2] ?Message the response, when there was one
   function Call:unhold()
     local text = sdp.update(session_for(self), { direction = "sendrecv" })
     return self:reinvite{ sdp = text }
@@ -406,6 +646,14 @@ return function(_, internal)
   --- Hooks: "reinvite" fn(call, req) (answer req yourself, or return a
   -- status; default accepts with our SDP mirrored to the offer), "ended"
   -- fn(call, why), or a method name for requests in the dialog (INFO ...).
+  -- Hooks run in coroutines of their own and may block. A method hook
+  -- (`"info"`, `"message"`, `"update"`, `"options"`, `"notify"` ...) gets
+  -- `fn(call, req)`: returning nothing answers 200 (for an UPDATE with an
+  -- offer, 200 with the default answer), a status replies with it. A hook
+  -- that raises gets 500. BYE has no hook: use `"ended"`.
+  -- @string what `"reinvite"`, `"ended"` or a method name
+  -- @func fn the hook
+  -- @treturn Call the call
   function Call:on(what, fn)
     check.self(self, CallMT, "sip.Call", "call:on")
     if type(what) ~= "string" then error("bad argument #1 to 'call:on' (string expected)", 2) end
@@ -428,7 +676,10 @@ return function(_, internal)
       call._remote_sdp_text = req.body
       call.remote_sdp = offer
       local dir = offer.media[1] and offer.media[1].direction or "sendrecv"
-      return (sdp.update(s, { direction = sdp.mirror[dir] or "sendrecv" }))
+      local text = sdp.update(s, { direction = sdp.mirror[dir] or "sendrecv" })
+      -- the session follows: a new address or port, hold (stop sending), resume
+      if call.media then media.apply(call.media, offer, s) end
+      return text
     end
     -- an empty re-INVITE asks us for an offer
     return (sdp.update(s, {}))
@@ -474,7 +725,10 @@ return function(_, internal)
   function internal.call_event(call, name, msg)
     if name == "ack" then
       -- our 200 carried the offer: the ACK carries the answer
-      if msg and msg.body ~= "" then set_remote_sdp(call, msg.body) end
+      if msg and msg.body ~= "" then
+        set_remote_sdp(call, msg.body)
+        if call.media then media.apply(call.media, msg.body, call._media_ours) end
+      end
       call._acked = true
       if call.state == "answered" then call.state = "confirmed" end
       notify(call, ANSWER, "ack")
@@ -534,14 +788,40 @@ return function(_, internal)
     spawn_task(handler_done, call, fn, call)
   end
 
-  ---------------------------------------------------------------------------
+  -- -------------------------------------------------------------------------
   -- UAC
 
+  --- @type UA
+
   --- Place a call and wait until it is answered or fails.
-  -- @string uri
-  -- @tab[opt] opts sdp, headers, timeout (CANCEL after), proxy, from, to,
-  -- on_provisional
-  -- @return the call, or fail, "486 Busy Here", the response
+  -- Provisional responses do not end the wait, and a pending `ua:invite`
+  -- keeps the script running: without `timeout` it waits through a 100 or
+  -- a 180 for the final response. A 401 or 407 is answered with the
+  -- credentials and the INVITE sent again. Options:
+  --
+  -- - `sdp`: the offer; without it the INVITE has no body and the offer
+  --   of the 2xx is answered in the ACK (by `answer`, else the default
+  --   answer; with no codec in common the call is ACKed, then hung up)
+  -- - `headers`: extra headers (a Contact here replaces ours)
+  -- - `timeout`: seconds to wait for an answer, then CANCEL and
+  --   `nil, "timeout"`; without it Timer B (64·T1) when nothing answers
+  -- - `proxy`, `auth`, `from`, `to`, `call_id`, `cseq`, `contact`: as
+  --   `ua:request`
+  -- - `on_provisional`: `function(res)` for each 1xx, in a coroutine of
+  --   its own
+  -- - `on_call`: `function(call)` as soon as the INVITE is sent (state
+  --   `"calling"`), in a coroutine of its own: `call:hangup()` there sends
+  --   CANCEL and `ua:invite` returns `nil, "cancelled"`
+  -- - `answer`: `function(offer)` returning our SDP answer to the offer
+  --   of a 2xx, when we sent none
+  -- @string uri the callee
+  -- @tab[opt] opts the options above
+  -- @treturn Call the call, `"confirmed"`
+  -- @return[2] nil
+  -- @treturn[2] string `"486 Busy Here"` (status and reason of the final
+  -- response), `"timeout"`, `"cancelled"`, `"no common codec"`,
+  -- `"transport: ..."`, `"tls: ..."`
+  -- @treturn[2] ?Message the final response, when there was one
   function UA:invite(uri, opts)
     internal.check_ua(self, "ua:invite")
     if type(uri) ~= "string" then
@@ -556,16 +836,40 @@ return function(_, internal)
     local creds = auth.check_creds(opts.auth, "ua:invite") or internal.ua_auth[self]
     local state = creds and auth.new_state(creds)
     local call, ok, why, res
+    -- with media settings and no SDP of the script's, an RTP session
+    -- and our offer on its port; closed again if the call fails
+    local session, ours
+    if opts.sdp == nil then
+      local err
+      session, err = new_session(self, ua_host(self))
+      if err then return nil, err end
+      if session then
+        local cfg = ua_media[self]
+        local o = {}
+        for k, v in pairs(opts) do o[k] = v end
+        o.sdp, ours = media.sdp(session, nil, { addr = cfg.addr, codecs = cfg.codecs })
+        -- a 183's SDP points the session at the early media
+        local user_prov = opts.on_provisional
+        o.on_provisional = function(prov)
+          if prov.body ~= "" and sdp_body(prov) then media.apply(session, prov.body, ours) end
+          if user_prov then return user_prov(prov) end
+        end
+        opts = o
+      end
+    end
     while true do
       local err
       call, err = self:_invite(uri, opts, co, opts.proxy or internal.proxies[self],
                                extra_headers(opts))
       if not call then
+        if session then session:close() end
         if err:find("^bad URI") then error("bad argument #1 to 'ua:invite' (" .. err .. ")", 2) end
         return nil, err
       end
       call.ua = self
       call.state = "calling"
+      -- early media (a 183's SDP) reaches the session before the answer
+      if session then call.media, call._media_ours = session, ours end
       call_started()
       call.local_sdp = opts.sdp
       call._auth = opts.auth            -- BYE and re-INVITE use them too
@@ -578,16 +882,17 @@ return function(_, internal)
       end
       ok, why, res = wait()
       if ok then break end
-      finish(call, why or "failed", true)
       -- 401/407: the transaction ACKed it; a new INVITE answers (22.2)
       local extra = res and (res.status == 401 or res.status == 407) and
                     auth.answer(state, res, "INVITE", uri, opts.sdp)
+      if extra then call.media = nil end    -- the session serves the retry
+      finish(call, why or "failed", true)   -- else it closes the session
       if not extra then return nil, why or "failed", res end
       opts = auth.retry_opts(opts, extra, res)
     end
-    if not ok then return nil, why or "failed", res end
     call.state = "confirmed"
     call.response = res
+    if session and res and res.body ~= "" then media.apply(session, res.body, ours) end
     if res and res.body ~= "" then
       if not opts.sdp then
         -- we sent no offer: the 2xx has one, our ACK answers it

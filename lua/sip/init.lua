@@ -1,10 +1,29 @@
 --- luasip: SIP user agents for Lua, one event loop, one coroutine per call flow.
 --
--- Every operation that waits on the network yields the calling coroutine;
--- the C core (sip.core) wakes it once with the outcome. Blocking calls
--- must run in a coroutine this module drives: sip.run, sip.spawn, request
--- handlers and every chunk bin/luasip runs.
+-- `local sip = require "sip"` gives the functions below and four classes:
+-- `UA` (a user agent, made by `sip.ua`), `Message` (requests and
+-- responses), `Call` (an INVITE dialog) and `Registration`; `sip.sdp`
+-- builds and reads SDP. The longer reference, with the tables of options,
+-- states and defaults, is in the docs/ folder of the source tree:
+-- docs/ua.md, docs/calls.md, docs/sdp.md, docs/auth.md,
+-- docs/registration.md, docs/tls.md.
+--
+-- **The coroutine rule.** Every operation that waits on the network or on
+-- time yields the calling coroutine; the C core (`sip.core`) wakes it once
+-- with the outcome. Such calls must run in a coroutine luasip drives: a
+-- request handler, a call hook, `sip.spawn`, `sip.run`, or a chunk that
+-- `bin/luasip` runs; anywhere else they raise an error that names
+-- `sip.run`. A pending wait keeps `sip.run` (and the runner) going.
+--
+-- **Errors.** A programmer's mistake raises an error naming the public
+-- function and argument, at the caller's line: a wrong argument type, an
+-- unknown option or an option of the wrong type
+-- (`bad argument #3 to 'ua:request' (unknown option 'bdy')`), a
+-- malformed URI, CR or LF in a header value. A network outcome returns fail: `nil, err`, `err` a short
+-- string (`"timeout"`, `"closed"`, `"transport: connection refused"`,
+-- `"486 Busy Here"`, then the response as a third value).
 -- @module sip
+-- @pragma nostrip
 
 local core = require "sip.core"
 
@@ -178,6 +197,8 @@ sip._wait = wait
 
 --- Start fn(...) in a new coroutine driven by luasip; it runs at once until
 -- its first wait. Errors are logged with their traceback.
+-- @func fn the function to run
+-- @param ... its arguments
 -- @treturn thread the coroutine
 function sip.spawn(fn, ...)
   if type(fn) ~= "function" then
@@ -235,7 +256,9 @@ local function spawn_task(on_exit, ctx, fn, a)
   resume(co)
 end
 
---- Wait `seconds` (a coroutine-friendly sleep).
+--- Wait `seconds` (a coroutine-friendly sleep), letting everything else run.
+-- @number seconds not negative
+-- @treturn boolean true
 function sip.sleep(seconds)
   if type(seconds) ~= "number" or seconds < 0 then
     error("bad argument #1 to 'sleep' (non-negative number expected)", 2)
@@ -250,6 +273,12 @@ end
 -- nothing is left to wait for (no coroutine waiting on a timer or a
 -- request, no user agent serving handlers). An error in main stops the
 -- loop and is raised again here, with main's traceback.
+-- Then the requests still owed a message (the ACK of a 487 to our CANCEL,
+-- a BYE's retransmissions) get up to 2 s to finish. Use it from plain
+-- `lua5.4`; `bin/luasip` does it for you.
+-- @func[opt] main the first coroutine
+-- @param ... its arguments
+-- @treturn boolean true
 function sip.run(main, ...)
   failed = nil
   if main ~= nil then
@@ -282,11 +311,18 @@ function sip.stop()
   core.stop()
 end
 
---- Current loop time in seconds.
+--- The loop's clock, in seconds (for time differences).
+-- @function sip.now
+-- @treturn number
 sip.now = core.now
 
 --- Set the log level ("error", "warn", "info", "debug") and optionally a
 -- function(level, message) that receives every log line.
+-- Every dropped message is logged with its reason at some level.
+-- @string[opt] level the new level (default `"warn"`)
+-- @param[opt] fn a `function(level, text)` that gets every log line
+-- instead of stderr; `false` restores stderr
+-- @treturn string the current level
 function sip.log(level, fn)
   if level ~= nil and not log_levels[level] then
     error("bad argument #1 to 'log' (level must be error, warn, info or debug)", 2)
@@ -311,51 +347,25 @@ local function short(text)
 end
 sip._short = short
 
+local sip_trace = require("sip.trace").bind(sip)
+-- scripted peers and a loop driver for specs (sip.test.peer, sip.test.run)
+sip.test = require "sip.test"
+
 --- Print every SIP message sent and received: sip.trace(true) one line
 -- each, sip.trace("full") the whole text, sip.trace("path/file") appends
 -- one line each to a file, sip.trace(false) stops. A function receives
--- (direction, transport, peer, text).
+-- (direction, transport, peer, text, local), the addresses as "ip:port".
+-- A table combines: { pcap = "calls.pcap" } writes every message to a
+-- pcap file (Wireshark, tshark, sngrep: UDP as UDP, TCP and TLS as TCP
+-- segments, TLS in plaintext), { ladder = true } prints a ladder diagram,
+-- { print = any of the forms above }. Each call replaces the previous
+-- setting and closes its files.
 function sip.trace(how)
-  if how == false or how == nil then
-    core.trace(nil)
-    return
-  end
-  if type(how) == "function" then
-    core.trace(how)
-    return
-  end
-  local out, full = io.stdout, false
-  if how == "full" then
-    full = true
-  elseif type(how) == "string" then
-    local f, err = io.open(how, "a")
-    if not f then error("bad argument #1 to 'trace' (" .. err .. ")", 2) end
-    out = f
-  elseif how ~= true then
-    error("bad argument #1 to 'trace' (true, false, \"full\", a file name or a function)", 2)
-  end
-  core.trace(function(dir, proto, peer, text)
-    local t = core.now()
-    local stamp = os.date("%H:%M:%S", math.floor(t)) .. string.format(".%03d", math.floor(t % 1 * 1000))
-    local arrow = dir == "out" and "-->" or "<--"
-    local line
-    if full then
-      line = stamp .. " " .. arrow .. " " .. proto .. " " .. peer .. "\n" .. text .. "\n"
-    else
-      line = stamp .. " " .. arrow .. " " .. proto .. " " .. peer .. "  " .. short(text) .. "\n"
-    end
-    -- at the REPL's prompt the line goes above the prompt (sip.repl sets sip._echo)
-    local echo = out == io.stdout and sip._echo
-    if echo then
-      echo(function() out:write(line); out:flush() end)
-    else
-      out:write(line)
-      out:flush()
-    end
-  end)
+  sip_trace.set("script", how, "sip.trace")
 end
 
 --- Print a message's full text.
+-- @tparam Message msg
 function sip.show(msg)
   print(msg:raw())
 end
@@ -379,23 +389,60 @@ local ua_options = {
   idle_timeout = "number", max_connections = "number", max_server_transactions = "number",
   auth = "table|function", tls = "table", header_timeout = "number",
   max_connections_per_ip = "number", max_headers = "number", max_header_line = "number",
-  contact = "string",
+  contact = "string", media = "table",
 }
+local MEDIA_OPTIONS = { addr = "string", ports = "string", codecs = "table" }
+local ua_media = setmetatable({}, { __mode = "k" })   -- ua -> its media settings
 
---- Create a user agent.
--- @tab[opt] opts listen (string or list, default "udp:127.0.0.1:0"),
--- proxy, user_agent, t1, t2, t4, and limits (see README)
--- @return the UA, or fail and a message when a listen address cannot be bound
+--- Create a user agent: its listening sockets, handlers and client
+-- requests. Requests over TCP and TLS open a connection on demand (no
+-- listener of that transport is needed to send) and reuse it. Options
+-- (docs/ua.md has them all, with their defaults):
+--
+-- - `listen`: a string or a list of `"udp:HOST:PORT"`, `"tcp:HOST:PORT"`,
+--   `"tls:HOST:PORT"` (default `"udp:127.0.0.1:0"`); IPv6 as
+--   `"udp:[::1]:5060"`; port 0 picks a free port; a host name is looked up
+--   once, here (`"udp:localhost:0"`). A `tls:` listener needs `tls.cert`.
+-- - `proxy`: an outbound proxy URI for every request.
+-- - `auth`: digest credentials for every request (see `sip.auth`).
+-- - `tls`: `cert` (a PEM file, which may also hold the key), `key`,
+--   `cafile`, `capath`, `verify`, `verify_client`, `tls13`,
+--   `allow_wildcard`, `handshake_timeout` (docs/tls.md).
+-- - `contact`: our Contact (a SIP URI or name-addr) in every request and
+--   answer that carries one, instead of the listener's address (NAT).
+-- - `user_agent`: the User-Agent and Server header (`"luasip/0.1"`).
+-- - `t1`, `t2`, `t4`: the RFC 3261 timers in seconds (0.5, 4, 5).
+-- - limits: `max_udp`, `max_message`, `idle_timeout`, `header_timeout`,
+--   `max_headers`, `max_header_line`, `max_connections`,
+--   `max_connections_per_ip`, `max_server_transactions`.
+-- @tab[opt] opts the options above
+-- @treturn UA the user agent
+-- @return[2] nil
+-- @treturn[2] string why:
+-- `"listen udp:127.0.0.1:5060: Address already in use"`,
+-- `"tls: cannot load the certificate: ..."`
 function sip.ua(opts)
   opts = check.opts(opts, "sip.ua", 1, ua_options)
   if opts.contact and not opts.contact:find("^%s*<?sips?:") and not opts.contact:find("<sips?:") then
     check.arg(1, "sip.ua", "option 'contact' must be a SIP URI or name-addr")
   end
   local auth = sip_auth.check_creds(opts.auth, "sip.ua")
+  local media = opts.media and check.opts(opts.media, "sip.ua", 1, MEDIA_OPTIONS)
+  if media then
+    if media.ports and not media.ports:match("^%d+%-%d+$") then
+      check.arg(1, "sip.ua", "option 'media.ports' must be \"low-high\"")
+    end
+    for i, c in ipairs(media.codecs or {}) do
+      if type(c) ~= "string" or not sip.sdp.codecs[c] then
+        check.arg(1, "sip.ua", "media.codecs[" .. i .. "] is not a known codec (" .. tostring(c) .. ")")
+      end
+    end
+  end
   local ua, err = core.UA.new(opts)
   if not ua then return nil, err end
   handlers[ua] = {}
   proxies[ua] = opts.proxy
+  ua_media[ua] = media
   ua_auth[ua] = auth
   return ua
 end
@@ -417,8 +464,27 @@ local function check_ua(self, fname)
 end
 sip._check_ua = check_ua
 
+--- A user agent (`sip.UA`), made by `sip.ua`: it serves requests with
+-- handlers (`ua:on`) or in a loop (`ua:events`), sends requests
+-- (`ua:request`), places calls (`ua:invite`) and keeps registrations
+-- (`ua:register`). A UA with a handler keeps `sip.run` (and the runner)
+-- alive until it is closed.
+--
+-- Requests nobody serves are answered by the core: OPTIONS 200 with
+-- Allow and `Accept: application/sdp`, a BYE that matches no call 481,
+-- another known method 405 with Allow, an unknown one 501.
+-- `local ua <close> = sip.ua{...}` closes it at the end of the scope.
+-- @type UA
+
 --- Serve requests of `method` ("*" for any): fn(req) runs in a new
 -- coroutine for each; returning a status (with reason and opts) replies.
+-- The coroutines are pooled, so a handler may block (send requests of its
+-- own, sleep). A handler that raises is logged with its traceback and its
+-- request gets 500 if nothing was sent yet. An INVITE handler gets a
+-- `Call`, not a request.
+-- @string method a method name, or `"*"`
+-- @func fn `fn(req)`, or `fn(call)` for INVITE
+-- @treturn UA the UA
 function UA:on(method, fn)
   check_ua(self, "ua:on")
   method = check_method(method, "ua:on")
@@ -430,8 +496,9 @@ function UA:on(method, fn)
   return self
 end
 
---- Pull-style serving, like eXosip_event_wait, for scripts that want one
--- loop: `for ev in ua:events() do ... end`. Each incoming request that
+--- Pull-style serving, like `eXosip_event_wait`, for scripts that want one
+-- loop. The loop is `for ev in ua:events() do ... end`.
+-- Each incoming request that
 -- no handler of its own serves becomes an event: { type = "call_invite",
 -- call = call } for an INVITE, { type = "request", method =, request =
 -- req } otherwise (answer it with req:reply). The loop ends when the UA
@@ -439,7 +506,7 @@ end
 -- to the UA, not to one loop: a later `ua:events()` loop (after a break
 -- or a timeout) sees what arrived in between and everything after.
 -- @number[opt] timeout seconds without an event that end the loop
--- @return an iterator of events
+-- @treturn function an iterator of events
 function UA:events(timeout)
   check_ua(self, "ua:events")
   if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
@@ -490,6 +557,11 @@ function UA:events(timeout)
 end
 
 --- The SIP URI of this UA's first (or idx-th) listener, with an optional user.
+-- E.g. `"sip:bob@127.0.0.1:5060"`, with `;transport=tcp` or
+-- `;transport=tls` for a TCP or TLS listener.
+-- @string[opt] user the user part
+-- @int[opt=1] idx which listener
+-- @treturn ?string the URI; nil without such a listener
 function UA:uri(user, idx)
   local addr = self:address(idx)
   if not addr then return nil end
@@ -507,11 +579,29 @@ local request_options = {
 }
 
 --- Send a request and wait for its final response.
--- @string method
--- @string uri Request-URI
--- @tab[opt] opts headers, body, content_type, timeout, proxy, from, to,
--- call_id, cseq, on_provisional
--- @return the final response (any status), or fail, message
+-- Provisional responses do not end the wait. A 401 or 407 is answered
+-- with the credentials (`opts.auth`, else the UA's) and the request sent
+-- again. Over UDP the request is retransmitted (Timer E) until a response
+-- arrives. INVITE, ACK and CANCEL raise: calls have `ua:invite`. Options:
+--
+-- - `headers`: extra headers,
+--   `{ ["X-A"] = "1", Route = { "<sip:p1;lr>", "<sip:p2;lr>" } }`
+--   (a list repeats the header); a Contact given here replaces ours
+-- - `body`, `content_type` (`"text/plain"` when a body has none)
+-- - `timeout`: seconds to wait for the final response; without it the
+--   transaction's Timer F (64·T1, 32 s) ends the wait
+-- - `proxy`, `auth`: instead of the UA's
+-- - `from`, `to`, `call_id`, `cseq`: instead of the defaults
+-- - `contact`: our Contact for this request
+-- - `on_provisional`: `function(res)` for each 1xx, in a coroutine of its own
+-- @string method e.g. `"OPTIONS"`, `"MESSAGE"`
+-- @string uri the Request-URI
+-- @tab[opt] opts the options above
+-- @treturn Message the final response, whatever its status (a 404 is a
+-- result, not a failure)
+-- @return[2] nil
+-- @treturn[2] string `"timeout"`, `"closed"` (the UA was closed),
+-- `"transport: ..."`, `"tls: ..."`
 function UA:request(method, uri, opts)
   check_ua(self, "ua:request")
   method = check_method(method, "ua:request")
@@ -569,25 +659,76 @@ end
 
 local internal = {
   current = current, wait = wait, wake_now = wake_now, spawn_with = spawn_with, log = log,
-  spawn_task = spawn_task, check = check, check_ua = check_ua,
+  spawn_task = spawn_task, check = check, check_ua = check_ua, ua_media = ua_media,
   proxies = proxies, ua_auth = ua_auth, auth = sip_auth,
 }
+
+--- A SIP request or response (`sip.Message`). Its fields are read-only
+-- properties (assigning one raises: use `set_header`). `tostring(msg)` is
+-- a one-line summary. A received request that is never answered gets a
+-- 500 when the message is closed or collected; until then the peer waits.
+--
+-- Fields:
+--
+-- - `is_request`: true for a request
+-- - `method`: the request method (for a response, the method of its CSeq)
+-- - `uri`: the Request-URI (requests)
+-- - `status`: the status code (responses)
+-- - `reason`: the reason phrase (responses)
+-- - `body`: the body (`""` when none)
+-- - `content_type`: the Content-Type value
+-- - `from`: the whole From header value
+-- - `to`: the whole To header value
+-- - `from_uri`: the From URI
+-- - `to_uri`: the To URI
+-- - `from_tag`: the From tag
+-- - `to_tag`: the To tag
+-- - `call_id`: the Call-ID
+-- - `cseq`: the CSeq number
+-- - `cseq_method`: the CSeq method
+-- - `contact`: the first Contact value
+-- - `via`: the top Via value
+-- - `source`: `"host:port"` the message came from (received messages)
+-- - `transport`: `"UDP"`, `"TCP"` or `"TLS"` (received messages)
+-- - `tls`: for a message received over TLS,
+--   `{ peer_subject =, verified = }`: the subject of the peer's
+--   certificate (nil when it sent none) and whether it was verified
+-- @type Message
 
 --- Answer a request with a digest challenge unless its credentials are
 -- good: returns the user name, or nil after sending 401 (407 with
 -- proxy=true). opts: realm, credentials (table user -> password, or
 -- function(user, realm) -> password | { ha1 = }), proxy, algorithms, expires.
+-- Nonces are stateless (an HMAC under a secret drawn per process), expire
+-- and cannot be replayed; an unknown user is challenged exactly like a
+-- wrong password. docs/auth.md has the details.
+-- @function authenticate
+-- @tab opts `realm` (required); `credentials`: a table user -> password
+-- string, `{ password = }`, `{ ha1 = }` (MD5), `{ ha1_sha256 = }` or
+-- `{ ha1_sha512_256 = }`, or a `function(user, realm)` returning one of
+-- those or nil (it may block); `proxy` (true: Proxy-Authorization and
+-- 407); `algorithms` (default `{ "MD5" }`); `expires` (nonce lifetime,
+-- default 300 s)
+-- @treturn ?string the user name; nil once the challenge was sent
 core.Message.methods.authenticate = function(req, opts)
   return sip_auth.authenticate(req, opts)
 end
 internal.is_driven = function(co) return driven[co] ~= nil end
+sip.sdp = require "sip.sdp"
+internal.media = require("sip.media")(sip, internal)
 require("sip.call")(sip, internal)
 require("sip.register")(sip, internal)
 
 local close_c = UA.close
+--- @type UA
+
 --- Close the UA: registrations are removed (when called from a luasip
 -- coroutine), open calls get BYE, pending requests fail with "closed".
 -- Also `local ua <close> = sip.ua{...}`.
+-- Outside a luasip coroutine registrations just stop being refreshed.
+-- Listeners and connections close, transactions end, `ua:events()` loops
+-- end, calls still up end `"closed"`. Idempotent. The UA's `__gc` closes
+-- its sockets too, but neither removes registrations nor wakes anyone.
 function UA:close()
   check.self(self, core.UA, "sip.UA", "ua:close")
   if internal.close_registrations then internal.close_registrations(self) end
@@ -605,7 +746,6 @@ function UA:close()
 end
 core.UA.__close = UA.close
 
-sip.sdp = require "sip.sdp"
 
 local CallMT = core.Call
 
