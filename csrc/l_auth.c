@@ -4,9 +4,10 @@
  * nonces and verifies credentials. The engine is csrc/core/auth.c; this
  * file only checks arguments and converts values.
  *
- * To register it (lead): in csrc/lsip.h `int lsip_open_auth(lua_State *L);`
- * and in luaopen_sip_core (csrc/l_core.c)
- * `lsip_open_auth(L); lua_setfield(L, -2, "auth");`.
+ * `local auth = require("sip.core").auth`. The requests and the server
+ * side of luasip use it (`sip.auth`, `msg:authenticate`); use it directly
+ * for what those do not cover: a credential store of HA1 values, nonces
+ * shared by several processes. docs/digest.md describes it with examples.
  * @module sip.core.auth
  */
 #include "lsip.h"
@@ -769,7 +770,7 @@ static int verify_finish(lua_State *L, int status, lua_KContext ctx)
  * @string realm the realm challenged for
  * @param lookup a table user -> credential or a function(user, realm) ->
  * credential; a credential is a password string, or a table {password=} or
- * {ha1=} (MD5, hex H(user:realm:password)), {ha1_sha256=}, {ha1_sha512_256=};
+ * {ha1=} (MD5, hex H(user:realm:password)), `{ha1_sha256=}`, `{ha1_sha512_256=}`;
  * nil or false for an unknown user. The function may yield (a database
  * query in a coroutine).
  * @tab[opt] opts body (for auth-int), uri (the Request-URI to match

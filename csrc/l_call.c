@@ -2,8 +2,9 @@
  * sip.Call - an INVITE session, as UAS (given to ua:on("INVITE", fn)) or
  * UAC (returned by ua:invite). The C half: dialog and transaction
  * plumbing, and events queued for lua/sip/call.lua ("ack", "no_ack",
- * "bye", "cancel", "request"), which adds the blocking methods.
- * @classmod sip.Call
+ * "bye", "cancel", "request", "failed", "closed"), which adds the
+ * blocking methods; the class is documented there.
+ * @module sip
  */
 #include "lsip.h"
 #include "core/core.h"

@@ -2,7 +2,7 @@
  * sip.Message - a SIP request or response. Fields are read as properties
  * (msg.method, msg.status, msg.body ...); a received request can be
  * answered with msg:reply().
- * @classmod sip.Message
+ * @module sip
  */
 #include "lsip.h"
 #include "core/core.h"
@@ -199,13 +199,21 @@ double lsip_opt_number(lua_State *L, int t, const char *field, double dflt, cons
 	return v;
 }
 
+/*** @type Message */
+
 /***
  * Answer a received request.
+ * A 1xx may be followed by a final reply; the transaction layer answers
+ * retransmissions of the request with the same response.
  * @function reply
  * @int status 100..699
  * @string[opt] reason
  * @tab[opt] opts headers, body, content_type
- * @treturn boolean true, or fail and a message
+ * (as in `ua:request`)
+ * @treturn boolean true
+ * @return[2] nil
+ * @treturn[2] string `"already answered"` after a final reply,
+ * `"transaction ended"`, `"transport: send failed"`
  */
 static int msg_reply(lua_State *L)
 {
@@ -267,6 +275,13 @@ static int msg_reply(lua_State *L)
 	return 1;
 }
 
+/***
+ * The first value of a header. Names are case-insensitive and compact
+ * forms match (`"v"` is Via, `"i"` Call-ID).
+ * @function header
+ * @string name
+ * @treturn ?string the value; nil when there is none
+ */
 static int msg_header(lua_State *L)
 {
 	struct sip_msg *m = lsip_check_msg(L, 1);
@@ -281,6 +296,12 @@ static int msg_header(lua_State *L)
 	return 1;
 }
 
+/***
+ * Every value of a header.
+ * @function headers
+ * @string name
+ * @treturn table a list of values (empty when there is none)
+ */
 static int msg_headers(lua_State *L)
 {
 	struct sip_msg *m = lsip_check_msg(L, 1);
@@ -297,6 +318,13 @@ static int msg_headers(lua_State *L)
 	return 1;
 }
 
+/***
+ * Replace every header of that name (with nil, remove them). A value with
+ * CR or LF raises, and so does a change that would make the message invalid.
+ * @function set_header
+ * @string name
+ * @string[opt] value
+ */
 /* replace (or with nil remove) every header of that name, then reparse */
 static int msg_set_header(lua_State *L)
 {
@@ -360,6 +388,11 @@ static int msg_set_header(lua_State *L)
 	return 0;
 }
 
+/***
+ * The whole message text.
+ * @function raw
+ * @treturn string
+ */
 static int msg_raw(lua_State *L)
 {
 	struct sip_msg *m = lsip_check_msg(L, 1);
@@ -563,11 +596,21 @@ static const luaL_Reg msg_methods[] = {
 };
 
 /***
+ * Release the message (also its `__close` and `__gc`); a received request
+ * not answered yet gets a 500 then.
+ * @function close
+ */
+
+/*** @section end */
+
+/***
  * Parse SIP text without sending it anywhere (tests, the REPL).
- * @function parse
+ * @function sip.core.parse
  * @string text
- * @return a sip.Message
- * @return[2] fail, the reason, and "invalid" (parsed but broken: a 400 is
+ * @treturn Message the message
+ * @return[2] nil
+ * @treturn[2] string the reason
+ * @treturn[2] string "invalid" (parsed but broken: a 400 is
  * possible) or "unparsable"
  */
 int lsip_parse(lua_State *L)

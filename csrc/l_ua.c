@@ -3,8 +3,10 @@
  * blocking methods (request, invite ...) are written in lua/sip/init.lua
  * over the non-blocking ones here, which start an operation and arrange
  * for the waiting coroutine to be woken once.
- * @classmod sip.UA
+ * @module sip
  */
+
+/*** @type UA */
 #include "lsip.h"
 #include "core/core.h"
 #include "core/tls.h"
@@ -255,6 +257,7 @@ static int ua_tls(lua_State *L, int t, struct sip_ua *ua, char *err, size_t errl
  * @function new
  * @tab opts listen, user_agent, t1, t2, t4, max_udp, max_message,
  * idle_timeout, max_connections, max_server_transactions
+ * @local
  */
 static int l_ua_new(lua_State *L)
 {
@@ -441,6 +444,13 @@ static int l_ua_request(lua_State *L)
 	return 1;
 }
 
+/***
+ * The first (or `idx`-th) listener, as `"udp:127.0.0.1:5060"`, with the
+ * real port when 0 was asked.
+ * @function address
+ * @int[opt=1] idx which listener
+ * @treturn ?string the listen address; nil without such a listener
+ */
 static int l_ua_address(lua_State *L)
 {
 	struct lua_ua *lu = check_ua(L, 1);
@@ -453,6 +463,13 @@ static int l_ua_address(lua_State *L)
 	return 1;
 }
 
+/***
+ * Counters: `transactions`, `client_transactions`, `server_transactions`,
+ * `connections`, `received`, `sent`, `dropped`, `retransmissions`,
+ * `pending_requests`, `dialogs`, `calls`.
+ * @function stats
+ * @treturn table the counters
+ */
 static int l_ua_stats(lua_State *L)
 {
 	struct lua_ua *lu = check_ua(L, 1);

@@ -1,5 +1,24 @@
 --- Digest authentication for requests: answering 401/407 on the client
 -- side, and req:authenticate on the server side. Loaded by sip.
+--
+-- Scripts do not call this module: they give credentials once, and every
+-- 401 or 407 to `ua:request`, `ua:invite`, `call:request` (re-INVITE,
+-- INFO ...) and `ua:register` is answered without the script seeing it.
+-- The credentials come from the `auth` option of the call, else from
+-- `sip.ua{ auth = ... }`:
+--
+-- - `{ user = "alice", password = "secret" }`, or `{ user =, ha1 = }` with
+--   the hex `H(user:realm:password)` for the algorithm the server asks;
+-- - or `function(realm, res)` returning such a table (nil: do not answer).
+--
+-- The strongest challenge is taken (SHA-512-256, SHA-256, then MD5, each
+-- also `-sess`), `qop=auth` when offered; `stale=true` is answered again
+-- with the new nonce; a wrong password fails after one retry (the request
+-- ends with that 401/407), never loops. A registration keeps its nonce,
+-- so its refreshes carry credentials at once.
+--
+-- The server side is `msg:authenticate` and `call:authenticate`; the
+-- digest engine under both is `sip.core.auth`. docs/auth.md has the rules.
 -- @module sip.auth
 
 local core = require "sip.core"
@@ -20,6 +39,7 @@ M.check_creds = check_creds
 
 --- Per request chain: one client state per challenge kind, so nc grows
 -- per nonce and a repeated nonce (wrong password) ends the retries.
+-- @local
 function M.new_state(creds)
   return { creds = creds, clients = {}, extra = {} }
 end
@@ -27,6 +47,7 @@ end
 --- Headers for a new request with the nonces this state already holds
 -- (nc counts up per nonce), so refreshes and later requests need no
 -- 401 round trip. nil when there is nothing to reuse.
+-- @local
 function M.preempt(state, method, uri, body)
   if not state or not state.creds or type(state.creds) ~= "table" or not next(state.clients) then
     return nil
@@ -46,6 +67,7 @@ end
 
 --- The header to add to answer res (401/407), or nil when we cannot or
 -- must not (no credentials, wrong password already tried).
+-- @local
 function M.answer(state, res, method, uri, body)
   if not state or not state.creds then return nil end
   if state.preempted then
@@ -75,6 +97,7 @@ function M.answer(state, res, method, uri, body)
 end
 
 --- Merge the Authorization headers into a copy of opts for the retry.
+-- @local
 function M.retry_opts(opts, extra, res)
   local o = {}
   for k, v in pairs(opts or {}) do o[k] = v end
@@ -107,6 +130,7 @@ end
 
 --- req:authenticate{realm=, credentials=, proxy=, algorithms=, expires=}
 -- @return the user name, or nil after the 401/407 challenge was sent
+-- @local
 function M.authenticate(req, opts, reply)
   if type(opts) ~= "table" then
     error("bad argument #1 to 'authenticate' (table expected, got " .. type(opts) .. ")", 3)

@@ -410,6 +410,10 @@ local ua_media = setmetatable({}, { __mode = "k" })   -- ua -> its media setting
 --   `allow_wildcard`, `handshake_timeout` (docs/tls.md).
 -- - `contact`: our Contact (a SIP URI or name-addr) in every request and
 --   answer that carries one, instead of the listener's address (NAT).
+-- - `media`: `{ addr =, ports = "16384-32767", codecs = { "PCMU", ... } }`:
+--   every call answered or placed without an SDP of the script's gets an
+--   RTP session (`call.media`), and `call:play`, `call:record` and
+--   `call:tone` work (examples/ivr.lua).
 -- - `user_agent`: the User-Agent and Server header (`"luasip/0.1"`).
 -- - `t1`, `t2`, `t4`: the RFC 3261 timers in seconds (0.5, 4, 5).
 -- - limits: `max_udp`, `max_message`, `idle_timeout`, `header_timeout`,

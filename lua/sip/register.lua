@@ -1,6 +1,7 @@
 --- Registrations (RFC 3261 section 10): ua:register keeps a binding
 -- alive, refreshing before it expires, backing off after failures and
 -- following 423 Min-Expires. Loaded by sip.
+-- @module sip
 
 local core = require "sip.core"
 
@@ -113,12 +114,37 @@ return function(_, internal)
 
   local random_token = core.token           -- the CSPRNG, like the core's tags
 
+  --- @type UA
+
   --- Register and keep the registration fresh.
-  -- @tab opts registrar (URI), aor (URI), user, password (or auth =
-  -- { user, password }), expires (default 3600), contact (URI; default
-  -- this UA's), on_change fn(reg, state, err, res), retry (first backoff,
-  -- default 5 s), retry_max (default 300 s), timeout
-  -- @return the registration, or fail, message, response
+  -- Sends REGISTER and waits for the first 2xx, then refreshes it in a
+  -- coroutine of its own until `reg:unregister()` or `ua:close()`: 30 s
+  -- before the granted expiry (at half of it when it is 60 s or less),
+  -- with the same Call-ID, the next CSeq and the last nonce's credentials;
+  -- a 423 is followed with the registrar's Min-Expires; a failed refresh
+  -- sets `"failed"` and retries after `retry`, then twice as long each
+  -- time up to `retry_max`. The expiry granted is the one on our Contact,
+  -- else the Expires header, else the one asked. docs/registration.md.
+  -- Options:
+  --
+  -- - `registrar` (required): the registrar's URI, the Request-URI
+  -- - `aor` (required): the address of record, in To and From
+  -- - `user`, `password`: the digest credentials (or `auth` as in
+  --   `ua:request`; else the UA's)
+  -- - `expires`: the lifetime to ask for (default 3600 s)
+  -- - `contact`: the contact to bind (default `ua:uri(user)`, `user` being
+  --   `opts.user` or the AOR's user part)
+  -- - `on_change`: `function(reg, state, err, res)` on each change of
+  --   state: `"registered"`, `"failed"` (`err` says why), `"unregistered"`
+  -- - `retry`: seconds before the first retry after a failed refresh (5)
+  -- - `retry_max`: the longest pause between retries (300)
+  -- - `timeout`: seconds to wait for each response (default Timer F)
+  -- @tab opts the options above
+  -- @treturn Registration the registration, `"registered"` (or
+  -- `"unregistered"` when `expires = 0` was asked)
+  -- @return[2] nil
+  -- @treturn[2] string `"403 Forbidden"`, `"timeout"` ...
+  -- @treturn[2] ?Message the response, when there was one
   function UA:register(opts)
     internal.check_ua(self, "ua:register")
     if type(opts) ~= "table" then
@@ -179,8 +205,32 @@ return function(_, internal)
     if r._sleeping then wake_now(r._sleeping) end
   end
 
+  --- A registration (`sip.Registration`), from `ua:register`: a table with
+  -- the fields below, kept fresh by the core.
+  -- `local reg <close> = ua:register{...}` unregisters it at the end of
+  -- the scope (nothing once it is unregistered).
+  --
+  -- Fields:
+  --
+  -- - `state`: `"registered"`, `"failed"` (the last refresh failed; it
+  --   is retried) or `"unregistered"` (after `reg:unregister()`, `ua:close()`
+  --   or `<close>`)
+  -- - `expires`: the lifetime granted, in seconds
+  -- - `refreshes`: how many refreshes succeeded
+  -- - `error`: why the last refresh failed
+  -- - `aor`: the address of record
+  -- - `registrar`: the registrar's URI
+  -- - `contact_uri`: the contact bound
+  -- - `call_id`: the Call-ID of its REGISTERs
+  -- @type Registration
+
   --- Remove the binding (REGISTER with Expires: 0) and stop refreshing.
-  -- @return true, or fail, message, response
+  -- Waits for the answer; `on_change` gets `"unregistered"`. Harmless once
+  -- unregistered.
+  -- @treturn boolean true
+  -- @return[2] nil
+  -- @treturn[2] string why
+  -- @treturn[2] ?Message the response, when there was one
   function Registration:unregister()
     if self.state == "unregistered" then return true end
     current("reg:unregister")
@@ -196,6 +246,7 @@ return function(_, internal)
   --- `local reg <close> = ua:register{...}`: unregistered when the
   -- variable goes out of scope; idempotent (nothing once unregistered).
   -- Outside a coroutine luasip drives, the REGISTER runs in one of its own.
+  -- @local
   function Registration.__close(r)
     if getmetatable(r) ~= Registration or r.state == "unregistered" then return end
     if internal.is_driven(coroutine.running()) then

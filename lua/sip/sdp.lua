@@ -1,4 +1,8 @@
 --- SDP offer/answer (RFC 3264) over libosip2's SDP parser.
+-- `sip.sdp` builds and reads SDP (RFC 4566) text: one audio stream per
+-- offer, answers that keep the offer's codec order and payload types.
+-- Codec names: `PCMU`, `PCMA`, `G722`, `G729`, `GSM`, `opus`,
+-- `telephone-event` (others raise). docs/sdp.md has the tables.
 -- @module sip.sdp
 
 local core = require "sip.core"
@@ -32,7 +36,15 @@ end
 --- Parse SDP text into a table: version, origin, name, addr, direction,
 -- attributes, media = { { media, port, proto, addr, formats, attributes,
 -- direction, codecs = { { pt, name, rate, channels, fmtp } } } }.
--- @return the table, or fail and a message
+-- `origin` is
+-- `{ username, sess_id, sess_version, nettype, addrtype, addr }`;
+-- `direction` defaults to `"sendrecv"`, a stream's to the
+-- session's; static payload types are named without an `a=rtpmap`
+-- (0 PCMU, 3 GSM, 8 PCMA, 9 G722, 18 G729).
+-- @string text SDP text
+-- @treturn table the description
+-- @return[2] nil
+-- @treturn[2] string why (`"sdp: unparsable"`)
 function sdp.parse(text)
   if type(text) ~= "string" then
     error("bad argument #1 to 'parse' (string expected, got " .. type(text) .. ")", 2)
@@ -117,6 +129,7 @@ end
 --- Build an offer.
 -- @tab opts addr (required), port (default 4000), codecs (names, default
 -- PCMU, PCMA, telephone-event), direction (default sendrecv)
+-- (`sendonly`, `recvonly`, `inactive`)
 -- @treturn string SDP text
 -- @treturn table the session, to pass to sdp.update for a later offer
 function sdp.offer(opts)
@@ -133,10 +146,16 @@ end
 --- Build an answer to an offer (text or parsed table): the common codecs
 -- in the offer's order, the mirrored direction, port 0 for m-lines we
 -- cannot take; fail, "no common codec" when no audio stream is left.
+-- The first audio stream with a codec in common (matched by name and
+-- clock rate; `telephone-event` alone is not enough) is taken; every
+-- other `m=` line is rejected with port 0.
+-- @param offer the offer: SDP text, or a table from `sdp.parse`
 -- @tab opts addr (required), port, codecs (names we support), direction
 -- (our wish, combined with the offer's)
 -- @treturn string SDP text
 -- @treturn table the session
+-- @return[2] nil
+-- @treturn[2] string `"no common codec"`, or why the offer does not parse
 function sdp.answer(offer, opts)
   if type(offer) == "string" then
     local parsed, err = sdp.parse(offer)
@@ -194,6 +213,11 @@ end
 
 --- A new version of a session we built (bumps o= version): change its
 -- direction (and optionally port) for a re-INVITE, hold or unhold.
+-- The changes apply to its accepted streams (port not 0).
+-- @tab session a session from `sdp.offer` or `sdp.answer`
+-- @tab[opt] changes `direction`, `port`
+-- @treturn string SDP text
+-- @treturn table the session
 function sdp.update(session, changes)
   if type(session) ~= "table" or not session.media then
     error("bad argument #1 to 'update' (session table from sdp.offer/answer expected)", 2)
@@ -216,6 +240,12 @@ local answer_cache, answer_cache_n = {}, 0
 --- The answer the core gives when a script supplies none: every offered
 -- stream inactive on the discard port, so offer/answer stays valid; fail,
 -- "no common codec" (or why the offer does not parse) when none is possible.
+-- It is `sdp.answer` with every known codec, direction `inactive`, port 9.
+-- @param offer SDP text or a parsed table
+-- @string addr our media address
+-- @treturn string SDP text
+-- @return[2] nil
+-- @treturn[2] string why
 function sdp.default_answer(offer, addr)
   if type(offer) ~= "string" then
     return (sdp.answer(offer, { addr = addr, port = 9, codecs = { "PCMU", "PCMA", "G722",
@@ -246,7 +276,12 @@ function sdp.default_answer(offer, addr)
   return parts[1] .. math.random(1, 2 ^ 31 - 1) .. parts[2]
 end
 
+--- The codecs `offer` and `answer` know, with their static or default
+-- payload types: name -> `{ pt =, rate =, channels =, fmtp = }`.
+-- @table codecs
 sdp.codecs = codecs
+--- A direction -> its mirror in an answer (`sendonly` -> `recvonly` ...).
+-- @table mirror
 sdp.mirror = mirror
 
 return sdp
