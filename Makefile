@@ -41,7 +41,7 @@ DEB_PKGS = liblua5.4-dev lua5.4 libosip2-dev libev-dev libssl-dev luarocks lua-b
            lua-check lua-socket sip-tester kamailio kamailio-tls-modules pkg-config gcc make openssl \
            libedit-dev tmux clang libclang-rt-14-dev iproute2 util-linux valgrind nftables \
            libspandsp-dev libsndfile1-dev libspeexdsp-dev sox espeak-ng \
-           libpcap-dev tshark sngrep lua-ldoc lua-markdown
+           libpcap-dev tshark sngrep lua-ldoc lua-markdown baresip
 BUSTED = $(LUA) /usr/bin/busted
 
 FUZZ_TIME ?= 30
