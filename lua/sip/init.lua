@@ -391,8 +391,14 @@ local ua_options = {
   max_connections_per_ip = "number", max_headers = "number", max_header_line = "number",
   contact = "string", media = "table",
 }
+local TLS_OPTIONS = {
+  cert = "string", key = "string", cafile = "string", capath = "string", verify = "boolean",
+  verify_client = "boolean", allow_wildcard = "boolean", tls13 = "boolean",
+  handshake_timeout = "number",
+}
 local MEDIA_OPTIONS = { addr = "string", ports = "string", codecs = "table" }
 local ua_media = setmetatable({}, { __mode = "k" })   -- ua -> its media settings
+local ua_contacts = setmetatable({}, { __mode = "k" })  -- ua -> sip.ua{contact}
 
 --- Create a user agent: its listening sockets, handlers and client
 -- requests. Requests over TCP and TLS open a connection on demand (no
@@ -431,6 +437,12 @@ function sip.ua(opts)
     check.arg(1, "sip.ua", "option 'contact' must be a SIP URI or name-addr")
   end
   local auth = sip_auth.check_creds(opts.auth, "sip.ua")
+  if opts.tls then
+    check.opts(opts.tls, "sip.ua", 1, TLS_OPTIONS)
+    if opts.tls.key and not opts.tls.cert then
+      check.arg(1, "sip.ua", "option 'tls.key' needs 'tls.cert'")
+    end
+  end
   local media = opts.media and check.opts(opts.media, "sip.ua", 1, MEDIA_OPTIONS)
   if media then
     if media.ports and not media.ports:match("^%d+%-%d+$") then
@@ -447,6 +459,7 @@ function sip.ua(opts)
   handlers[ua] = {}
   proxies[ua] = opts.proxy
   ua_media[ua] = media
+  ua_contacts[ua] = opts.contact
   ua_auth[ua] = auth
   return ua
 end
@@ -663,7 +676,7 @@ end
 
 local internal = {
   current = current, wait = wait, wake_now = wake_now, spawn_with = spawn_with, log = log,
-  spawn_task = spawn_task, check = check, check_ua = check_ua, ua_media = ua_media,
+  spawn_task = spawn_task, check = check, check_ua = check_ua, ua_media = ua_media, ua_contacts = ua_contacts,
   proxies = proxies, ua_auth = ua_auth, auth = sip_auth,
 }
 

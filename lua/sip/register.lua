@@ -165,12 +165,17 @@ return function(_, internal)
     if not auth and opts.user and opts.password then
       auth = { user = opts.user, password = opts.password }
     end
+    local ua_contact = internal.ua_contacts[self]
     local user = opts.user or opts.aor:match("^sips?:([^@;]+)@") or "luasip"
     local r = setmetatable({
       ua = self, registrar = opts.registrar, aor = opts.aor, auth = auth,
       asked = math.floor(expires), expires = nil, state = "new", cseq = 0, refreshes = 0,
       call_id = random_token(20), tag = random_token(10),
-      contact_uri = opts.contact or self:uri(user),
+      -- the binding: the option, else the UA's own contact (its URI:
+      -- behind NAT, the public address), else where we listen
+      contact_uri = opts.contact or
+                    (ua_contact and (ua_contact:match("<([^>]+)>") or ua_contact:match("^%s*(%S+)"))) or
+                    self:uri(user),
       on_change = opts.on_change, retry = opts.retry or 5, retry_max = opts.retry_max or 300,
       timeout = opts.timeout,
     }, Registration)
