@@ -39,6 +39,11 @@ external_dependencies = {
     header = "editline/readline.h",
     library = "edit",
   },
+  -- sip.trace{ pcap = } writes through libpcap's dump writer
+  LIBPCAP = {
+    header = "pcap/pcap.h",
+    library = "pcap",
+  },
 }
 
 build = {

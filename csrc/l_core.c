@@ -97,8 +97,9 @@ static void log_to_lua(void *arg, int level, const char *msg)
 	fprintf(stderr, "luasip %s: %s\n", level_names[level], msg);
 }
 
+/* trace(dir, proto, peer, text, local): local is "ip:port", or nil */
 static void trace_to_lua(void *arg, int out, int proto, const struct sockaddr *peer,
-                         const char *buf, size_t len)
+                         const struct sockaddr *local, const char *buf, size_t len)
 {
 	struct lsip_env *e = arg;
 	lua_State *L = e->L;
@@ -112,7 +113,13 @@ static void trace_to_lua(void *arg, int out, int proto, const struct sockaddr *p
 	lua_pushstring(L, sip_proto_name(proto));
 	lua_pushstring(L, a);
 	lua_pushlstring(L, buf, len);
-	lsip_call(e, L, 4);
+	if (local) {
+		sip_addr_str(local, a, sizeof a);
+		lua_pushstring(L, a);
+	} else {
+		lua_pushnil(L);
+	}
+	lsip_call(e, L, 5);
 }
 
 static int env_gc(lua_State *L)
@@ -485,5 +492,7 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_edit(L);
 	lua_setfield(L, -2, "edit");
 	lsip_open_media(L); lua_setfield(L, -2, "media");
+	lsip_open_pcap(L);
+	lua_setfield(L, -2, "pcap");
 	return 1;
 }

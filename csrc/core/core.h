@@ -134,7 +134,8 @@ struct sip_ua {
 void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct sip_conn *c,
                     const struct sip_addr *src, const char *buf, size_t len);
 void sip_ua_drop(struct sip_ua *ua, const struct sip_addr *src, const char *why);
-void sip_ua_trace(struct sip_ua *ua, int out, int proto, const struct sip_addr *peer,
+/* fd: the socket the message went through (its address is the local end) */
+void sip_ua_trace(struct sip_ua *ua, int out, int proto, int fd, const struct sip_addr *peer,
                   const char *buf, size_t len);
 struct sip_listener *sip_ua_listener_for(struct sip_ua *ua, int proto, int family);
 /* the text for a failed first send ("tls: name mismatch: x", "transport: ...") */

@@ -26,9 +26,10 @@ struct sip_env {
 	int log_level;
 	sip_log_fn log_fn;
 	void *log_arg;
-	/* trace sink: every message sent and received (dir 'in'/'out') */
+	/* trace sink: every message sent and received (dir 'in'/'out');
+	 * local is the socket's own address (NULL when unknown) */
 	void (*trace_fn)(void *arg, int out, int proto, const struct sockaddr *peer,
-	                 const char *buf, size_t len);
+	                 const struct sockaddr *local, const char *buf, size_t len);
 	void *trace_arg;
 	/* CSPRNG output drawn in blocks: one RAND_bytes call per many tags */
 	unsigned char rnd[4096];

@@ -630,7 +630,7 @@ int sip_conn_send(struct sip_conn *c, const char *buf, size_t len)
 		return -ENOMEM;
 	if (len > 2) {
 		c->ua->tx++;
-		sip_ua_trace(c->ua, 1, c->proto, &c->peer, buf, len);
+		sip_ua_trace(c->ua, 1, c->proto, c->fd, &c->peer, buf, len);
 	}
 	conn_touch(c);
 	if (!c->connecting && !c->handshaking && !ev_is_active(&c->wio) && conn_flush(c) < 0)

@@ -184,6 +184,6 @@ int sip_udp_send(struct sip_listener *l, const struct sip_addr *dst, const char 
 	}
 ok:
 	l->ua->tx++;
-	sip_ua_trace(l->ua, 1, SIP_UDP, dst, buf, len);
+	sip_ua_trace(l->ua, 1, SIP_UDP, l->fd, dst, buf, len);
 	return 0;
 }

@@ -338,11 +338,20 @@ struct sip_listener *sip_ua_listener_for(struct sip_ua *ua, int proto, int famil
 	return NULL;
 }
 
-void sip_ua_trace(struct sip_ua *ua, int out, int proto, const struct sip_addr *peer,
+void sip_ua_trace(struct sip_ua *ua, int out, int proto, int fd, const struct sip_addr *peer,
                   const char *buf, size_t len)
 {
-	if (ua->env->trace_fn)
-		ua->env->trace_fn(ua->env->trace_arg, out, proto, (const struct sockaddr *)&peer->ss, buf, len);
+	struct sip_addr local;
+
+	if (!ua->env->trace_fn)
+		return;
+	/* one getsockname per traced message: the cost is paid only while
+	 * tracing, and a stream's ephemeral port needs no field of its own */
+	local.len = sizeof local.ss;
+	if (fd < 0 || getsockname(fd, &local.ss.sa, &local.len) != 0)
+		local.len = 0;
+	ua->env->trace_fn(ua->env->trace_arg, out, proto, (const struct sockaddr *)&peer->ss,
+	                  local.len ? &local.ss.sa : NULL, buf, len);
 }
 
 void sip_ua_drop(struct sip_ua *ua, const struct sip_addr *src, const char *why)
@@ -763,7 +772,7 @@ void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct
 	int rc;
 
 	ua->rx++;
-	sip_ua_trace(ua, 0, proto, src, buf, len);
+	sip_ua_trace(ua, 0, proto, c ? c->fd : l ? l->fd : -1, src, buf, len);
 	/* a stray CRLF keep-alive on UDP (RFC 5626) is not an error */
 	if (len <= 4) {
 		size_t i = 0;
