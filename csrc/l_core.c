@@ -494,5 +494,7 @@ int luaopen_sip_core(lua_State *L)
 	lsip_open_media(L); lua_setfield(L, -2, "media");
 	lsip_open_pcap(L);
 	lua_setfield(L, -2, "pcap");
+	lsip_open_socket(L);
+	lua_setfield(L, -2, "socket");
 	return 1;
 }

@@ -395,7 +395,7 @@ describe("sip.trace", function()
     sip.trace(function(dir, proto, peer, text)
       seen[#seen + 1] = { dir = dir, proto = proto, peer = peer, first = text:match("^[^\r\n]*") }
     end)
-    helper.run(function()
+    sip.test.run(function()
       -- the first thing main does: its first slice runs outside core.run/step
       assert(client:request("OPTIONS", "sip:" .. hostport(server), { timeout = 5 }))
     end, 5)
