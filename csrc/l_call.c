@@ -507,11 +507,12 @@ int lsip_ua_invite(lua_State *L)
 	return 1;
 }
 
-/* call:_cancel(): before an answer, CANCEL; the coroutine in ua:invite
- * is woken with "cancelled" */
+/* call:_cancel([reason]): before an answer, CANCEL; the coroutine in
+ * ua:invite is woken with reason (default "cancelled") */
 static int call_cancel(lua_State *L)
 {
 	struct lcall *c = check_call(L, 1);
+	const char *why = luaL_optstring(L, 2, "cancelled");
 
 	if (c->uas || c->d || !c->ict || c->gave_up) {
 		lua_pushboolean(L, 0);
@@ -519,7 +520,7 @@ static int call_cancel(lua_State *L)
 	}
 	c->gave_up = 1;
 	sip_txn_cancel(c->ict);
-	call_wake(c, 0, "cancelled", NULL);
+	call_wake(c, 0, why, NULL);
 	lua_pushboolean(L, 1);
 	return 1;
 }

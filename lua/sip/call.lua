@@ -65,6 +65,13 @@ return function(_, internal)
 
   local check = internal.check
   local CallMT = core.Call
+
+  -- self must be a sip.Call; opts must match spec (sip.check): errors
+  -- name the public method and point at the script's line
+  local function check_opts(self, opts, fname, n, spec)
+    check.self(self, CallMT, "sip.Call", fname, 3)
+    return check.opts(opts, fname, n, spec, 3)
+  end
   local ENDED = { ended = true }
   -- set just before the library's own call:request("BYE") (hangup): a
   -- script's BYE would leave the call "confirmed", so it raises
@@ -193,12 +200,22 @@ return function(_, internal)
     call.state = "ended"
     call_ended()
     call.ended_why = why
+    -- the waits pending in the call's coroutines, before anyone wakes
+    local pending = internal.owned_waits(call)
     notify(call, ANSWER, nil, why == "cancel" and "cancelled" or why)
     notify(call, END, why)
+    local dw = call._digit_waiter
+    if dw then
+      call._digit_waiter = nil
+      wake_now(dw, nil, "hangup")
+    end
     -- plays, records and tones pending on the call end with "hangup"
     local m = call.media
     if m then m:close("hangup") end
     if not keep_c then call:_end() end
+    -- whatever else they wait on (a sleep, a request, an INVITE of their
+    -- own) ends now too; their later waits work as usual
+    internal.cancel_owned(pending, "hangup")
     local h = call._hooks and call._hooks.ended
     if h then spawn_with(nil, h, call, why) end
   end
@@ -233,6 +250,8 @@ return function(_, internal)
     return text
   end
 
+  local attach_media     -- below, with the digits
+
   -- the call's SDP when its UA does media: nil when it does not (the
   -- script or the default answer decides), fail when it cannot
   local function media_body(call)
@@ -242,7 +261,7 @@ return function(_, internal)
       local err
       s, err = new_session(call.ua, local_addr(call))
       if not s then return false, err end
-      call.media = s
+      attach_media(call, s)
     end
     return session_sdp(call, s, remote_offer(call))
   end
@@ -274,6 +293,210 @@ return function(_, internal)
     return m
   end
 
+  -- -------------------------------------------------------------------------
+  -- DTMF: one digit stream per call from every source (RFC 4733 and inband
+  -- from the media engine, SIP INFO here), a digit once even when a peer
+  -- sends it two ways
+
+  local MAX_DIGITS = 64          -- buffered, not yet collected: a flood is capped
+  local DUP_WINDOW = 0.5         -- the same digit by another method within it is one
+
+  local function deliver(call, digit, source)
+    if call.state == "ended" then return end
+    local now = core.now()
+    local last = call._last_digit
+    if last and last[1] == digit and last[2] ~= source and now - last[3] < DUP_WINDOW then
+      return
+    end
+    if last then
+      last[1], last[2], last[3] = digit, source, now
+    else
+      call._last_digit = { digit, source, now }
+    end
+    local buf = call._digits
+    if not buf then
+      buf = { head = 1, tail = 0 }
+      call._digits = buf
+    end
+    if buf.tail - buf.head + 1 >= MAX_DIGITS then
+      log("warn", "call " .. tostring(call.call_id) .. ": digit buffer full, " .. digit .. " dropped")
+    else
+      buf.tail = buf.tail + 1
+      buf[buf.tail] = digit
+    end
+    -- a prompt played with barge stops (the media engine does it for
+    -- the digits it detects itself)
+    if source == "info" and call.media then call.media:barge(digit) end
+    local w = call._digit_waiter
+    if w then
+      call._digit_waiter = nil
+      wake_now(w, "digit")
+    end
+    local h = call._hooks and call._hooks.dtmf
+    if h then
+      internal.spawn_owned(function(ok, tb)
+        if not ok then log("error", "dtmf hook failed: " .. tb) end
+      end, call, h, call, digit, source)
+    end
+  end
+
+  -- the digits the media engine detects reach the call
+  function attach_media(call, s)
+    call.media = s
+    if s.on_digit then
+      s:on_digit(function(digit, source) return deliver(call, digit, source) end)
+    end
+  end
+
+  local RELAY_SIGNALS = { ["10"] = "*", ["11"] = "#", ["12"] = "A", ["13"] = "B", ["14"] = "C",
+                          ["15"] = "D" }
+
+  -- the digit of an INFO (application/dtmf-relay "Signal=5", or
+  -- application/dtmf "5"); false for a DTMF body we cannot read, nil for
+  -- an INFO that is not DTMF
+  local function info_digit(req)
+    local ct = req.content_type
+    ct = ct and ct:lower()
+    if not ct then return nil end
+    local v
+    if ct:find("^%s*application/dtmf%-relay") then
+      v = req.body:match("[Ss][Ii][Gg][Nn][Aa][Ll]%s*=%s*([%w*#]+)")
+    elseif ct:find("^%s*application/dtmf%f[^%w%-]") then
+      v = req.body:match("^%s*([%w*#]+)%s*$")
+    else
+      return nil
+    end
+    v = v and (RELAY_SIGNALS[v] or v:upper())
+    if v and v:find("^[%dA-D*#]$") then return v end
+    return false
+  end
+
+  -- the next digit, waiting up to `secs`: the digit, or nil and
+  -- "timeout" / "hangup" / "cancelled"
+  local function next_digit(call, secs)
+    local buf = call._digits
+    if not (buf and buf.head <= buf.tail) then
+      if call.state == "ended" then return nil, "hangup" end
+      local co = current("call:collect")
+      call._digit_waiter = co
+      local _ <close> = core.timer(secs, co)
+      local r, why = wait()
+      if call._digit_waiter == co then call._digit_waiter = nil end
+      if r == true then return nil, "timeout" end
+      if r ~= "digit" then return nil, why end
+      buf = call._digits
+    end
+    local d = buf[buf.head]
+    buf[buf.head] = nil
+    buf.head = buf.head + 1
+    return d
+  end
+
+  --- Forget the digits typed so far and not collected.
+  function Call:flush_dtmf()
+    check.self(self, CallMT, "sip.Call", "call:flush_dtmf")
+    self._digits = nil
+  end
+
+  local COLLECT_OPTS = { min = "integer", max = "integer", terminators = "string",
+                         timeout = "number", interdigit = "number", prompt = "string|table",
+                         invalid = "string|table", retries = "integer", pattern = "string" }
+
+  -- one try: the digits and how the try ended ("max", "term", "timeout",
+  -- or a reason the wait ended: "hangup", "cancelled")
+  local function gather(call, max, terms, timeout, interdigit)
+    local digits = {}
+    while #digits < max do
+      local d, why = next_digit(call, #digits == 0 and timeout or interdigit)
+      if not d then return table.concat(digits), why end
+      if terms:find(d, 1, true) then return table.concat(digits), "term" end
+      digits[#digits + 1] = d
+    end
+    return table.concat(digits), "max"
+  end
+
+  --- Collect digits: play `prompt` (a digit stops it, and counts), then
+  -- gather up to `max` digits until a terminator (not included), `timeout`
+  -- seconds before the first digit or `interdigit` between digits; check
+  -- `min` and the Lua `pattern`; on a miss play `invalid` and try again,
+  -- `retries` tries in all.
+  -- @tab[opt] opts min (1), max (128), terminators ("#"; "" for none),
+  -- timeout (5), interdigit (3), prompt, invalid, retries (1), pattern
+  -- @treturn string the digits
+  -- @return[2] nil, "timeout" | "invalid" | "hangup" | "cancelled" | "file: ..."
+  function Call:collect(opts)
+    opts = check_opts(self, opts, "call:collect", 1, COLLECT_OPTS)
+    local min, max = opts.min or 1, opts.max or 128
+    if min < 0 or max < 1 or min > max then
+      check.arg(1, "call:collect", "options 'min' and 'max' need 0 <= min <= max, 1 <= max")
+    end
+    local terms = opts.terminators or "#"
+    local timeout, interdigit = opts.timeout or 5, opts.interdigit or 3
+    local tries = opts.retries or 1
+    current("call:collect")
+    local why = "timeout"
+    for try = 1, tries do
+      if self.state == "ended" then return nil, "hangup" end
+      local buf = self._digits
+      if opts.prompt and not (buf and buf.head <= buf.tail) then
+        local ok, err = self:play(opts.prompt, { barge = true })
+        if not ok and err ~= "digit" then return nil, err end
+      end
+      local digits, ended = gather(self, max, terms, timeout, interdigit)
+      if ended ~= "max" and ended ~= "term" and ended ~= "timeout" then return nil, ended end
+      if digits ~= "" or ended == "term" then
+        if #digits >= min and (not opts.pattern or digits:find(opts.pattern)) then return digits end
+        why = "invalid"
+      else
+        why = "timeout"
+      end
+      if try < tries and opts.invalid then
+        local ok, err = self:play(opts.invalid)
+        if not ok and err ~= "digit" then return nil, err end
+      end
+    end
+    return nil, why
+  end
+
+  local SEND_DTMF_OPTS = { method = "string", duration = "integer", gap = "integer" }
+  local DTMF_METHODS = { rfc4733 = true, info = true, inband = true }
+
+  --- Send digits: RFC 4733 events when the call negotiated telephone-event,
+  -- else SIP INFO (application/dtmf-relay), or `method = "inband"` tones.
+  -- @string digits 0-9, *, #, A-D
+  -- @tab[opt] opts method ("rfc4733", "info", "inband"), duration (ms, 100),
+  -- gap (ms, 50)
+  -- @return true, or fail and a message
+  function Call:send_dtmf(digits, opts)
+    opts = check_opts(self, opts, "call:send_dtmf", 2, SEND_DTMF_OPTS)
+    if type(digits) ~= "string" or digits == "" or digits:find("[^%dA-D*#]") then
+      check.arg(1, "call:send_dtmf", "digits 0-9, *, #, A-D expected")
+    end
+    if opts.method and not DTMF_METHODS[opts.method] then
+      check.arg(2, "call:send_dtmf", "option 'method' must be \"rfc4733\", \"info\" or \"inband\"")
+    end
+    local co = current("call:send_dtmf")
+    if self.state == "ended" then return nil, "hangup" end
+    local m = self.media
+    local method = opts.method or (m and m.dtmf_pt and m:dtmf_pt() and "rfc4733") or "info"
+    local duration, gap = opts.duration or 100, opts.gap or 50
+    if method == "info" then
+      for d in digits:gmatch(".") do
+        local res, err = self:request("INFO", { content_type = "application/dtmf-relay",
+          body = "Signal=" .. d .. "\r\nDuration=" .. duration .. "\r\n" })
+        if not res then return nil, err end
+        if res.status >= 300 then return nil, res.status .. " " .. (res.reason or "") end
+      end
+      return true
+    end
+    if not m then
+      error("call:send_dtmf: the call has no media for " .. method .. " (give its UA media settings)", 2)
+    end
+    local ok, err = m:_send_dtmf(digits, { mode = method, duration = duration, gap = gap }, co)
+    if not ok then return nil, err end
+    return wait(function(_, reason) m:stop(reason, "output") end)
+  end
+
   --- Play a WAV file, or a list of them, to the caller; waits until played.
   -- @param files a file name or a list of them
   -- @tab[opt] opts loop, barge
@@ -302,13 +525,6 @@ return function(_, internal)
     local m = verb_session(self, "call:tone")
     if not m then return nil, "hangup" end
     return media.tone(m, what, opts)
-  end
-
-  -- self must be a sip.Call; opts must match spec (sip.check): errors
-  -- name the public method and point at the script's line
-  local function check_opts(self, opts, fname, n, spec)
-    check.self(self, CallMT, "sip.Call", fname, 3)
-    return check.opts(opts, fname, n, spec, 3)
   end
 
   local HEADERS = { headers = "table" }
@@ -687,10 +903,19 @@ return function(_, internal)
 
   local function in_dialog_request(call, req)
     local method = req.method
+    if method == "INFO" then
+      local digit = info_digit(req)
+      if digit then
+        deliver(call, digit, "info")
+      elseif digit == false then
+        log("warn", "call " .. tostring(call.call_id) .. ": INFO with an unreadable DTMF body")
+        return req:reply(400, "Bad DTMF Body")
+      end
+    end
     local hooks = call._hooks or {}
     local hook = (method == "INVITE" and hooks.reinvite) or hooks[method:lower()]
     if hook then
-      spawn_with(function(ok, a, b, c)
+      internal.spawn_owned(function(ok, a, b, c)
         if not ok then
           log("error", "call hook for " .. method .. " failed: " .. a)
           req:reply(500)
@@ -706,7 +931,7 @@ return function(_, internal)
         elseif a == nil then
           req:reply(200)
         end
-      end, hook, call, req)
+      end, call, hook, call, req)
       return
     end
     if method == "INVITE" or (method == "UPDATE" and req.body ~= "") then
@@ -785,7 +1010,7 @@ return function(_, internal)
     call.ua = ua
     call.state = "incoming"
     call_started()
-    spawn_task(handler_done, call, fn, call)
+    spawn_task(handler_done, call, fn, call, call)
   end
 
   -- -------------------------------------------------------------------------
@@ -869,7 +1094,10 @@ return function(_, internal)
       call.ua = self
       call.state = "calling"
       -- early media (a 183's SDP) reaches the session before the answer
-      if session then call.media, call._media_ours = session, ours end
+      if session then
+        attach_media(call, session)
+        call._media_ours = ours
+      end
       call_started()
       call.local_sdp = opts.sdp
       call._auth = opts.auth            -- BYE and re-INVITE use them too
@@ -880,7 +1108,9 @@ return function(_, internal)
           if not okc then log("error", "on_call failed: " .. tb) end
         end, opts.on_call, call)
       end
-      ok, why, res = wait()
+      -- ended early (sip.first, the hangup of the call this coroutine
+      -- belongs to): CANCEL, and the INVITE returns nil, reason
+      ok, why, res = wait(function(_, reason) call:_cancel(reason) end)
       if ok then break end
       -- 401/407: the transaction ACKed it; a new INVITE answers (22.2)
       local extra = res and (res.status == 401 or res.status == 407) and

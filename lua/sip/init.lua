@@ -43,8 +43,19 @@ local driven = setmetatable({}, { __mode = "k" })   -- coroutine -> on_exit or t
 -- until its one wake, and while any is parked the loop is held alive
 -- (core.hold), whatever timers run: an INVITE that got a 1xx has no
 -- timer left, yet its 2xx must still be ACKed (RFC 3261 17.1.1.2).
+-- The value is the wait's number: a wake queued by the C core carries
+-- the number it was queued for, so a wake that arrives after its wait
+-- ended another way (a cancel, a hangup) cannot end a later wait.
 local waiting = {}
 local n_waiting = 0
+local wait_seq = 0
+-- co -> how to end its current wait early (sip.first, a call's hangup);
+-- CANCELLING once that was asked and the wait's own waker will wake it
+local cancelers = {}
+local CANCELLING = function() end
+-- coroutine -> the call it belongs to (its handler, hooks, and what they
+-- spawned): when the call ends, their pending waits return nil, "hangup"
+local owners = setmetatable({}, { __mode = "k" })
 local core_hold = core.hold
 local task_ctx = setmetatable({}, { __mode = "k" }) -- pooled coroutine -> its task's context
 
@@ -99,7 +110,8 @@ local function finish(co, ok, ...)
   local first = ...
   if first == WAIT then
     if not waiting[co] then
-      waiting[co] = true
+      wait_seq = wait_seq + 1
+      waiting[co] = wait_seq
       n_waiting = n_waiting + 1
       if n_waiting == 1 then core_hold(true) end
     end
@@ -108,6 +120,7 @@ local function finish(co, ok, ...)
   if first == DONE then
     -- a pooled task returned: its coroutine serves the next one
     driven[co] = nil
+    owners[co] = nil
     if pool_n < POOL_MAX then
       pool_n = pool_n + 1
       pool[pool_n] = co
@@ -138,10 +151,10 @@ end
 -- array: no table per queued item on this per-message path.
 local runq, runq_n = {}, 0
 
-local function queue(f, a, b, c, d)
+local function queue(f, a, b, c, d, e)
   local n = runq_n
-  runq[n + 1], runq[n + 2], runq[n + 3], runq[n + 4], runq[n + 5] = f, a, b, c, d
-  runq_n = n + 5
+  runq[n + 1], runq[n + 2], runq[n + 3], runq[n + 4], runq[n + 5], runq[n + 6] = f, a, b, c, d, e
+  runq_n = n + 6
 end
 
 local qhead = 1
@@ -149,10 +162,11 @@ local qhead = 1
 local function run_queue()
   while qhead <= runq_n do
     local i = qhead
-    local f, a, b, c, d = runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4]
-    runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4] = nil, nil, nil, nil, nil
-    qhead = i + 5
-    f(a, b, c, d)
+    local f, a, b, c, d, e = runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4], runq[i + 5]
+    runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4], runq[i + 5] =
+      nil, nil, nil, nil, nil, nil
+    qhead = i + 6
+    f(a, b, c, d, e)
   end
   qhead, runq_n = 1, 0
 end
@@ -171,13 +185,77 @@ end
 local function wake_now(co, ...)
   if not waiting[co] then return end
   waiting[co] = nil
+  cancelers[co] = nil
   n_waiting = n_waiting - 1
   if n_waiting == 0 then core_hold(false) end
   return resume(co, ...)
 end
 
+-- a wake for the wait numbered seq only
+local function wake_seq(co, seq, a, b, c)
+  if waiting[co] ~= seq then return end
+  return wake_now(co, a, b, c)
+end
+
+-- the C core's wakes run from the queue, for the wait parked now
 local function wake(co, a, b, c)
-  queue(wake_now, co, a, b, c)
+  queue(wake_seq, co, waiting[co], a, b, c)
+end
+
+-- End co's pending wait early with nil, reason: its canceler (a CANCEL,
+-- a stopped player) ends it through its own waker, or it is woken now;
+-- what its waker sends later is dropped (wake_seq).
+local function cancel_wait(co, reason)
+  if not waiting[co] then return false end
+  local c = cancelers[co]
+  if c == CANCELLING then return true end
+  if c then
+    cancelers[co] = CANCELLING
+    c(co, reason)
+  else
+    wake_now(co, nil, reason)
+  end
+  return true
+end
+
+-- co belongs to call (one field for the usual single coroutine)
+local function own(co, call)
+  owners[co] = call
+  local first = call._co
+  if not first then
+    call._co = co
+  elseif first ~= co then
+    local more = call._cos
+    if not more then
+      more = {}
+      call._cos = more
+    end
+    more[#more + 1] = co
+  end
+end
+
+-- the waits pending now in the call's coroutines: { co = seq }, or nil
+local function owned_waits(call)
+  local snap
+  local co = call._co
+  if co and owners[co] == call and waiting[co] then
+    snap = { [co] = waiting[co] }
+  end
+  for _, c in ipairs(call._cos or {}) do
+    if owners[c] == call and waiting[c] then
+      snap = snap or {}
+      snap[c] = waiting[c]
+    end
+  end
+  return snap
+end
+
+-- end those of them that still wait on the same wait
+local function cancel_owned(snap, reason)
+  if not snap then return end
+  for co, seq in pairs(snap) do
+    if waiting[co] == seq then cancel_wait(co, reason) end
+  end
 end
 
 local function current(name)
@@ -190,7 +268,10 @@ local function current(name)
 end
 sip._current = current
 
-local function wait()
+-- park the running coroutine; `cancel(co, reason)`, when given, is how
+-- to end this wait early (it must end it, through its waker or at once)
+local function wait(cancel)
+  if cancel then cancelers[co_running()] = cancel end
   return co_yield(WAIT)
 end
 sip._wait = wait
@@ -206,6 +287,9 @@ function sip.spawn(fn, ...)
   end
   local co = co_create(fn)
   driven[co] = true
+  -- a coroutine spawned by a call's coroutine belongs to that call too
+  local owner = owners[co_running()]
+  if owner then own(co, owner) end
   resume(co, ...)
   return co
 end
@@ -213,6 +297,15 @@ end
 local function spawn_with(on_exit, fn, ...)
   local co = co_create(fn)
   driven[co] = on_exit or true
+  resume(co, ...)
+  return co
+end
+
+-- spawn_with, the coroutine belonging to `owner` (a call) from its start
+local function spawn_owned(on_exit, owner, fn, ...)
+  local co = co_create(fn)
+  driven[co] = on_exit or true
+  if owner then own(co, owner) end
   resume(co, ...)
   return co
 end
@@ -238,7 +331,7 @@ end
 
 -- fn(a) in a pooled coroutine, then on_exit(ctx, ok, ...) (ctx not nil);
 -- nothing outside keeps the coroutine, which is reused after
-local function spawn_task(on_exit, ctx, fn, a)
+local function spawn_task(on_exit, ctx, fn, a, owner)
   local co
   while pool_n > 0 do
     local c = pool[pool_n]
@@ -252,6 +345,7 @@ local function spawn_task(on_exit, ctx, fn, a)
   co = co or co_create(pooled_main)
   driven[co] = on_exit
   task_ctx[co] = ctx
+  if owner then own(co, owner) end
   next_fn, next_arg = fn, a
   resume(co)
 end
@@ -265,8 +359,73 @@ function sip.sleep(seconds)
   end
   local co = current("sip.sleep")
   local _ <close> = core.timer(seconds, co)
-  wait()
-  return true
+  -- true from the timer; nil, "hangup" / "cancelled" when ended early
+  return wait()
+end
+
+local function first_exit(state, i, ok, ...)
+  if state.done then
+    if not ok then log("error", "a sip.first branch failed after another won: " .. tostring(...)) end
+    return
+  end
+  state.done = true
+  if ok then
+    state.result = table.pack(i, ...)
+  else
+    state.failed = ...
+  end
+  -- the others end their pending wait with nil, "cancelled"
+  for j, b in ipairs(state.branches) do
+    if j ~= i then cancel_wait(b, "cancelled") end
+  end
+  if state.parked then
+    state.parked = false
+    wake_now(state.co)
+  end
+end
+
+--- Wait on several things at once: run each function in a coroutine of
+-- its own and return the index and results of the first to return. The
+-- others are cancelled: their pending wait returns nil, "cancelled" (a
+-- request is abandoned, an INVITE CANCELled, a play stopped) and they run
+-- to their end. A branch that raises first raises here.
+-- @func ... the branches
+-- @return the index of the first branch to return, then its results
+-- @return[2] nil, "hangup" when the call this coroutine belongs to ended
+function sip.first(...)
+  local n = select("#", ...)
+  if n == 0 then error("bad argument #1 to 'sip.first' (function expected, got no value)", 2) end
+  for i = 1, n do
+    local f = select(i, ...)
+    if type(f) ~= "function" then
+      error("bad argument #" .. i .. " to 'sip.first' (function expected, got " .. type(f) .. ")", 2)
+    end
+  end
+  local co = current("sip.first")
+  local state = { co = co, branches = {}, done = false, parked = false }
+  local owner = owners[co]
+  for i = 1, n do
+    local f = select(i, ...)
+    state.branches[i] = spawn_owned(function(ok, ...) return first_exit(state, i, ok, ...) end,
+                                    owner, f)
+    if state.done then break end
+  end
+  if not state.done then
+    state.parked = true
+    local a, why = wait(function(c, reason)
+      -- this coroutine's own wait ended early (its call hung up): the
+      -- branches end too
+      state.parked, state.cancelled = false, reason
+      for _, b in ipairs(state.branches) do cancel_wait(b, reason) end
+      wake_now(c, nil, reason)
+    end)
+    if state.cancelled or not state.done then
+      state.parked = false
+      return a, why
+    end
+  end
+  if state.failed then error(state.failed, 0) end
+  return table.unpack(state.result, 1, state.result.n)
 end
 
 --- Run main(...) in a coroutine, then the loop until sip.stop() or until
@@ -350,6 +509,8 @@ sip._short = short
 local sip_trace = require("sip.trace").bind(sip)
 -- scripted peers and a loop driver for specs (sip.test.peer, sip.test.run)
 sip.test = require "sip.test"
+-- a call flow as a load test (sip.load{ rate =, limit =, run = fn })
+sip.load = require "sip.load"
 
 --- Print every SIP message sent and received: sip.trace(true) one line
 -- each, sip.trace("full") the whole text, sip.trace("path/file") appends
@@ -676,7 +837,9 @@ end
 
 local internal = {
   current = current, wait = wait, wake_now = wake_now, spawn_with = spawn_with, log = log,
-  spawn_task = spawn_task, check = check, check_ua = check_ua, ua_media = ua_media, ua_contacts = ua_contacts,
+  spawn_task = spawn_task, spawn_owned = spawn_owned, own = own, cancel_wait = cancel_wait,
+  owned_waits = owned_waits, cancel_owned = cancel_owned, check = check, check_ua = check_ua,
+  ua_media = ua_media, ua_contacts = ua_contacts,
   proxies = proxies, ua_auth = ua_auth, auth = sip_auth,
 }
 
@@ -792,6 +955,11 @@ end
 -- and dispatch(call, event, msg) for events of a call
 local function dispatch(a, b, c)
   if type(a) == "function" then
+    if c ~= nil then
+      -- fn(b, c) as is, from the queue (a digit to a call's buffer)
+      queue(a, b, c)
+      return
+    end
     queue(spawn_with, function(ok, tb)
       if not ok then log("error", "callback failed: " .. tb) end
     end, a, b)

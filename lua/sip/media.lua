@@ -70,7 +70,8 @@ return function(_, internal)
     local co = current("call:play")
     local ok, err = session:_play(files, opts, co)
     if not ok then return nil, err end
-    return wait()
+    -- ended early (sip.first, a hangup): stopped, and it returns nil, reason
+    return wait(function(_, reason) session:stop(reason, "output") end)
   end
 
   local RECORD_OPTS = { max = "number", silence = "number", threshold = "number",
@@ -98,7 +99,8 @@ return function(_, internal)
     local co = current("call:record")
     local ok, err = session:_record(path, opts, co)
     if not ok then return nil, err end
-    return wait()
+    -- ended early (sip.first, a hangup): stopped, and it returns nil, reason
+    return wait(function(_, reason) session:stop(reason, "record") end)
   end
 
   local TONE_OPTS = { duration = "number", level = "number" }
@@ -134,7 +136,8 @@ return function(_, internal)
     local co = current("call:tone")
     local ok, err = session:_tone(what, opts, co)
     if not ok then return nil, err end
-    return wait()
+    -- ended early (sip.first, a hangup): stopped, and it returns nil, reason
+    return wait(function(_, reason) session:stop(reason, "output") end)
   end
 
   local SDP_OPTS = { addr = "string", codecs = "table", direction = "string" }
