@@ -108,15 +108,25 @@ docs: deps
 	ldoc --fatalwarnings --testing -q . >/dev/null
 	@echo "docs/api/index.html"
 
-# the IVR example's prompts, spoken by espeak-ng (not shipped: made here)
-SOUNDS = examples/sounds/welcome.wav examples/sounds/goodbye.wav
-sounds: $(SOUNDS)
-examples/sounds/welcome.wav:
-	@mkdir -p examples/sounds
-	espeak-ng -w $@ "Welcome to the lua sip voicemail. Please leave a message after the beep."
-examples/sounds/goodbye.wav:
-	@mkdir -p examples/sounds
-	espeak-ng -w $@ "Thank you. Goodbye."
+# the IVR examples' prompts, spoken by espeak-ng (not shipped: made here)
+SOUNDS_DIR = examples/sounds
+SOUND_TEXTS = \
+  welcome|Welcome to the lua sip voicemail. Please leave a message after the beep. \
+  goodbye|Thank you. Goodbye. \
+  menu|For the time, press 1. To leave a message, press 2. To enter your PIN, press 3. For an operator, press 0. \
+  invalid|Sorry, that is not a choice. \
+  time|The time is \
+  message|Leave your message after the beep. Press hash when you are done. \
+  pin|Please enter your four digit PIN. \
+  pin-ok|Thank you. Your PIN is correct. \
+  pin-bad|That PIN is not correct. \
+  operator|All operators are busy. Please try again later. \
+  0|zero 1|one 2|two 3|three 4|four 5|five 6|six 7|seven 8|eight 9|nine
+sounds: $(SOUNDS_DIR)/menu.wav
+$(SOUNDS_DIR)/menu.wav: Makefile
+	@mkdir -p $(SOUNDS_DIR)
+	@echo '$(SOUND_TEXTS)' | sed 's/ \([a-z0-9-]*\)|/\n\1|/g' | while IFS='|' read -r name text; do \
+	  [ -n "$$name" ] && espeak-ng -w $(SOUNDS_DIR)/$$name.wav "$$text"; done; true
 
 bench: deps build
 	$(LUA) bench/run.lua

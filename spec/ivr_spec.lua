@@ -231,14 +231,14 @@ describe("a call with media", function()
   end)
 end)
 
-describe("examples/ivr.lua", function()
+describe("examples/voicemail.lua", function()
   it("answers SIPp, plays its welcome, records the speech SIPp plays, and hangs up at BYE", function()
     local port = helper.free_port()
     local sounds = DIR .. "/sounds"
     os.execute("mkdir -p '" .. sounds .. "'")
     sh("sox -n -r 8000 -c 1 -b 16 '" .. sounds .. "/welcome.wav' synth 0.5 sine 800 vol 0.5")
     sh("sox -n -r 8000 -c 1 -b 16 '" .. sounds .. "/goodbye.wav' synth 0.3 sine 600 vol 0.5")
-    local ivr = helper.spawn({ helper.root .. "/bin/luasip", helper.root .. "/examples/ivr.lua",
+    local ivr = helper.spawn({ helper.root .. "/bin/luasip", helper.root .. "/examples/voicemail.lua",
                                "udp:127.0.0.1:" .. port, "-d", sounds, "-o", DIR, "-n", "1" }, "ivr")
     helper.spin(0.5)
     local sipp = helper.sipp{ sf = "uac_pcap_audio.xml", port = helper.free_port(),
@@ -256,5 +256,46 @@ describe("examples/ivr.lua", function()
     assert.is_true(d > 4, "duration " .. d)
     assert.is_true(rms > 0.01, "rms " .. rms)
     os.remove(file)
+  end)
+end)
+
+describe("examples/ivr.lua (the menu)", function()
+  it("answers the menu, the PIN, the time and a message ended by #, by DTMF", function()
+    local port = helper.free_port()
+    local sounds = DIR .. "/menu-sounds"
+    os.execute("mkdir -p '" .. sounds .. "'")
+    for i, name in ipairs{ "menu", "invalid", "time", "message", "pin", "pin-ok", "pin-bad",
+                           "operator", "goodbye", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9" } do
+      sh("sox -n -r 8000 -c 1 -b 16 '" .. sounds .. "/" .. name .. ".wav' synth 0.2 sine " ..
+         (300 + 20 * i) .. " vol 0.3")
+    end
+    local ivr = helper.spawn({ helper.root .. "/bin/luasip", helper.root .. "/examples/ivr.lua",
+                               "udp:127.0.0.1:" .. port, "-d", sounds, "-o", DIR, "-n", "1",
+                               "-p", "4321" }, "ivr-menu")
+    helper.spin(0.5)
+    local caller = ua()
+    helper.run(function()
+      local call = assert(caller:invite("sip:ivr@127.0.0.1:" .. port, { timeout = 5 }))
+      local function press(digits, pause)
+        assert(call:send_dtmf(digits, { method = "info" }))
+        sip.sleep(pause or 0.6)
+      end
+      press("7")             -- not a choice: "invalid", then the menu again
+      press("3")
+      press("1111")          -- a wrong PIN
+      press("4321")          -- the right one
+      press("1", 0.3)        -- the time; a digit stops it (barge-in)
+      press("2", 1.2)        -- a message after the beep ...
+      press("#")             -- ... ended by #
+      call:hangup()
+    end, 30)
+    assert.are.equal(0, ivr:wait(10), ivr.log())
+    local log = ivr.log()
+    local order = {}
+    for what in log:gmatch("ivr: call 1: ([^\n]+)") do order[#order + 1] = what end
+    assert.are.same({ "menu 3", "pin wrong (1111)", "pin ok", "menu 1", "menu 2" },
+                    { order[1], order[2], order[3], order[4], order[5] }, log)
+    assert.matches("ivr: call 1: message %(#%) in ", log)
+    assert.matches("ivr: call 1 ended %(", log)
   end)
 end)

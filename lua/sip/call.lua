@@ -418,8 +418,9 @@ return function(_, internal)
   --- Collect digits: play `prompt` (a digit stops it, and counts), then
   -- gather up to `max` digits until a terminator (not included), `timeout`
   -- seconds before the first digit or `interdigit` between digits; check
-  -- `min` and the Lua `pattern`; on a miss play `invalid` and try again,
-  -- `retries` tries in all.
+  -- `min` and the Lua `pattern`; digits that do not fit play `invalid`,
+  -- and a miss of either kind tries again (the prompt first), `retries`
+  -- tries in all.
   -- @tab[opt] opts min (1), max (128), terminators ("#"; "" for none),
   -- timeout (5), interdigit (3), prompt, invalid, retries (1), pattern
   -- @treturn string the digits
@@ -450,7 +451,7 @@ return function(_, internal)
       else
         why = "timeout"
       end
-      if try < tries and opts.invalid then
+      if try < tries and why == "invalid" and opts.invalid then
         local ok, err = self:play(opts.invalid)
         if not ok and err ~= "digit" then return nil, err end
       end

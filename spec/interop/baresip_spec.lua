@@ -1,4 +1,4 @@
---- baresip (a real softphone, Debian's package) calls examples/ivr.lua:
+--- baresip (a real softphone, Debian's package) calls examples/voicemail.lua:
 -- its aufile source speaks (a 700 Hz tone stands for the caller's voice)
 -- and its sndfile module writes what it heard. The caller must hear the
 -- IVR's welcome prompt, and the IVR must record the caller.
@@ -18,7 +18,7 @@ local function stat(path)
          tonumber(out:match("Rough%s+frequency:%s+(%d+)"))
 end
 
-describe("baresip calling examples/ivr.lua", function()
+describe("baresip calling examples/voicemail.lua", function()
   after_each(helper.stop_all)
 
   it("hears the welcome prompt, and its voice is recorded", function()
@@ -52,7 +52,7 @@ describe("baresip calling examples/ivr.lua", function()
     f:close()
     assert(io.open(cfg .. "/contacts", "w")):close()
 
-    local ivr = helper.spawn({ helper.root .. "/bin/luasip", helper.root .. "/examples/ivr.lua",
+    local ivr = helper.spawn({ helper.root .. "/bin/luasip", helper.root .. "/examples/voicemail.lua",
                                "udp:127.0.0.1:" .. ivr_port, "-d", snd, "-o", dir, "-n", "1" }, "ivr")
     helper.spin(0.5)
     local phone = helper.spawn({ "baresip", "-f", cfg, "-t", "20",
