@@ -239,8 +239,10 @@ function Peer:expect(what, timeout)
     local left = deadline - core.now()
     if left <= 0 then return nil, "timeout" end
     self.sock:wait(co, left)
-    local ok = s._wait()
+    local ok, why = s._wait()
     if self.sock then self.sock:cancel() end
+    -- ended early from outside (sip.first, the hangup of a call it belongs to)
+    if ok == nil then return nil, why or "cancelled" end
     if not ok and core.now() >= deadline then
       drain(self)
       for i, m in ipairs(self.queue) do
