@@ -360,7 +360,9 @@ function sip.sleep(seconds)
   local co = current("sip.sleep")
   local _ <close> = core.timer(seconds, co)
   -- true from the timer; nil, "hangup" / "cancelled" when ended early
-  return wait()
+  local ok, why = wait()
+  if ok then return true end
+  return nil, why
 end
 
 local function first_exit(state, i, ok, ...)
