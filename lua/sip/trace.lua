@@ -79,7 +79,7 @@ end
 -- (when sent; a message received from an address of this process was
 -- printed when it went out).
 
-local COLW = 24
+local COLW = 28
 local colors = { req = "\27[1;36m", ["1"] = "\27[33m", ["2"] = "\27[32m", err = "\27[31m",
                  dim = "\27[2m", off = "\27[0m" }
 
@@ -100,7 +100,7 @@ local function ladder_sink(out)
       local pad = COLW - #a
       parts[#parts + 1] = string.rep(" ", pad // 2) .. a .. string.rep(" ", pad - pad // 2)
     end
-    out:write(paint("dim", table.concat(parts)), "\n")
+    out:write(paint("dim", (table.concat(parts):gsub("%s+$", ""))), "\n")
   end
   local function col(a)
     local c = cols[a]
@@ -134,34 +134,33 @@ local function ladder_sink(out)
       kind = "req"
     end
     local lo, hi = math.min(a, b), math.max(a, b)
-    local row = {}
-    for i = 1, ncols do row[i] = string.rep(" ", COLW // 2) .. "|" .. string.rep(" ", COLW - COLW // 2 - 1) end
-    -- the arrow runs between the two columns' bars
-    local span = (hi - lo) * COLW - 1
-    if span < 1 then span = 1 end
-    local text_in = label
-    if #text_in > span - 4 then text_in = text_in:sub(1, math.max(0, span - 4)) end
-    local fill = span - #text_in - 2
-    local left = fill // 2
-    local arrow
-    if a <= b then
-      arrow = string.rep("-", left) .. " " .. paint(kind, text_in) .. " " .. string.rep("-", fill - left - 1) .. ">"
+    -- the row: a bar per column, the arrow between the two columns' bars
+    local function bar(k) return (k - 1) * COLW + COLW // 2 + 1 end
+    local width = ncols * COLW
+    local plain = {}
+    for p = 1, width do plain[p] = " " end
+    for k = 1, ncols do plain[bar(k)] = "|" end
+    local pre = table.concat(plain, "", 1, bar(lo))
+    local post = table.concat(plain, "", bar(hi) + 1, width)
+    local body
+    if lo == hi then
+      -- to itself
+      body = pre .. " <-> " .. paint(kind, label) .. post:sub(#label + 6)
     else
-      arrow = "<" .. string.rep("-", left - 1) .. " " .. paint(kind, text_in) .. " " .. string.rep("-", fill - left)
-    end
-    local line = {}
-    for i = 1, ncols do
-      if i < lo or i > hi then
-        line[#line + 1] = row[i]
-      elseif i == lo then
-        line[#line + 1] = string.rep(" ", COLW // 2) .. "|" .. arrow .. "|"
+      local span = bar(hi) - bar(lo) - 1
+      local shown = label
+      if #shown > span - 4 then shown = shown:sub(1, math.max(0, span - 4)) end
+      local fill = span - #shown - 2
+      local left = fill // 2
+      local arrow
+      if a < b then
+        arrow = ("-"):rep(left) .. " " .. paint(kind, shown) .. " " .. ("-"):rep(fill - left - 1) .. ">"
+      else
+        arrow = "<" .. ("-"):rep(left - 1) .. " " .. paint(kind, shown) .. " " .. ("-"):rep(fill - left)
       end
+      body = pre .. arrow .. "|" .. post
     end
-    -- columns after hi follow the arrow's closing bar
-    local tail = {}
-    for i = hi + 1, ncols do tail[#tail + 1] = row[i]:sub(2) end
-    local body = table.concat(line) .. table.concat(tail)
-    out:write(string.format("%9.1f ms", (now - t0) * 1000), body:sub(1 + 0),
+    out:write(string.format("%9.1f ms", (now - t0) * 1000), (body:gsub("%s+$", "")),
               "  ", paint("dim", proto), "\n")
     out:flush()
   end
