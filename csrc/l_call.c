@@ -28,6 +28,10 @@ struct lcall {
 	ev_timer tmo;                   /* UAC: no answer in time: CANCEL */
 	int gave_up;                    /* UAC: timeout or hangup before answer */
 	struct sip_msg *late_2xx;       /* UAC: a 2xx offer the ACK must answer */
+	/* UAC: the To tags of forked 2xx we ACKed and BYEd: their copies get
+	 * the ACK again, not another BYE */
+	char byed[4][32];
+	unsigned nbyed;
 };
 
 /*
@@ -340,20 +344,30 @@ static void call_wake(struct lcall *c, int ok, const char *err, struct sip_msg *
 	lsip_call(e, L, 4);
 }
 
-/* a 2xx nobody wants (forked, or after we gave up): ACK it, then BYE */
+/* a 2xx nobody wants (forked, or after we gave up): ACK it, then BYE;
+ * a copy of one we BYEd already is only ACKed again (13.2.2.4) */
 static void ack_and_bye(struct lcall *c, struct sip_txn *ct, struct sip_msg *res)
 {
 	struct sip_dialog *d;
 	struct sip_dialog_req r = { .method = "BYE" };
 	struct sip_txn *bye;
+	const char *tag = res->to_tag ? res->to_tag : "";
 	char err[128];
+	unsigned i, seen = 0;
 
+	for (i = 0; i < c->nbyed && i < 4 && !seen; i++)
+		seen = !strcmp(c->byed[i], tag);
 	if (sip_dialog_new_uac(ct, res, &d))
 		return;
 	sip_dialog_ack(d, res, NULL, 0, NULL);
-	sip_dialog_request(d, &r, NULL, NULL, &bye, err, sizeof err);
+	if (!seen) {
+		sip_dialog_request(d, &r, NULL, NULL, &bye, err, sizeof err);
+		/* a tag too long to keep, or a fifth fork, may be BYEd again:
+		 * harmless (481), and bounded by the peer's retransmissions */
+		if (strlen(tag) < sizeof c->byed[0])
+			snprintf(c->byed[c->nbyed++ % 4], sizeof c->byed[0], "%s", tag);
+	}
 	sip_dialog_free(d);
-	(void)c;
 }
 
 static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)

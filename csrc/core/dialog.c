@@ -42,6 +42,7 @@ struct sip_dialog {
 	struct sip_addr ack_dst;
 	struct sip_listener *ack_lst;
 	struct sip_txn *reinvite_ct;    /* our re-INVITE in progress */
+	struct sip_txn *old_reinvite_ct; /* the one before, in Accepted: its 2xx copies get ACKs */
 	struct sip_txn *reinvite_st;    /* their re-INVITE, until answered */
 	sip_response_cb ri_cb;
 	void *ri_arg;
@@ -292,6 +293,10 @@ void sip_dialog_free(struct sip_dialog *d)
 		d->reinvite_ct->dlg = NULL;
 		sip_txn_detach(d->reinvite_ct);
 	}
+	if (d->old_reinvite_ct) {
+		d->old_reinvite_ct->dlg = NULL;
+		sip_txn_detach(d->old_reinvite_ct);
+	}
 	if (d->reinvite_st)
 		d->reinvite_st->dlg = NULL;
 	free(d->strs);
@@ -437,6 +442,23 @@ static void reinvite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, cons
 	}
 	if (cb)
 		cb(cbarg, ct, res, err);
+	/* the TU, whose wait is over, may have detached the transaction; the
+	 * copies of this 2xx still need the dialog's ACK (13.2.2.4) */
+	if (res && sip_msg_status(res) >= 200 && sip_msg_status(res) < 300 && ct->dlg == d && !ct->cb) {
+		ct->cb = reinvite_cb;
+		ct->cb_arg = d;
+	}
+}
+
+/* a copy of an older re-INVITE's 2xx, after the next one went out: it is
+ * ACKed again all the same (13.2.2.4), and nobody else hears of it */
+static void old_reinvite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)
+{
+	struct sip_dialog *d = arg;
+
+	(void)ct; (void)err;
+	if (res && sip_msg_status(res) >= 200 && sip_msg_status(res) < 300)
+		sip_dialog_ack(d, res, NULL, 0, NULL);
 }
 
 int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
@@ -461,9 +483,15 @@ int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
 	d->local_cseq++;
 	if (invite) {
 		if (d->reinvite_ct) {
-			/* an older re-INVITE lingers in Accepted: forget it */
-			d->reinvite_ct->dlg = NULL;
-			sip_txn_detach(d->reinvite_ct);
+			/* an older re-INVITE lingers in Accepted: copies of its 2xx
+			 * still get their ACK; the one before it is forgotten */
+			if (d->old_reinvite_ct) {
+				d->old_reinvite_ct->dlg = NULL;
+				sip_txn_detach(d->old_reinvite_ct);
+			}
+			d->old_reinvite_ct = d->reinvite_ct;
+			d->old_reinvite_ct->cb = old_reinvite_cb;
+			d->old_reinvite_ct->cb_arg = d;
 			d->reinvite_ct = NULL;
 		}
 		d->ri_cb = cb;
@@ -527,6 +555,8 @@ void sip_dialog_txn_gone(struct sip_dialog *d, struct sip_txn *t)
 	}
 	if (t == d->reinvite_ct)
 		d->reinvite_ct = NULL;
+	if (t == d->old_reinvite_ct)
+		d->old_reinvite_ct = NULL;
 	if (t == d->reinvite_st) {
 		d->reinvite_st = NULL;
 		t->dlg = NULL;
