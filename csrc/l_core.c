@@ -309,6 +309,7 @@ static int l_timer(lua_State *L)
 	lua_pushvalue(L, 2);
 	t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	ev_timer_init(&t->w, sleep_cb, secs, 0.);
+	ev_now_update(e->env.loop);     /* from now, not from the loop's last wake */
 	ev_timer_start(e->env.loop, &t->w);
 	/* the timer must live while armed: the scheduler keeps the object */
 	return 1;

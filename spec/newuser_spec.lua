@@ -273,3 +273,21 @@ describe("ua:register ignored sip.ua{contact}", function()
     assert.are.equal("<sip:me@192.0.2.7:5070>", bound)
   end)
 end)
+
+describe("a request sent after the loop paused longer than T1 went out twice", function()
+  it("goes out once: its timers count from when it is sent", function()
+    local a, b = ua(), ua()
+    local seen = 0
+    a:on("OPTIONS", function() seen = seen + 1; return 200 end)
+    helper.run(function() sip.sleep(0.01) end)
+    -- the loop does not run for 1.2 s (a long computation, a slow start)
+    local till = os.clock() + 1.2
+    repeat until os.clock() >= till
+    helper.run(function()
+      assert.are.equal(200, b:request("OPTIONS", a:uri(), { timeout = 5 }).status)
+      sip.sleep(0.3)
+    end)
+    assert.are.equal(1, seen)
+    assert.are.equal(0, b:stats().retransmissions)
+  end)
+end)

@@ -730,6 +730,9 @@ int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len)
 {
 	int rc;
 
+	/* the loop's time may be old (a long handler, a script's start): the
+	 * timers armed now count from now */
+	ev_now_update(st->ua->env->loop);
 	if (st->state != TS_TRYING && st->state != TS_PROCEEDING) {
 		free(text);
 		return -EALREADY;
@@ -816,6 +819,9 @@ int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_
 	struct sip_txn *t;
 	int rc;
 
+	/* a request sent after a long pause of the loop must not find its
+	 * Timer A/E already due */
+	ev_now_update(ua->env->loop);
 	*out = NULL;
 	key_join(key, sizeof key, p, 4);
 	t = txn_alloc(ua, !strcmp(method, "INVITE") ? TXN_ICT : TXN_NICT, key);
