@@ -1,4 +1,4 @@
--- usage: luasip examples/voicemail.lua [listen] [-d sounds_dir] [-n calls] [-o out_dir]
+-- usage: luasip examples/voicemail.lua [listen] [-d sounds_dir] [-n calls] [-o out_dir] [-s secs]
 --
 -- A voicemail IVR: answers each call, plays a welcome prompt, records the
 -- caller's message after a beep (up to 30 s, or 3 s of silence), plays
@@ -12,21 +12,25 @@
 --   -d dir     where welcome.wav and goodbye.wav are (default examples/sounds)
 --   -n calls   stop after that many calls (default: serve until Ctrl-C)
 --   -o dir     where recordings go (default /tmp), one msg-<call-id>.wav each
+--   -s secs    the silence that ends a message (default 3)
 
 local sip = require "sip"
 
-local USAGE = "usage: luasip examples/voicemail.lua [listen] [-d sounds_dir] [-n calls] [-o out_dir]"
+local USAGE = "usage: luasip examples/voicemail.lua [listen] [-d sounds_dir] [-n calls] [-o out_dir] [-s secs]"
 
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-local listen, sounds, max_calls, out = "udp:127.0.0.1:5060", here .. "/sounds", nil, "/tmp"
+local listen, sounds, max_calls, out, silence = "udp:127.0.0.1:5060", here .. "/sounds", nil, "/tmp", 3
 do
   local argv, i = arg or {}, 1
   while i <= #argv do
     local a = argv[i]
-    if a == "-d" or a == "-o" or a == "-n" then
+    if a == "-d" or a == "-o" or a == "-n" or a == "-s" then
       i = i + 1
       local v = argv[i] or ""
-      if a == "-d" then sounds = v elseif a == "-o" then out = v else max_calls = tonumber(v) end
+      if a == "-d" then sounds = v
+      elseif a == "-o" then out = v
+      elseif a == "-s" then silence = tonumber(v) or silence
+      else max_calls = tonumber(v) end
     elseif a:match("^%a+:.+:%d+$") then
       listen = a
     else
@@ -50,7 +54,7 @@ local function voicemail(call, n)
   local ok, why = call:play(sounds .. "/welcome.wav")
   if not ok then return print("ivr: call " .. n .. ": welcome: " .. why) end
   local file = out .. "/msg-" .. call.call_id:gsub("[^%w%-%.]", "_") .. ".wav"
-  local rec, err = call:record(file, { max = 30, silence = 3, beep = true })
+  local rec, err = call:record(file, { max = 30, silence = silence, beep = true })
   if not rec then return print("ivr: call " .. n .. ": record: " .. err) end
   print(string.format("ivr: call %d: recorded %.1f s (%s) to %s", n, rec.duration, rec.reason, file))
   if rec.reason == "hangup" then return end

@@ -5,18 +5,8 @@ local sip = require "sip"
 local core = require "sip.core"
 local helper = require "helper"
 
-local cleanups = {}
-after_each(function()
-  for i = #cleanups, 1, -1 do cleanups[i]() end
-  cleanups = {}
-  helper.stop_all()
-end)
-
-local function ua(opts)
-  local u = assert(sip.ua(opts or { listen = "udp:127.0.0.1:0" }))
-  cleanups[#cleanups + 1] = function() u:close() end
-  return u
-end
+local ua = helper.uas(after_each)
+after_each(helper.stop_all)
 
 local OFFER = sip.sdp.offer{ addr = "127.0.0.1", port = 4000, codecs = { "PCMU" } }
 

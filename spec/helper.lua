@@ -29,6 +29,41 @@ function helper.raises(pattern, fn, ...)
   return tostring(err)
 end
 
+--- A maker of user agents closed after each test: pass busted's
+-- after_each (spec functions are not globals of this module).
+-- `local ua = helper.uas(after_each, { listen = ... })`, then `ua()` or
+-- `ua(opts)` in a test.
+function helper.uas(after_each, defaults)
+  local open = {}
+  after_each(function()
+    for i = #open, 1, -1 do open[i]:close() end
+    open = {}
+  end)
+  return function(opts)
+    local u = assert(sip.ua(opts or defaults or { listen = "udp:127.0.0.1:0" }))
+    open[#open + 1] = u
+    return u
+  end
+end
+
+--- Run a shell command: its output (stdout and stderr) and whether it
+-- exited 0.
+function helper.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok = p:close()
+  return out, ok == true
+end
+
+--- What sox says of a WAV: duration (s), RMS amplitude (0..1), rough
+-- frequency (Hz).
+function helper.sound(path)
+  local stat = helper.sh("sox '" .. path .. "' -n stat")
+  return tonumber(stat:match("Length %(seconds%):%s+([%d%.]+)")),
+         tonumber(stat:match("RMS%s+amplitude:%s+([%d%.]+)")),
+         tonumber(stat:match("Rough%s+frequency:%s+(%d+)"))
+end
+
 --- Run fn in a luasip coroutine and drive the loop until it returns or
 -- `timeout` seconds pass. Errors (assertion failures included) are
 -- raised again here with the coroutine's traceback.

@@ -9,20 +9,7 @@ local helper = require "helper"
 local DIR = helper.tmp .. "/ivr"
 os.execute("mkdir -p '" .. DIR .. "'")
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
--- duration (s), RMS amplitude (0..1) and rough frequency (Hz) of a WAV
-local function sound(path)
-  local d = tonumber((sh("sox --i -D '" .. path .. "'")))
-  local stat = sh("sox '" .. path .. "' -n stat")
-  return d, tonumber(stat:match("RMS%s+amplitude:%s+([%d%.]+)")),
-         tonumber(stat:match("Rough%s+frequency:%s+(%d+)"))
-end
+local sh, sound = helper.sh, helper.sound
 
 local function tone(name, freq, secs)
   local path = DIR .. "/" .. name .. ".wav"
@@ -32,18 +19,8 @@ end
 
 local MEDIA = { addr = "127.0.0.1", ports = "40000-49999" }
 
-local cleanups = {}
-after_each(function()
-  for i = #cleanups, 1, -1 do cleanups[i]() end
-  cleanups = {}
-  helper.stop_all()
-end)
-
-local function ua(opts)
-  local u = assert(sip.ua(opts or { listen = "udp:127.0.0.1:0", media = MEDIA }))
-  cleanups[#cleanups + 1] = function() u:close() end
-  return u
-end
+local ua = helper.uas(after_each, { listen = "udp:127.0.0.1:0", media = MEDIA })
+after_each(helper.stop_all)
 
 describe("a call with media", function()
   it("the caller hears the IVR's prompt, and the IVR records the caller", function()
@@ -258,7 +235,9 @@ describe("examples/voicemail.lua", function()
     sh("sox -n -r 8000 -c 1 -b 16 '" .. sounds .. "/welcome.wav' synth 0.5 sine 800 vol 0.5")
     sh("sox -n -r 8000 -c 1 -b 16 '" .. sounds .. "/goodbye.wav' synth 0.3 sine 600 vol 0.5")
     local ivr = helper.spawn({ helper.root .. "/bin/luasip", helper.root .. "/examples/voicemail.lua",
-                               "udp:127.0.0.1:" .. port, "-d", sounds, "-o", DIR, "-n", "1" }, "ivr")
+                               "udp:127.0.0.1:" .. port, "-d", sounds, "-o", DIR, "-n", "1",
+                               -- SIPp's BYE, not a pause in its speech, ends the message
+                               "-s", "20" }, "ivr")
     helper.spin(0.5)
     local sipp = helper.sipp{ sf = "uac_pcap_audio.xml", port = helper.free_port(),
                               remote = "127.0.0.1:" .. port,

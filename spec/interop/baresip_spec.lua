@@ -4,19 +4,7 @@
 -- IVR's welcome prompt, and the IVR must record the caller.
 local helper = require "helper"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function stat(path)
-  local out = sh("sox '" .. path .. "' -n stat")
-  return tonumber(out:match("Length %(seconds%):%s+([%d%.]+)")),
-         tonumber(out:match("RMS%s+amplitude:%s+([%d%.]+)")),
-         tonumber(out:match("Rough%s+frequency:%s+(%d+)"))
-end
+local sh, stat = helper.sh, helper.sound
 
 describe("baresip calling examples/voicemail.lua", function()
   after_each(helper.stop_all)

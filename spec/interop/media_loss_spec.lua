@@ -7,12 +7,7 @@
 -- kernel here has no netem to reorder with).
 local helper = require "helper"
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("a")
-  local ok = p:close()
-  return out, ok
-end
+local sh = helper.sh
 
 describe("RTP through 10% loss", function()
   it("records a 3 s prompt as 3 s, the losses counted and filled with silence", function()
