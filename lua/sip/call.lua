@@ -319,8 +319,14 @@ return function(_, internal)
       call._digits = buf
     end
     if buf.tail - buf.head + 1 >= MAX_DIGITS then
-      log("warn", "call " .. tostring(call.call_id) .. ": digit buffer full, " .. digit .. " dropped")
+      -- one line per flood, not one per digit
+      if not buf.full then
+        buf.full = true
+        log("warn", "call " .. tostring(call.call_id) .. ": " .. MAX_DIGITS ..
+            " digits wait to be collected: more are dropped")
+      end
     else
+      buf.full = nil
       buf.tail = buf.tail + 1
       buf[buf.tail] = digit
     end
