@@ -19,8 +19,16 @@
 int lsip_open_media(lua_State *L);
 
 #define ENGINE_KEY "sip.media.engine"
+#define SESSIONS_KEY "sip.media.sessions"   /* lightuserdata lm -> its userdata, weak values */
 #define MT "sip.MediaSession"
 #define MAX_FILES 256
+#define NOPS 3                  /* MEDIA_OUTPUT, MEDIA_RECORD, MEDIA_DTMF */
+#define DIGIT_QUEUE 64          /* digits queued for on_digit's function, not yet run */
+
+/* the session userdata's user values */
+enum { UV_DIGIT_FN = 1, UV_DELIVER = 2, NUV = 2 };
+
+static const char *const source_names[] = { "rfc4733", "inband" };
 
 /* the loop's media engine, made with the first session and kept in the
  * registry until the state closes (after every session: it is older) */
@@ -34,8 +42,15 @@ struct lmedia {
 	struct lsip_env *e;
 	struct lengine *eng;
 	int self_ref;           /* pins the session while a coroutine waits on it */
-	int co_ref[2];          /* the coroutine waiting on the output, on the recording */
-	int held[2];            /* ... and the loop reference its wait holds */
+	int co_ref[NOPS];       /* the coroutine waiting on the output, the recording, a DTMF send */
+	int held[NOPS];         /* ... and the loop reference its wait holds */
+	/* digits heard, each with a deliver() queued through the scheduler's
+	 * dispatch: a flood stops at max_queued (the rest are counted in
+	 * dtmf_dropped), whatever the Lua side does with them */
+	int has_digit_fn;
+	int dq_head, dq_n, dq_max;
+	char dq_digit[DIGIT_QUEUE];
+	unsigned char dq_src[DIGIT_QUEUE];
 	/* the statistics at close, for a script that reads them after the
 	 * call ended */
 	int have_last;
@@ -112,15 +127,18 @@ static void wait_end(lua_State *L, struct lmedia *lm, int op)
 		luaL_unref(L, LUA_REGISTRYINDEX, lm->co_ref[op]);
 		lm->co_ref[op] = LUA_NOREF;
 	}
-	if (lm->co_ref[0] == LUA_NOREF && lm->co_ref[1] == LUA_NOREF && lm->self_ref != LUA_NOREF) {
+	for (int i = 0; i < NOPS; i++)
+		if (lm->co_ref[i] != LUA_NOREF)
+			return;
+	if (lm->self_ref != LUA_NOREF) {
 		luaL_unref(L, LUA_REGISTRYINDEX, lm->self_ref);
 		lm->self_ref = LUA_NOREF;
 	}
 }
 
 /* the engine ended an operation: its coroutine is woken once, with
- * true | nil, reason[, digit] for the output, { duration =, reason = }
- * for a recording */
+ * true | nil, reason[, digit] for the output and a DTMF send,
+ * { duration =, reason = } for a recording */
 static void on_done(void *arg, const struct media_result *r)
 {
 	struct lmedia *lm = arg;
@@ -153,6 +171,69 @@ static void on_done(void *arg, const struct media_result *r)
 	/* the session stays pinned through the call above: only now may
 	 * it become garbage */
 	wait_end(L, lm, op);
+}
+
+/* deliver(): one is queued per digit heard; it gives the oldest digit
+ * waiting to the on_digit function as fn(digit, source). Its upvalue is
+ * the session: a queued digit keeps it alive. */
+static int l_deliver(lua_State *L)
+{
+	struct lmedia *lm = lua_touserdata(L, lua_upvalueindex(1));
+	char d;
+	int src;
+
+	if (!lm || lm->dq_n == 0)
+		return 0;
+	d = lm->dq_digit[lm->dq_head];
+	src = lm->dq_src[lm->dq_head];
+	lm->dq_head = (lm->dq_head + 1) % DIGIT_QUEUE;
+	lm->dq_n--;
+	if (lua_getiuservalue(L, lua_upvalueindex(1), UV_DIGIT_FN) != LUA_TFUNCTION)
+		return 0;
+	lua_pushlstring(L, &d, 1);
+	lua_pushstring(L, source_names[src]);
+	lua_call(L, 2, 0);
+	return 0;
+}
+
+/* the engine heard a digit (inside the socket's callback): queue
+ * dispatch(deliver, digit, source), which runs deliver(digit, source)
+ * from the scheduler's queue once the engine's callbacks returned */
+static int on_digit(void *arg, char digit, int source)
+{
+	struct lmedia *lm = arg;
+	struct lsip_env *e = lm->e;
+	lua_State *L = e->L;
+
+	if (!lm->has_digit_fn || !L || e->closed || e->dispatch_ref == LUA_NOREF)
+		return 0;       /* nobody listens: not a drop */
+	if (lm->dq_n >= lm->dq_max)
+		return -1;
+	if (!lua_checkstack(L, 8))
+		return -1;
+	if (lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	if (lua_rawgetp(L, -1, lm) != LUA_TUSERDATA) {
+		lua_pop(L, 2);
+		return 0;
+	}
+	if (lua_getiuservalue(L, -1, UV_DELIVER) != LUA_TFUNCTION) {
+		lua_pop(L, 3);
+		return 0;
+	}
+	lm->dq_digit[(lm->dq_head + lm->dq_n) % DIGIT_QUEUE] = digit;
+	lm->dq_src[(lm->dq_head + lm->dq_n) % DIGIT_QUEUE] = (unsigned char)source;
+	lm->dq_n++;
+	lsip_queued(e);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->dispatch_ref);
+	lua_insert(L, -2);
+	lua_pushlstring(L, &digit, 1);
+	lua_pushstring(L, source_names[source]);
+	lsip_call(e, L, 3);
+	lua_pop(L, 2);
+	return 0;
 }
 
 static struct lmedia *check_media(lua_State *L, int idx)
@@ -277,13 +358,22 @@ static int l_session(lua_State *L)
 	cfg.port_hi = hi;
 	g = get_engine(L, e);
 	/* closed and zeroed, with its metatable, before any resource */
-	lm = lua_newuserdatauv(L, sizeof *lm, 0);
+	lm = lua_newuserdatauv(L, sizeof *lm, NUV);
 	memset(lm, 0, sizeof *lm);
-	lm->self_ref = lm->co_ref[0] = lm->co_ref[1] = LUA_NOREF;
+	lm->self_ref = LUA_NOREF;
+	for (int i = 0; i < NOPS; i++)
+		lm->co_ref[i] = LUA_NOREF;
+	lm->dq_max = DIGIT_QUEUE;
 	luaL_setmetatable(L, MT);
 	lm->e = e;
 	lm->eng = g;
+	/* how the digit callback finds the userdata without pinning it */
+	lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
+	lua_pushvalue(L, -2);
+	lua_rawsetp(L, -2, lm);
+	lua_pop(L, 1);
 	cfg.done = on_done;
+	cfg.digit = on_digit;
 	cfg.arg = lm;
 	if (media_session_new(&lm->s, g->m, &cfg, err, sizeof err))
 		return push_fail(L, err);
@@ -312,8 +402,8 @@ static void release(lua_State *L, struct lmedia *lm)
 		media_session_free(lm->s);
 		lm->s = NULL;
 	}
-	wait_end(L, lm, 0);
-	wait_end(L, lm, 1);
+	for (int i = 0; i < NOPS; i++)
+		wait_end(L, lm, i);
 }
 
 static int m_gc(lua_State *L)
@@ -567,27 +657,46 @@ static int m_record(lua_State *L)
 }
 
 /***
- * Stop what plays or records now: its wait returns nil, `reason` (a
- * recording returns { duration =, reason = reason }).
+ * Stop what plays, records or sends digits now: its wait returns nil,
+ * `reason` (a recording returns { duration =, reason = reason }).
  * @function stop
  * @string[opt] reason default "stopped"
- * @string[opt] which "output", "record", or both when absent
+ * @string[opt] which "output" (a play or tone, and a DTMF send: all that
+ * goes out), "dtmf" (a DTMF send only), "record", or all when absent
  * @treturn integer how many operations ended
  */
 static int m_stop(lua_State *L)
 {
 	struct lmedia *lm = check_media(L, 1);
 	const char *reason = luaL_optstring(L, 2, "stopped");
-	static const char *const which[] = { "output", "record", "all", NULL };
-	int op = luaL_checkoption(L, 3, "all", which);
+	static const char *const which[] = { "output", "record", "all", "dtmf", NULL };
+	int w = luaL_checkoption(L, 3, "all", which), n = 0;
 
-	lua_pushinteger(L, lm->s ? media_session_stop(lm->s, op == 2 ? -1 : op, reason) : 0);
+	if (lm->s) {
+		switch (w) {
+		case 0:
+			n = media_session_stop(lm->s, MEDIA_OUTPUT, reason);
+			n += media_session_stop(lm->s, MEDIA_DTMF, reason);
+			break;
+		case 1:
+			n = media_session_stop(lm->s, MEDIA_RECORD, reason);
+			break;
+		case 3:
+			n = media_session_stop(lm->s, MEDIA_DTMF, reason);
+			break;
+		default:
+			n = media_session_stop(lm->s, -1, reason);
+			break;
+		}
+	}
+	lua_pushinteger(L, n);
 	return 1;
 }
 
 /***
- * A digit came (the DTMF feature calls this): a play started with
- * `barge` ends with nil, "digit", digit.
+ * A digit came by a way the engine does not hear (SIP INFO): a play
+ * started with `barge` ends with nil, "digit", digit. The digits the
+ * session detects itself (RFC 4733, inband) barge without this.
  * @function barge
  * @string digit
  * @treturn boolean whether a play ended
@@ -603,7 +712,13 @@ static int m_barge(lua_State *L)
 	return 1;
 }
 
-/*** What runs: "output" and/or "record" flags. @function busy */
+/***
+ * What runs.
+ * @function busy
+ * @treturn boolean a play or tone
+ * @treturn boolean a recording
+ * @treturn boolean a DTMF send
+ */
 static int m_busy(lua_State *L)
 {
 	struct lmedia *lm = check_media(L, 1);
@@ -611,7 +726,193 @@ static int m_busy(lua_State *L)
 
 	lua_pushboolean(L, b & 1);
 	lua_pushboolean(L, b & 2);
+	lua_pushboolean(L, b & 4);
+	return 3;
+}
+
+/***
+ * The function that gets each digit the session hears, as
+ * fn(digit, source): digit "0".."9", "*", "#", "A".."D", source "rfc4733"
+ * or "inband". It runs from the scheduler's queue (the scheduler's
+ * dispatch(deliver, digit, source)), once per key press, in the order
+ * heard; at most `max_queued` (dtmf_config) wait to run, the rest are
+ * dropped and counted in stats().dtmf_dropped. nil removes it.
+ * @function on_digit
+ * @func[opt] fn
+ */
+static int m_on_digit(lua_State *L)
+{
+	struct lmedia *lm = check_media(L, 1);
+	int has = !lua_isnoneornil(L, 2);
+
+	if (has)
+		luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_settop(L, 2);
+	lua_setiuservalue(L, 1, UV_DIGIT_FN);
+	lm->has_digit_fn = has;
+	if (has) {
+		if (lua_getiuservalue(L, 1, UV_DELIVER) != LUA_TFUNCTION) {
+			lua_pushvalue(L, 1);
+			lua_pushcclosure(L, l_deliver, 1);
+			lua_setiuservalue(L, 1, UV_DELIVER);
+		}
+		lua_pop(L, 1);
+	}
+	return 0;
+}
+
+static const char *const dtmf_config_keys[] = { "rfc4733", "inband", "max_queued", NULL };
+
+/* a boolean field of the table at t: 1, 0, or -1 when absent */
+static int opt_tristate(lua_State *L, int t, const char *field, const char *fname)
+{
+	int v = -1;
+
+	lua_getfield(L, t, field);
+	if (!lua_isnil(L, -1)) {
+		if (!lua_isboolean(L, -1))
+			luaL_error(L, "%s: opts.%s must be a boolean", fname, field);
+		v = lua_toboolean(L, -1);
+	}
+	lua_pop(L, 1);
+	return v;
+}
+
+/***
+ * How digits are heard. RFC 4733 events are read unless `rfc4733 =
+ * false`; the inband detector (spandsp's, on the decoded audio) runs iff
+ * the peer negotiated no telephone-event (set_remote's
+ * telephone_event_pt), unless `inband` says otherwise. A digit heard both
+ * ways at once is one digit. `max_queued` (1..64, default 64): digits
+ * that may wait for on_digit's function.
+ * @function dtmf_config
+ * @tab[opt] opts rfc4733, inband (booleans), max_queued
+ * @treturn boolean events are read
+ * @treturn boolean the inband detector runs
+ */
+static int m_dtmf_config(lua_State *L)
+{
+	struct lmedia *lm = check_open(L, "dtmf_config");
+	int rfc, inband;
+
+	media_session_dtmf_state(lm->s, &rfc, &inband);
+	if (!lua_isnoneornil(L, 2)) {
+		int r, i;
+		double q;
+
+		check_keys(L, 2, dtmf_config_keys, "dtmf_config");
+		r = opt_tristate(L, 2, "rfc4733", "dtmf_config");
+		i = opt_tristate(L, 2, "inband", "dtmf_config");
+		q = opt_num(L, 2, "max_queued", lm->dq_max, "dtmf_config");
+		if (q < 1 || q > DIGIT_QUEUE || q != (int)q)
+			return luaL_error(L, "dtmf_config: opts.max_queued must be a whole number 1..%d",
+			                  DIGIT_QUEUE);
+		lm->dq_max = (int)q;
+		/* absent: as it was (inband's default follows the SDP) */
+		media_session_dtmf_config(lm->s, r, i);
+		media_session_dtmf_state(lm->s, &rfc, &inband);
+	}
+	lua_pushboolean(L, rfc);
+	lua_pushboolean(L, inband);
 	return 2;
+}
+
+/***
+ * The telephone-event payload type of our own offer: a peer may send
+ * its events with it rather than with the one in its answer, and both
+ * are read. nil forgets it.
+ * @function set_local_te_pt
+ * @int[opt] pt 0..127, not an audio one
+ */
+static int m_set_local_te_pt(lua_State *L)
+{
+	struct lmedia *lm = check_open(L, "set_local_te_pt");
+	lua_Integer pt = lua_isnoneornil(L, 2) ? -1 : luaL_checkinteger(L, 2);
+	char err[160];
+
+	if (pt < -1 || pt > 127 ||
+	    media_session_set_local_te_pt(lm->s, (int)pt, err, sizeof err))
+		return luaL_error(L, "set_local_te_pt: %d is not a telephone-event payload type "
+		                  "(0..127, not the audio's)", (int)pt);
+	return 0;
+}
+
+/***
+ * The peer's telephone-event payload type (set_remote's
+ * telephone_event_pt), or nil when none was negotiated or the session is
+ * closed.
+ * @function dtmf_pt
+ * @treturn ?int
+ */
+static int m_dtmf_pt(lua_State *L)
+{
+	struct lmedia *lm = check_media(L, 1);
+	int pt = lm->s ? media_session_dtmf_pt(lm->s) : -1;
+
+	if (pt < 0)
+		lua_pushnil(L);
+	else
+		lua_pushinteger(L, pt);
+	return 1;
+}
+
+static const char *const send_dtmf_keys[] = { "mode", "duration", "gap", "volume", NULL };
+
+/* _send_dtmf(digits, opts, co): true once started, or fail, "dtmf: ...".
+ * Raises (naming call:send_dtmf) for a wrong digit or option. */
+static int m_send_dtmf(lua_State *L)
+{
+	static const char fname[] = "call:send_dtmf";
+	struct lmedia *lm = check_open(L, fname);
+	struct media_dtmf_opts o;
+	const char *digits, *mode;
+	size_t n;
+	char err[160];
+	double v;
+
+	if (lua_type(L, 2) != LUA_TSTRING)
+		return luaL_error(L, "%s: digits must be a string (got %s)", fname, luaL_typename(L, 2));
+	digits = lua_tolstring(L, 2, &n);
+	if (n == 0)
+		return luaL_error(L, "%s: no digits", fname);
+	if (n > MEDIA_DTMF_MAX)
+		return luaL_error(L, "%s: at most %d digits at once", fname, MEDIA_DTMF_MAX);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)digits[i];
+		if (!strchr("0123456789*#ABCD", c) || !c) {
+			if (c > 32 && c < 127)
+				return luaL_error(L, "%s: '%c' is not a DTMF digit (0-9, *, #, A-D)",
+				                  fname, (int)c);
+			return luaL_error(L, "%s: byte %d is not a DTMF digit (0-9, *, #, A-D)", fname,
+			                  (int)c);
+		}
+	}
+	check_keys(L, 3, send_dtmf_keys, fname);
+	check_co(L, 4, fname);
+	memset(&o, 0, sizeof o);
+	mode = opt_str(L, 3, "mode", "rfc4733", fname);
+	if (!strcmp(mode, "inband"))
+		o.inband = 1;
+	else if (strcmp(mode, "rfc4733"))
+		return luaL_error(L, "%s: opts.mode must be \"rfc4733\" or \"inband\" (got '%s')",
+		                  fname, mode);
+	v = opt_num(L, 3, "duration", 100, fname);
+	if (!(v >= 20 && v <= 8000))
+		return luaL_error(L, "%s: opts.duration must be 20..8000 ms", fname);
+	o.duration = (int)v;
+	v = opt_num(L, 3, "gap", 50, fname);
+	if (!(v >= 0 && v <= 10000))
+		return luaL_error(L, "%s: opts.gap must be 0..10000 ms", fname);
+	o.gap = (int)v;
+	v = opt_num(L, 3, "volume", 10, fname);
+	if (!(v >= 0 && v <= 63))
+		return luaL_error(L, "%s: opts.volume must be 0..63 (-dBm0)", fname);
+	o.volume = (int)v;
+	if (media_session_send_dtmf(lm->s, digits, n, &o, err, sizeof err))
+		return push_fail(L, err);
+	wait_begin(L, lm, MEDIA_DTMF, 4);
+	lua_pushboolean(L, 1);
+	return 1;
 }
 
 #define SET_INT(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
@@ -664,6 +965,10 @@ static int m_stats(lua_State *L)
 	SET_INT("send_errors", st->send_errors);
 	SET_INT("late", st->late);
 	SET_INT("reordered", st->reordered);
+	SET_INT("dtmf_received", st->dtmf_received);
+	SET_INT("dtmf_invalid", st->dtmf_invalid);
+	SET_INT("dtmf_dropped", st->dtmf_dropped);
+	SET_INT("dtmf_sent", st->dtmf_sent);
 	SET_INT("pt", st->pt);
 	SET_INT("ptime", st->ptime);
 	lua_pushstring(L, st->codec == MEDIA_PCMA ? "PCMA" : "PCMU");
@@ -716,6 +1021,11 @@ static const luaL_Reg methods[] = {
 	{ "stop", m_stop },
 	{ "barge", m_barge },
 	{ "busy", m_busy },
+	{ "on_digit", m_on_digit },
+	{ "dtmf_config", m_dtmf_config },
+	{ "set_local_te_pt", m_set_local_te_pt },
+	{ "dtmf_pt", m_dtmf_pt },
+	{ "_send_dtmf", m_send_dtmf },
 	{ "stats", m_stats },
 	{ "close", m_close },
 	{ NULL, NULL }
@@ -732,6 +1042,18 @@ int lsip_open_media(lua_State *L)
 	lua_setfield(L, -2, "__tostring");
 	luaL_newlib(L, methods);
 	lua_setfield(L, -2, "__index");
+	lua_pop(L, 1);
+	/* the sessions by address, for the digit callback; weak values: it
+	 * keeps none alive */
+	lua_getfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
+	if (!lua_istable(L, -1)) {
+		lua_newtable(L);
+		lua_createtable(L, 0, 1);
+		lua_pushliteral(L, "v");
+		lua_setfield(L, -2, "__mode");
+		lua_setmetatable(L, -2);
+		lua_setfield(L, LUA_REGISTRYINDEX, SESSIONS_KEY);
+	}
 	lua_pop(L, 1);
 	lua_createtable(L, 0, 2);
 	lua_pushcfunction(L, l_session);

@@ -11,8 +11,12 @@
 #include <sys/socket.h>
 #include <spandsp/telephony.h>
 #include <spandsp/g711.h>
+#include <spandsp/logging.h>
+#include <spandsp/super_tone_rx.h>        /* tone_report_func_t, for dtmf.h */
+#include <spandsp/dtmf.h>
 
 #include "session.h"
+#include "dtmf.h"
 #include "rtp.h"
 #include "player.h"
 #include "tone.h"
@@ -63,9 +67,41 @@ struct rx_state {
 
 enum { OUT_NONE = 0, OUT_PLAY, OUT_TONE, OUT_BEEP };
 
+#define MEDIA_TICK_SAMPLES (MEDIA_TICK_MS * MEDIA_RATE / 1000)
+
+/* DTMF heard (dtmf_in.c) */
+struct dtmf_in {
+	int rfc4733;                    /* telephone events are read */
+	int inband;                     /* 1, 0, or -1: on iff no telephone-event was negotiated */
+	int local_te_pt;                /* the telephone-event pt of our own offer, -1 */
+	struct dtmf_track track;
+	dtmf_rx_state_t *det;           /* spandsp's detector, made when inband first hears audio */
+	double now;                     /* when the audio being detected came */
+	int last_inband;                /* the event code inband reported last, -1 */
+	double last_inband_at;
+};
+
+/* DTMF sent (dtmf_out.c): RFC 4733 events on the 20 ms tick, or tones in
+ * place of the audio frames */
+enum { DTMF_OUT_NONE = 0, DTMF_OUT_EVENTS, DTMF_OUT_INBAND };
+
+struct dtmf_out {
+	int mode;
+	char digits[MEDIA_DTMF_MAX];
+	int n, i;                       /* digits, and the one being sent */
+	int dur_ms, gap_ms, volume;
+	uint32_t t0;                    /* the RTP clock when the send began */
+	int tick;                       /* 20 ms ticks since */
+	int ev_tick;                    /* the tick the current event began or begins */
+	int ends;                       /* end packets sent for it */
+	dtmf_tx_state_t *gen;           /* spandsp's generator, made at the first inband send */
+	long samples;                   /* inband: samples generated */
+};
+
 struct media_session {
 	struct media_engine *m;
 	media_done_fn done;
+	media_digit_fn digit;
 	void *arg;
 	int fd[2];                      /* RTP, RTCP */
 	ev_io io[2];
@@ -106,6 +142,9 @@ struct media_session {
 	uint64_t sent_at_report;
 	char cname[48];
 
+	struct dtmf_in din;
+	struct dtmf_out dout;
+
 	struct rx_state rx;
 	struct media_stats st;
 
@@ -130,5 +169,29 @@ void media_timer_stop(struct media_engine *m, ev_timer *w);
 /* session.c, called by the engine */
 void media_session_tick(struct media_session *s, double now);
 void media_session_report(struct media_session *s, double now, int bye);
+
+/* session.c, for the DTMF files */
+int media_can_send(const struct media_session *s);
+int media_can_receive(const struct media_session *s);
+/* s->pkt, its header written, `len` bytes in all, to the peer; counted */
+void media_send_packet(struct media_session *s, size_t len, size_t payload_len);
+/* n samples of s->pcm as the next audio packet (nothing on hold) */
+void media_send_pcm(struct media_session *s, int n, double now);
+/* on the tick list, the timestamp following the clock across a pause */
+void media_tick_begin(struct media_session *s);
+/* off the tick list once nothing sends */
+void media_tick_update(struct media_session *s);
+void media_done(struct media_session *s, const struct media_result *r);
+
+/* dtmf_in.c */
+void media_dtmf_event_in(struct media_session *s, const struct rtp_packet *p, double now);
+void media_dtmf_audio_in(struct media_session *s, const struct rtp_packet *p, double now);
+int media_dtmf_inband_on(const struct media_session *s);
+
+/* dtmf_out.c */
+void media_dtmf_events_tick(struct media_session *s, double now);
+void media_dtmf_inband_frame(struct media_session *s, double now);
+/* ends a send: ok, or stopped with reason; the done callback is called */
+void media_dtmf_finish(struct media_session *s, int ok, const char *reason);
 
 #endif

@@ -220,8 +220,14 @@ int media_session_new(struct media_session **out, struct media_engine *m,
 	s->m = m;
 	s->fd[0] = s->fd[1] = -1;
 	s->done = cfg->done;
+	s->digit = cfg->digit;
 	s->arg = cfg->arg;
 	s->te_pt = -1;
+	s->din.rfc4733 = 1;
+	s->din.inband = -1;
+	s->din.local_te_pt = -1;
+	s->din.last_inband = -1;
+	dtmf_track_reset(&s->din.track);
 	s->codec = MEDIA_PCMU;
 	s->pt = 0;
 	s->ptime = 20;
@@ -282,7 +288,7 @@ static void release_output(struct media_session *s)
 	s->tone = NULL;
 	s->out = OUT_NONE;
 	s->barge = 0;
-	media_engine_play_remove(s->m, s);
+	media_tick_update(s);
 }
 
 static void release_record(struct media_session *s, double *dur)
@@ -307,6 +313,7 @@ void media_session_free(struct media_session *s)
 		return;
 	m = s->m;
 	media_session_report(s, m->loop ? ev_now(m->loop) : 0, 1);
+	s->dout.mode = DTMF_OUT_NONE;  /* a send ends without a word: off the tick too */
 	release_output(s);
 	release_record(s, NULL);
 	media_io_stop(m, &s->io[0]);
@@ -319,6 +326,10 @@ void media_session_free(struct media_session *s)
 			close(s->fd[i]);
 	g711_free(s->ulaw);
 	g711_free(s->alaw);
+	if (s->din.det)
+		dtmf_rx_free(s->din.det);
+	if (s->dout.gen)
+		dtmf_tx_free(s->dout.gen);
 	free(s);
 }
 
@@ -347,6 +358,10 @@ int media_session_set_remote(struct media_session *s, const struct media_remote 
 		snprintf(err, errlen, "payload type or port out of range");
 		return -EINVAL;
 	}
+	if (r->te_pt >= 0 && (r->te_pt == r->pt || r->te_pt == MEDIA_PCMU || r->te_pt == MEDIA_PCMA)) {
+		snprintf(err, errlen, "telephone_event_pt: %d is an audio payload type", r->te_pt);
+		return -EINVAL;
+	}
 	if (ptime < 10 || ptime > MEDIA_MAX_PTIME || ptime % 10) {
 		snprintf(err, errlen, "ptime: %d ms is not 10 to %d in steps of 10", ptime,
 		         MEDIA_MAX_PTIME);
@@ -362,7 +377,7 @@ int media_session_set_remote(struct media_session *s, const struct media_remote 
 	}
 	s->codec = r->codec;
 	s->pt = r->pt;
-	s->te_pt = r->te_pt;
+	s->te_pt = r->te_pt < 0 ? -1 : r->te_pt;
 	if (s->ptime != ptime)
 		s->credit = 0;
 	s->ptime = ptime;
@@ -390,24 +405,41 @@ int media_session_get_direction(const struct media_session *s)
 	return s->dir;
 }
 
-static int can_send(const struct media_session *s)
+int media_can_send(const struct media_session *s)
 {
 	return s->have_remote && (s->dir == MEDIA_SENDRECV || s->dir == MEDIA_SENDONLY);
 }
 
-static int can_receive(const struct media_session *s)
+int media_can_receive(const struct media_session *s)
 {
 	return s->dir == MEDIA_SENDRECV || s->dir == MEDIA_RECVONLY;
 }
 
+void media_done(struct media_session *s, const struct media_result *r)
+{
+	if (s->done)
+		s->done(s->arg, r);
+}
+
 /* ---- sending ------------------------------------------------------ */
 
-static void send_pcm(struct media_session *s, int n, double now)
+void media_send_packet(struct media_session *s, size_t len, size_t payload_len)
 {
-	if (can_send(s)) {
+	const struct media_addr *to = s->learned_rtp ? &s->peer_rtp : &s->sdp_rtp;
+
+	if (sendto(s->fd[0], s->pkt, len, 0, &to->u.sa, to->len) < 0) {
+		s->st.send_errors++;
+	} else {
+		s->st.packets_sent++;
+		s->st.octets_sent += payload_len;
+	}
+	s->seq++;
+}
+
+void media_send_pcm(struct media_session *s, int n, double now)
+{
+	if (media_can_send(s)) {
 		struct rtp_packet p;
-		const struct media_addr *to = s->learned_rtp ? &s->peer_rtp : &s->sdp_rtp;
-		ssize_t len;
 
 		p.marker = s->spurt;
 		p.pt = (unsigned)s->pt;
@@ -416,14 +448,7 @@ static void send_pcm(struct media_session *s, int n, double now)
 		p.ssrc = s->ssrc;
 		rtp_write_header(s->pkt, &p);
 		g711_encode(s->codec == MEDIA_PCMA ? s->alaw : s->ulaw, s->pkt + RTP_HDR_LEN, s->pcm, n);
-		len = sendto(s->fd[0], s->pkt, RTP_HDR_LEN + (size_t)n, 0, &to->u.sa, to->len);
-		if (len < 0) {
-			s->st.send_errors++;
-		} else {
-			s->st.packets_sent++;
-			s->st.octets_sent += (uint64_t)n;
-		}
-		s->seq++;
+		media_send_packet(s, RTP_HDR_LEN + (size_t)n, (size_t)n);
 		s->spurt = 0;
 	} else {
 		/* on hold: time goes on, and sending again starts a talkspurt */
@@ -455,7 +480,7 @@ static int send_frame(struct media_session *s, double now)
 	if (got > 0) {
 		if (got < n)
 			memset(s->pcm + got, 0, (size_t)(n - got) * sizeof *s->pcm);
-		send_pcm(s, n, now);
+		media_send_pcm(s, n, now);
 	}
 	if (got < n) {
 		if (s->out == OUT_BEEP) {
@@ -471,16 +496,36 @@ static int send_frame(struct media_session *s, double now)
 
 void media_session_tick(struct media_session *s, double now)
 {
+	if (s->dout.mode == DTMF_OUT_EVENTS) {
+		/* events go out in place of the audio, whose frames wait: the
+		 * clock runs on, the prompt resumes where it was */
+		media_dtmf_events_tick(s, now);
+		return;
+	}
 	s->credit += MEDIA_TICK_MS;
-	while (s->out != OUT_NONE && s->credit >= s->ptime) {
+	while (s->credit >= s->ptime) {
+		if (s->dout.mode == DTMF_OUT_INBAND) {
+			/* tones in place of the audio's frames */
+			s->credit -= s->ptime;
+			media_dtmf_inband_frame(s, now);
+			continue;
+		}
+		if (s->out == OUT_NONE)
+			break;
 		s->credit -= s->ptime;
 		if (!send_frame(s, now))
 			break;
 	}
 }
 
-/* an output starts: on the tick list, a new talkspurt if it was idle */
-static void output_begin(struct media_session *s)
+void media_tick_update(struct media_session *s)
+{
+	if (s->out == OUT_NONE && s->dout.mode == DTMF_OUT_NONE)
+		media_engine_play_remove(s->m, s);
+}
+
+/* something to send starts: on the tick list, a new talkspurt if it was idle */
+void media_tick_begin(struct media_session *s)
 {
 	if (!s->on_tick) {
 		double now = s->m->loop ? ev_now(s->m->loop) : 0;
@@ -508,8 +553,7 @@ static void finish_output(struct media_session *s, int ok, const char *reason, c
 	r.ok = ok;
 	r.reason = reason;
 	r.digit = digit;
-	if (s->done)
-		s->done(s->arg, &r);
+	media_done(s, &r);
 }
 
 static void finish_record(struct media_session *s, const char *end)
@@ -523,8 +567,7 @@ static void finish_record(struct media_session *s, const char *end)
 	r.ok = 1;
 	r.end = end;
 	release_record(s, &r.duration);
-	if (s->done)
-		s->done(s->arg, &r);
+	media_done(s, &r);
 }
 
 /* ---- operations --------------------------------------------------- */
@@ -547,7 +590,7 @@ int media_session_play(struct media_session *s, const char *const *files, int nf
 	s->player = p;
 	s->out = OUT_PLAY;
 	s->barge = o && o->barge;
-	output_begin(s);
+	media_tick_begin(s);
 	return 0;
 }
 
@@ -569,7 +612,7 @@ int media_session_tone(struct media_session *s, const struct tone_spec *t, char 
 	finish_output(s, 0, "stopped", 0);
 	s->tone = tn;
 	s->out = OUT_TONE;
-	output_begin(s);
+	media_tick_begin(s);
 	return 0;
 }
 
@@ -670,7 +713,7 @@ int media_session_record(struct media_session *s, const char *path,
 		finish_output(s, 0, "stopped", 0);
 		s->tone = beep;
 		s->out = OUT_BEEP;
-		output_begin(s);
+		media_tick_begin(s);
 	} else {
 		start_recording(s);
 	}
@@ -689,6 +732,10 @@ int media_session_stop(struct media_session *s, int op, const char *reason)
 		finish_record(s, reason ? reason : "stopped");
 		n++;
 	}
+	if ((op < 0 || op == MEDIA_DTMF) && s->dout.mode != DTMF_OUT_NONE) {
+		media_dtmf_finish(s, 0, reason ? reason : "stopped");
+		n++;
+	}
 	return n;
 }
 
@@ -702,7 +749,8 @@ int media_session_barge(struct media_session *s, char digit)
 
 int media_session_busy(const struct media_session *s)
 {
-	return (s->out != OUT_NONE && s->out != OUT_BEEP ? 1 : 0) | (s->rec ? 2 : 0);
+	return (s->out != OUT_NONE && s->out != OUT_BEEP ? 1 : 0) | (s->rec ? 2 : 0) |
+	       (s->dout.mode != DTMF_OUT_NONE ? 4 : 0);
 }
 
 /* ---- receiving ---------------------------------------------------- */
@@ -760,7 +808,8 @@ static int pt_known(const struct media_session *s, unsigned pt)
 {
 	/* both G.711 laws are decoded whatever was negotiated: an answer may
 	 * list both and the peer send either; 13 is comfort noise */
-	return pt == 0 || pt == 8 || pt == 13 || (int)pt == s->pt || (int)pt == s->te_pt;
+	return pt == 0 || pt == 8 || pt == 13 || (int)pt == s->pt || (int)pt == s->te_pt ||
+	       (int)pt == s->din.local_te_pt;
 }
 
 static void rtp_packet_in(struct media_session *s, const struct sockaddr *src, socklen_t slen,
@@ -795,10 +844,19 @@ static void rtp_packet_in(struct media_session *s, const struct sockaddr *src, s
 	}
 	s->st.packets_received++;
 	s->st.octets_received += p.payload_len;
+	if ((int)p.pt == s->te_pt || (int)p.pt == s->din.local_te_pt) {
+		if (media_can_receive(s))
+			media_dtmf_event_in(s, &p, now);
+		return;
+	}
 	if (p.pt != 0 && p.pt != 8)
-		return;         /* events and comfort noise: not audio to record */
+		return;         /* comfort noise: not audio to record */
 	rx_jitter(&s->rx, p.ts, now);
-	if (s->rec && s->rec_running && can_receive(s) &&
+	if (!media_can_receive(s))
+		return;
+	/* the detector first: a digit that barges a play is heard at once */
+	media_dtmf_audio_in(s, &p, now);
+	if (s->rec && s->rec_running &&
 	    recorder_packet(s->rec, p.seq, p.ts, p.ssrc, (int)p.pt, p.payload, p.payload_len, now))
 		finish_record(s, "max");
 }

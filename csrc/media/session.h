@@ -33,11 +33,13 @@ void media_engine_free(struct media_engine *m);
 int media_engine_sessions(const struct media_engine *m);
 
 enum media_dir { MEDIA_SENDRECV = 0, MEDIA_SENDONLY, MEDIA_RECVONLY, MEDIA_INACTIVE };
-enum media_op { MEDIA_OUTPUT = 0, MEDIA_RECORD = 1 };  /* play and tone share the output */
+/* play and tone share the output; a DTMF send runs beside it (the audio
+ * waits while events go out) */
+enum media_op { MEDIA_OUTPUT = 0, MEDIA_RECORD = 1, MEDIA_DTMF = 2 };
 
 struct media_result {
-	int op;                 /* MEDIA_OUTPUT or MEDIA_RECORD */
-	int ok;                 /* output: played to its end */
+	int op;                 /* MEDIA_OUTPUT, MEDIA_RECORD or MEDIA_DTMF */
+	int ok;                 /* output: played to its end; dtmf: every digit sent */
 	const char *reason;     /* when not ok: "stopped", "digit", a given reason, "file: ..." */
 	char digit;             /* reason "digit": the digit that barged in */
 	double duration;        /* record: seconds in the file */
@@ -46,10 +48,18 @@ struct media_result {
 
 typedef void (*media_done_fn)(void *arg, const struct media_result *r);
 
+enum media_dtmf_source { MEDIA_DTMF_RFC4733 = 0, MEDIA_DTMF_INBAND = 1 };
+
+/* A digit was heard ('0'..'9', '*', '#', 'A'..'D'), once per key press.
+ * Nonzero when it could not be taken (it is counted in dtmf_dropped).
+ * Called from the socket's callback: it must not free the session. */
+typedef int (*media_digit_fn)(void *arg, char digit, int source);
+
 struct media_session_cfg {
 	const char *addr;       /* numeric local address to bind, IPv4 or IPv6 */
 	int port_lo, port_hi;   /* RTP on an even port, RTCP on the next */
 	media_done_fn done;
+	media_digit_fn digit;   /* optional */
 	void *arg;
 };
 
@@ -106,7 +116,7 @@ struct media_record_opts {
 int media_session_record(struct media_session *s, const char *path,
                          const struct media_record_opts *o, char *err, size_t errlen);
 
-/* Ends what runs: op MEDIA_OUTPUT, MEDIA_RECORD or -1 for both, with
+/* Ends what runs: op MEDIA_OUTPUT, MEDIA_RECORD, MEDIA_DTMF or -1 for all, with
  * `reason` (the output's "nil, reason"; the recording's end). Returns how
  * many ended; each was called back. */
 int media_session_stop(struct media_session *s, int op, const char *reason);
@@ -115,8 +125,44 @@ int media_session_stop(struct media_session *s, int op, const char *reason);
  * Returns 1 if it did. */
 int media_session_barge(struct media_session *s, char digit);
 
-/* what runs: bit 0 the output, bit 1 a recording */
+/* what runs: bit 0 the output, bit 1 a recording, bit 2 a DTMF send */
 int media_session_busy(const struct media_session *s);
+
+/*
+ * DTMF in: RFC 4733 telephone events on the negotiated payload type (or
+ * on our own offer's, see set_local_te_pt) and, when inband is on,
+ * spandsp's detector on the decoded G.711 audio. Each key press reaches
+ * the digit callback once, then barges a play started with barge. By
+ * default events are read, and inband runs iff the peer negotiated no
+ * telephone-event; an explicit setting stays. Each 1 or 0, negative to
+ * leave it as it is.
+ */
+void media_session_dtmf_config(struct media_session *s, int rfc4733, int inband);
+/* what is in effect now */
+void media_session_dtmf_state(const struct media_session *s, int *rfc4733, int *inband);
+/* the telephone-event payload type our own SDP offered (-1: none): a
+ * peer may send events with it rather than with the one it answered */
+int media_session_set_local_te_pt(struct media_session *s, int pt, char *err, size_t errlen);
+/* the peer's telephone-event payload type, -1 if none was negotiated */
+int media_session_dtmf_pt(const struct media_session *s);
+
+#define MEDIA_DTMF_MAX 128      /* digits in one send */
+
+struct media_dtmf_opts {
+	int inband;             /* tones in place of the audio, else RFC 4733 events */
+	int duration;           /* ms of each digit, 20..8000 */
+	int gap;                /* ms after each digit, 0..10000 */
+	int volume;             /* 0..63: -dBm0 */
+};
+
+/* Sends digits (0-9 * # A-D), paced by the tick, replacing a send that
+ * runs (it ends "stopped"); ends through the done callback (MEDIA_DTMF).
+ * RFC 4733: each digit one event (its first packet marked, one
+ * timestamp, the duration growing each 20 ms, three end packets, then
+ * the gap), audio frames held back meanwhile. Fails with "dtmf: no
+ * telephone-event negotiated" when there is no payload type for them. */
+int media_session_send_dtmf(struct media_session *s, const char *digits, size_t n,
+                            const struct media_dtmf_opts *o, char *err, size_t errlen);
 
 struct media_stats {
 	uint64_t packets_sent, octets_sent;
@@ -135,6 +181,10 @@ struct media_stats {
 	double remote_jitter;           /* seconds */
 	double rtt;                     /* seconds, < 0 if not known */
 	uint64_t late, reordered;       /* of the current recording */
+	uint64_t dtmf_received;         /* key presses heard (each source's once) */
+	uint64_t dtmf_invalid;          /* telephone-event packets dropped as malformed */
+	uint64_t dtmf_dropped;          /* digits heard that the digit callback refused */
+	uint64_t dtmf_sent;             /* digits sent to their end */
 	int codec, pt, ptime;
 	int learned;                    /* the peer's RTP source is known */
 	char remote[64];                /* where RTP goes: "1.2.3.4:5000", "" if nowhere */
