@@ -1348,6 +1348,17 @@ local function media_tools()
   return true
 end
 
+-- busy and total jiffies of one CPU so far (/proc/stat)
+local function cpu_jiffies(cpu)
+  local line = (readfile("/proc/stat") or ""):match("\ncpu" .. cpu .. " ([^\n]*)")
+  if not line then return nil end
+  local f = {}
+  for w in line:gmatch("%d+") do f[#f + 1] = tonumber(w) end
+  local total = 0
+  for i = 1, math.min(8, #f) do total = total + f[i] end   -- user .. steal
+  return total - f[4] - (f[5] or 0), total                 -- less idle and iowait
+end
+
 -- allocations, frees and bytes so far in a process run with the counter
 local function malloc_counts(path)
   local s = readfile(path)
@@ -1468,6 +1479,7 @@ local function media_step(side, n, wav, idle_first)
   local c0, s0 = cpu_of(server.pid)
   local u0, x0 = cpu_of(uac and uac.pid), cpu_of(rx.pid)
   local m0 = server.counter and malloc_counts(server.counter)
+  local b0, j0 = cpu_jiffies(PIN and 1 or 0)
   local t0 = now()
   os.execute("kill -USR1 " .. rx.pid)
   sleep(MEDIA_WINDOW)
@@ -1476,6 +1488,7 @@ local function media_step(side, n, wav, idle_first)
   local c1, s1 = cpu_of(server.pid)
   local u1, x1 = cpu_of(uac and uac.pid), cpu_of(rx.pid)
   local m1 = server.counter and malloc_counts(server.counter)
+  local b1, j1 = cpu_jiffies(PIN and 1 or 0)
   local alive_server = c1 ~= nil
   r.rx = media_rx_result(rx, 1, 10)
   r.stat = side == "lua" and uas_stat(server) or {}
@@ -1490,6 +1503,9 @@ local function media_step(side, n, wav, idle_first)
   r.server_cpu = c1 - c0
   r.server_load = r.server_cpu / wall
   r.sys_share = r.server_cpu > 0 and (s1 - s0) / r.server_cpu or nil
+  -- what else ran on the server's core (other people's work): its busy
+  -- share less the server's own
+  r.others = b0 and b1 and j1 > j0 and math.max(0, (b1 - b0) / (j1 - j0) - r.server_load) or nil
   r.uac_load = u0 and u1 and (u1 - u0) / wall
   r.rx_load = x0 and x1 and (x1 - x0) / wall
   r.streams = r.rx.streams or 0
@@ -1512,12 +1528,12 @@ local function media_step(side, n, wav, idle_first)
           (r.pps < 49.5 and fmt("%.1f packets/s", r.pps)) or
           (not r.paced and fmt("p99 %.1f ms", p99 / 1000)) or "ok"
   note(fmt("%-8s %5d streams: %-16s CPU %s (%s sys, %s us/stream/s), interval p50 %.1f p99 %.1f max %.1f ms, " ..
-           "%.2f packets/s, lost %d, rx drops %d, allocs/packet %s; caller %s, receiver %s",
+           "%.2f packets/s, lost %d, rx drops %d, allocs/packet %s; caller %s, receiver %s, others on its core %s",
            MEDIA_NAMES[side], n, r.why, pct(r.server_load), r.sys_share and pct(r.sys_share) or "?",
            us(r.per_stream), (r.rx.p50_us or 0) / 1000, p99 / 1000, (r.rx.max_us or 0) / 1000, r.pps,
            r.rx.lost or 0, r.rx.drops or 0,
            r.per_packet and fmt("%.4f", r.per_packet) or "-", r.uac_load and pct(r.uac_load) or "?",
-           r.rx_load and pct(r.rx_load) or "?"))
+           r.rx_load and pct(r.rx_load) or "?", r.others and pct(r.others) or "?"))
   return r
 end
 
@@ -1606,7 +1622,8 @@ local function render_media(M0, load_end)
   out(fmt("The machine has %d cores: %s The caller (SIPp, idle once its calls are up) and the receiver " ..
           "compete for the other core, and the loopback receive path (UDP queueing and the timestamp) " ..
           "runs in the sender's system call, so it is part of the server's CPU on both sides; other " ..
-          "people's work on the machine is not pinned. A ladder stops at its first step that lost " ..
+          "people's work on the machine is not pinned: \"others on the server's core\" is that core's busy " ..
+          "share over the window (/proc/stat) less the server's own. A ladder stops at its first step that lost " ..
           "packets, did not get all its streams up or used 95%% of its core, or, if its first step " ..
           "was inside 20 +- 2 ms, whose p99 left it.", NPROC,
           PIN and "the server is pinned to CPU 1 and the caller and the receiver to CPU 0 (taskset), so " ..
@@ -1615,7 +1632,8 @@ local function render_media(M0, load_end)
   out()
   local side = "| CPU/stream (us/s) | CPU (sys) | interval p50 / p99 / max (ms) | outside 20 +- 2 ms " ..
                "| packets/s a stream | lost / rx drops "
-  out("| streams | luasip " .. side .. "| SIPp rtp_stream " .. side .. "| caller / receiver CPU (luasip ; SIPp) |")
+  out("| streams | luasip " .. side .. "| SIPp rtp_stream " .. side ..
+      "| caller / receiver / others on the server's core (luasip ; SIPp) |")
   out("|---:" .. string.rep("|---|---:|---:|---:|---:|---:|---:", 2) .. "|---:|")
   local function at(l, n)
     for _, s in ipairs(l.steps) do if s.n == n then return s end end
@@ -1631,7 +1649,8 @@ local function render_media(M0, load_end)
   end
   local function loads(s)
     if not s then return "-" end
-    return (s.uac_load and pct(s.uac_load) or "?") .. " / " .. (s.rx_load and pct(s.rx_load) or "?")
+    return (s.uac_load and pct(s.uac_load) or "?") .. " / " .. (s.rx_load and pct(s.rx_load) or "?") ..
+           " / " .. (s.others and pct(s.others) or "?")
   end
   for _, n in ipairs(m.list) do
     local a, b = at(m.lua, n), at(m.sipp, n)
