@@ -497,5 +497,7 @@ int luaopen_sip_core(lua_State *L)
 	lua_setfield(L, -2, "pcap");
 	lsip_open_socket(L);
 	lua_setfield(L, -2, "socket");
+	lsip_open_proc(L);
+	lua_setfield(L, -2, "proc");
 	return 1;
 }

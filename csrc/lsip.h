@@ -64,6 +64,7 @@ int lsip_open_edit(lua_State *L);
 int lsip_open_media(lua_State *L);       /* l_media.c: sip.core.media */
 int lsip_open_pcap(lua_State *L);        /* l_pcap.c: sip.core.pcap */
 int lsip_open_socket(lua_State *L);      /* l_sock.c: sip.core.socket */
+int lsip_open_proc(lua_State *L);        /* l_proc.c: sip.core.proc */
 void lsip_call_incoming(struct lua_ua *lu, struct sip_txn *ist, struct sip_msg *req);
 int lsip_call_cancelled(struct sip_txn *ist);
 void lsip_calls_close(lua_State *L, struct lua_ua *lu, int from_gc);

@@ -528,6 +528,10 @@ int sip_stream_listen(struct sip_listener *l, char *err, size_t errlen)
 	if (fd < 0)
 		goto fail;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+	/* the workers of `luasip -w N` share their listen ports (connections
+	 * spread over them) */
+	if (getenv("LUASIP_WORKERS"))
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
 	if (l->addr.ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
 	if (bind(fd, (struct sockaddr *)&l->addr.ss, l->addr.len) < 0 || listen(fd, 1024) < 0)

@@ -132,6 +132,10 @@ int sip_udp_open(struct sip_listener *l, char *err, size_t errlen)
 		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) < 0)
 			setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
 	}
+	/* the workers of `luasip -w N` share their listen ports: the kernel
+	 * spreads datagrams over them by source address and port */
+	if (getenv("LUASIP_WORKERS"))
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
 	if (bind(fd, (struct sockaddr *)&l->addr.ss, l->addr.len) < 0)
 		goto fail;
 	alen = sizeof l->addr.ss;

@@ -34,6 +34,13 @@ local co_create, co_resume, co_running, co_status, co_yield =
 
 local sip = { _VERSION = "luasip 0.1", core = core }
 
+--- Under `luasip -w N`, this worker: `{ id = 1..N, count = N }`; nil in
+-- a process of its own.
+do
+  local id, count = tonumber(os.getenv("LUASIP_WORKER")), tonumber(os.getenv("LUASIP_WORKERS"))
+  sip.worker = id and count and { id = id, count = count } or nil
+end
+
 -- The private sentinel every library wait yields: a user's own yield
 -- inside a driven coroutine can never be mistaken for one of ours.
 local WAIT = setmetatable({}, { __name = "sip.wait" })
