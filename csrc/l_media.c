@@ -662,14 +662,15 @@ static int m_record(lua_State *L)
  * @function stop
  * @string[opt] reason default "stopped"
  * @string[opt] which "output" (a play or tone, and a DTMF send: all that
- * goes out), "dtmf" (a DTMF send only), "record", or all when absent
+ * goes out), "play" (a play or tone only), "dtmf" (a DTMF send only),
+ * "record", or all when absent
  * @treturn integer how many operations ended
  */
 static int m_stop(lua_State *L)
 {
 	struct lmedia *lm = check_media(L, 1);
 	const char *reason = luaL_optstring(L, 2, "stopped");
-	static const char *const which[] = { "output", "record", "all", "dtmf", NULL };
+	static const char *const which[] = { "output", "record", "all", "dtmf", "play", NULL };
 	int w = luaL_checkoption(L, 3, "all", which), n = 0;
 
 	if (lm->s) {
@@ -683,6 +684,9 @@ static int m_stop(lua_State *L)
 			break;
 		case 3:
 			n = media_session_stop(lm->s, MEDIA_DTMF, reason);
+			break;
+		case 4:
+			n = media_session_stop(lm->s, MEDIA_OUTPUT, reason);
 			break;
 		default:
 			n = media_session_stop(lm->s, -1, reason);

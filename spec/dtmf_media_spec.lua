@@ -496,7 +496,11 @@ describe("DTMF by RFC 4733", function()
     local got = listen(b)
     local r = {}
     helper.run(function()
-      sip.spawn(function() sip.sleep(0.25); r.n = a:stop("cancelled", "output") end)
+      sip.spawn(function()
+        sip.sleep(0.25)
+        r.play_only = a:stop("x", "play")       -- a play or tone only: none runs
+        r.n = a:stop("cancelled", "output")
+      end)
       r.first = { send_dtmf(a, "123456789") }
       r.busy = { a:busy() }
       sip.sleep(0.2)
@@ -508,6 +512,7 @@ describe("DTMF by RFC 4733", function()
       sip.sleep(0.1)
     end)
     assert.are.same({ nil, "cancelled" }, r.first)
+    assert.are.equal(0, r.play_only)
     assert.are.equal(1, r.n)
     assert.are.same({ false, false, false }, r.busy)
     assert.are.same({ nil, "stopped" }, r.replaced)
@@ -517,6 +522,32 @@ describe("DTMF by RFC 4733", function()
     -- replaced send's first "9"; the "#"; the first "0"
     assert.are.equal("129#0", got.digits)
     assert.is_nil(a:dtmf_pt())
+  end)
+
+  it("stop(reason, \"dtmf\") ends a send and leaves the play it held back, which goes on", function()
+    local a, b = pair(TE)
+    finally(function() a:close(); b:close() end)
+    local got = listen(b)
+    local file = tone_wav(1)
+    local r = {}
+    helper.run(function()
+      sip.spawn(function()
+        sip.sleep(0.2)
+        sip.spawn(function() sip.sleep(0.05); r.busy = { a:busy() }; r.n = a:stop("enough", "dtmf") end)
+        r.sent = { send_dtmf(a, "4444") }
+      end)
+      r.play = { media.play(a, file) }
+    end)
+    assert.are.same({ true, false, true }, r.busy)
+    assert.are.equal(1, r.n)
+    assert.are.same({ nil, "enough" }, r.sent)
+    assert.are.same({ true }, r.play)
+    assert.are.equal("4", got.digits)
+    -- the whole prompt, and the one event: its updates so far, then its
+    -- three end packets at the stop
+    local events = a:stats().packets_sent - 50
+    assert.is_true(events >= 4 and events <= 7, events .. " event packets")
+    assert.are.equal(a:stats().packets_sent, b:stats().packets_received)
   end)
 
   it("raises for a bad digit or option, naming call:send_dtmf; fails without telephone-event", function()
