@@ -23,7 +23,7 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden \
              -I$(LIBEDIT_INCDIR) -Icsrc/core -Icsrc
 LIBFLAG ?= -shared
 LIBS = -L$(OSIP2_LIBDIR) -L$(LIBEV_LIBDIR) -L$(OPENSSL_LIBDIR) -L$(LIBEDIT_LIBDIR) \
-       -losipparser2 -lev -lcrypto -lssl -ledit -lspandsp -lsndfile -lspeexdsp -lpcap
+       -losipparser2 -lev -lcrypto -lssl -ledit -lspandsp -lsndfile -lspeexdsp -lpcap -lcares
 
 CORE_SRC = $(wildcard csrc/core/*.c)
 MEDIA_SRC = $(wildcard csrc/media/*.c)
@@ -41,7 +41,8 @@ DEB_PKGS = liblua5.4-dev lua5.4 libosip2-dev libev-dev libssl-dev luarocks lua-b
            lua-check lua-socket sip-tester kamailio kamailio-tls-modules pkg-config gcc make openssl \
            libedit-dev tmux clang libclang-rt-14-dev iproute2 util-linux valgrind nftables \
            libspandsp-dev libsndfile1-dev libspeexdsp-dev sox espeak-ng \
-           libpcap-dev tshark sngrep lua-ldoc lua-markdown baresip
+           libpcap-dev tshark sngrep lua-ldoc lua-markdown baresip \
+           libc-ares-dev dnsmasq
 BUSTED = $(LUA) /usr/bin/busted
 
 FUZZ_TIME ?= 30

@@ -44,6 +44,11 @@ external_dependencies = {
     header = "pcap/pcap.h",
     library = "pcap",
   },
+  -- RFC 3263 (NAPTR, SRV, A/AAAA) lookups on the loop
+  CARES = {
+    header = "ares.h",
+    library = "cares",
+  },
 }
 
 build = {

@@ -11,6 +11,7 @@
 #include "core/core.h"
 #include "core/tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
 #include <stdio.h>
@@ -44,6 +45,8 @@ static void pending_free(lua_State *L, struct pending *p)
 	struct ev_loop *loop = p->lu->e->env.loop;
 
 	ev_timer_stop(loop, &p->tmo);         /* active or pending */
+	sip_dns_cancel(p->q);
+	p->q = NULL;
 	pending_unlink(p);
 	if (p->prov_ref != LUA_NOREF)
 		luaL_unref(L, LUA_REGISTRYINDEX, p->prov_ref);
@@ -213,6 +216,47 @@ static void ua_config(lua_State *L, int t, struct sip_ua_cfg *c)
 	}
 }
 
+/* opts.dns = { servers = { "127.0.0.1:5353", ... }, timeout, blacklist }
+ * (the names and types are checked in lua/sip/resolve.lua) */
+static void ua_dns(lua_State *L, int t, struct sip_ua_cfg *c)
+{
+	size_t off = 0;
+	int i, n;
+
+	if (lua_isnoneornil(L, t))
+		return;
+	lua_getfield(L, t, "dns");
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return;
+	}
+	luaL_checktype(L, -1, LUA_TTABLE);
+	t = lua_gettop(L);
+	c->dns_timeout = lsip_opt_number(L, t, "timeout", c->dns_timeout, "opts.dns");
+	c->dns_blacklist = lsip_opt_number(L, t, "blacklist", c->dns_blacklist, "opts.dns");
+	if (c->dns_timeout <= 0 || c->dns_blacklist < 0)
+		luaL_error(L, "opts.dns: timeout must be positive, blacklist not negative");
+	lua_getfield(L, t, "servers");
+	if (!lua_isnil(L, -1)) {
+		luaL_checktype(L, -1, LUA_TTABLE);
+		n = (int)luaL_len(L, -1);
+		for (i = 1; i <= n; i++) {
+			size_t l;
+			const char *sv;
+			lua_geti(L, -1, i);
+			sv = lua_tolstring(L, -1, &l);
+			if (!sv || !l || strchr(sv, ',') || off + l + 2 > sizeof c->dns_servers)
+				luaL_error(L, "opts.dns.servers[%d] must be an address", i);
+			if (off)
+				c->dns_servers[off++] = ',';
+			memcpy(c->dns_servers + off, sv, l + 1);
+			off += l;
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 2);
+}
+
 /* opts.tls = { cert, key, cafile, capath, verify, verify_client, tls13,
  * allow_wildcard, handshake_timeout } */
 static int ua_tls(lua_State *L, int t, struct sip_ua *ua, char *err, size_t errlen)
@@ -276,7 +320,16 @@ static int l_ua_new(lua_State *L)
 	if (sip_ua_new(&e->env, &lu->ua))
 		return luaL_error(L, "sip.ua: out of memory");
 	ua_config(L, 1, sip_ua_config(lu->ua));
+	ua_dns(L, 1, sip_ua_config(lu->ua));
 	sip_ua_set_tu(lu->ua, on_request, lu);
+	if (sip_ua_config(lu->ua)->dns_servers[0] && !sip_ua_dns(lu->ua, err, sizeof err)) {
+		/* servers that do not parse (the Lua side checked their form) */
+		sip_ua_free(lu->ua);
+		lu->ua = NULL;
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
 	if (ua_tls(L, 1, lu->ua, err, sizeof err)) {
 		/* an unreadable certificate is the environment's fault: fail */
 		sip_ua_free(lu->ua);
@@ -444,6 +497,114 @@ static int l_ua_request(lua_State *L)
 	return 1;
 }
 
+/* the outcome of a lookup as a list of { transport, addr, port,
+ * priority, weight }, or nil, err */
+static int push_targets(lua_State *L, const char *err, const struct sip_dns_target *t, size_t n)
+{
+	size_t i;
+
+	if (err) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	lua_createtable(L, (int)n, 0);
+	for (i = 0; i < n; i++) {
+		char host[INET6_ADDRSTRLEN];
+		lua_createtable(L, 0, 5);
+		lua_pushstring(L, t[i].proto == SIP_TLS ? "tls" : t[i].proto == SIP_TCP ? "tcp" : "udp");
+		lua_setfield(L, -2, "transport");
+		sip_addr_host(&t[i].addr, host, sizeof host);
+		lua_pushstring(L, host);
+		lua_setfield(L, -2, "addr");
+		lua_pushinteger(L, sip_addr_port(&t[i].addr));
+		lua_setfield(L, -2, "port");
+		lua_pushinteger(L, t[i].priority);
+		lua_setfield(L, -2, "priority");
+		lua_pushinteger(L, t[i].weight);
+		lua_setfield(L, -2, "weight");
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	return 1;
+}
+
+/* a lookup answered before sip_dns_locate returned: pushed on L */
+struct lresolve_sync {
+	lua_State *L;
+	int nret;
+};
+
+static void resolve_cb(void *arg, const char *err, const struct sip_dns_target *t, size_t n)
+{
+	struct pending *p = arg;
+	struct lsip_env *e = p->lu->e;
+	lua_State *L;
+
+	p->q = NULL;
+	if (p->sync) {
+		p->sync->nret = push_targets(p->sync->L, err, t, n);
+		return;
+	}
+	L = lsip_wake_begin(e, p->co_ref);
+	p->co_ref = LUA_NOREF;
+	pending_free(L, p);
+	if (push_targets(L, err, t, n) == 1)
+		lua_pushnil(L);
+	lsip_call(e, L, 3);
+}
+
+/* ua:_resolve(uri, co) -> list | nil, err (at once) | true (co waits) */
+static int l_ua_resolve(lua_State *L)
+{
+	struct lua_ua *lu = check_ua(L, 1);
+	const char *uri = luaL_checkstring(L, 2);
+	struct lresolve_sync sync = { L, 0 };
+	struct sip_target t;
+	struct sip_dns_query q;
+	struct sip_dns_lookup *lk;
+	struct sip_dns *d;
+	struct pending *p;
+	char err[300];
+
+	luaL_checktype(L, 3, LUA_TTHREAD);
+	lua_settop(L, 3);
+	if (sip_uri_target(uri, &t, err, sizeof err)) {
+		/* the public function raises, naming itself */
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		lua_pushboolean(L, 1);
+		return 3;
+	}
+	if (!sip_addr_numeric(t.host, t.port, &t.addr)) {
+		struct sip_dns_target one = { .proto = t.proto, .addr = t.addr };
+		return push_targets(L, NULL, &one, 1);
+	}
+	if (!(d = sip_ua_dns(lu->ua, err, sizeof err))) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	q.host = t.host;
+	q.port = t.port_given ? t.port : 0;
+	q.proto = t.proto_given ? t.proto : -1;
+	q.sips = t.sips;
+	p = lsip_pending_new(L, lu, 3, 4);     /* 4: none, no options */
+	p->sync = &sync;
+	if (sip_dns_locate(d, &q, resolve_cb, p, &lk)) {
+		lsip_pending_drop(L, p);
+		return luaL_error(L, "out of memory");
+	}
+	p->sync = NULL;
+	if (!lk) {
+		/* answered from the cache: the results are on the stack */
+		lsip_pending_drop(L, p);
+		return sync.nret;
+	}
+	p->q = lk;
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /***
  * The first (or `idx`-th) listener, as `"udp:127.0.0.1:5060"`, with the
  * real port when 0 was asked.
@@ -513,6 +674,7 @@ static const luaL_Reg ua_methods[] = {
 	{ "_serve", l_ua_serve },
 	{ "_request", l_ua_request },
 	{ "_invite", lsip_ua_invite },
+	{ "_resolve", l_ua_resolve },
 	{ "address", l_ua_address },
 	{ "stats", l_ua_stats },
 	{ NULL, NULL }

@@ -48,6 +48,8 @@ struct pending {
 	int prov_ref;           /* on_provisional function, or LUA_NOREF */
 	ev_timer tmo;
 	struct sip_txn *ct;
+	struct sip_dns_lookup *q;       /* ua:_resolve: the lookup, while it runs */
+	struct lresolve_sync *sync;     /* ... answered before _resolve returned */
 };
 /* the coroutine at co_idx will wait; opts at opts_idx may hold timeout
  * and on_provisional. Link p->ct once the transaction exists. */

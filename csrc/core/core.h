@@ -9,6 +9,7 @@
 #include "ua.h"
 #include "dialog.h"
 #include "tls.h"
+#include "dns.h"
 
 typedef struct ssl_st SSL;
 
@@ -78,6 +79,7 @@ struct sip_txn {
 	unsigned cseq;                  /* the request's CSeq number */
 	char to_tag[24];                /* server: our To tag */
 	char *tls_name;                 /* client over TLS: the domain to verify */
+	struct sip_loc *loc;            /* client to a host name: its targets (locate.c) */
 	sip_response_cb cb;             /* client TU */
 	void *cb_arg;
 	sip_txn_gone_cb gone;           /* server TU */
@@ -128,6 +130,7 @@ struct sip_ua {
 	size_t nserved;
 	uint64_t rx, tx, dropped, retransmits;
 	struct sip_tls *tls;            /* TLS contexts, once configured */
+	struct sip_dns *dns;            /* the resolver, once a name is looked up */
 };
 
 /* ua.c: the receive path, shared by every transport */
@@ -158,7 +161,40 @@ int sip_conn_send(struct sip_conn *c, const char *buf, size_t len);
 void sip_conn_close(struct sip_conn *c, const char *why);
 void sip_conn_close_all(struct sip_ua *ua);
 
+/* ua.c: a request's text for target t (t->addr.len 0: not known yet,
+ * the text is provisional); branch NULL: a new one */
+int sip_ua_build_for(struct sip_ua *ua, const struct sip_request *rq, const struct sip_target *t,
+                     int sips, const char *branch, struct sip_outreq *o, char *err, size_t errlen);
+struct sip_listener *sip_ua_named_listener(struct sip_ua *ua, int proto, int family);
+
+/* locate.c: requests to host names (RFC 3263) */
+struct sip_loc;
+int sip_loc_request(struct sip_ua *ua, const struct sip_request *rq, const struct sip_target *hop,
+                    int sips, sip_response_cb cb, void *arg, struct sip_txn **out,
+                    char *err, size_t errlen);
+/* another target is left to try */
+int sip_loc_has_next(const struct sip_loc *loc);
+/* 1 when a TU asked for the outcome (0: the request goes out anyway) */
+int sip_loc_tu(const struct sip_loc *loc);
+/* the target tried now goes last for a while (seconds < 0: the UA's time) */
+void sip_loc_blacklist(struct sip_loc *loc, double seconds);
+/* t (reset) goes to the next target that takes it: 0; -1 when none did,
+ * sip_loc_error says why */
+int sip_loc_next(struct sip_loc *loc);
+const char *sip_loc_error(const struct sip_loc *loc);
+void sip_loc_free(struct sip_loc *loc);
+
 /* txn.c */
+/* a client transaction that waits for its target: nothing is sent */
+int sip_txn_new_waiting(struct sip_ua *ua, struct sip_msg *req, char *text, size_t len,
+                        sip_response_cb cb, void *arg, struct sip_txn **out);
+/* the target is known: req (same length of branch) goes out. On a send
+ * error t keeps waiting and the error is returned */
+int sip_txn_start_client(struct sip_txn *t, struct sip_msg *req, char *text, size_t len, int proto,
+                         const struct sip_addr *dst, struct sip_listener *l, const char *tls_name);
+/* a waiting transaction ends: without a word to the TU, or telling it why */
+void sip_txn_abandon(struct sip_txn *t);
+void sip_txn_fail(struct sip_txn *t, const char *why);
 /* the server transaction for req; with `retired`, a retired one (a tomb)
  * also counts: *retired is set and its response sent again */
 struct sip_txn *sip_txn_match_server(struct sip_ua *ua, struct sip_msg *req, const char *method,

@@ -64,8 +64,12 @@ struct sip_addr {
  * a name resolves to its first address (a blocking lookup: set-up only).
  * -EINVAL for bad text, -EHOSTUNREACH for a name that does not resolve */
 int sip_addr_parse_listen(const char *spec, int *proto, struct sip_addr *a);
-/* numeric or name host + port -> address (name lookups block: see ua.c) */
+/* numeric or name host + port -> address (name lookups block: set-up
+ * only; requests go through dns.c) */
 int sip_addr_resolve(const char *host, int port, struct sip_addr *a);
+/* a numeric host ("1.2.3.4", "::1", "[::1]") + port -> address, without
+ * any lookup; -EINVAL for a name */
+int sip_addr_numeric(const char *host, int port, struct sip_addr *a);
 int sip_addr_port(const struct sip_addr *a);
 void sip_addr_set_port(struct sip_addr *a, int port);
 /* text of the host part, IPv6 without brackets */

@@ -29,6 +29,10 @@
 #define T4(t) ((t)->ua->cfg.t4)
 #define RELIABLE(t) ((t)->proto != SIP_UDP)
 
+static int failover(struct sip_txn *t, struct sip_msg *res, const char *why, double blacklist);
+static double retry_after(struct sip_msg *res);
+static void build_ack(struct sip_txn *t, struct sip_msg *res);
+
 static void timer_stop(struct sip_txn *t, ev_timer *w, unsigned weak)
 {
 	struct ev_loop *loop = t->ua->env->loop;
@@ -378,6 +382,7 @@ static void txn_free(struct sip_txn *t)
 	free(t->out);
 	free(t->ack);
 	free(t->tls_name);
+	sip_loc_free(t->loc);
 	free(t);
 }
 
@@ -552,6 +557,8 @@ static void life_expired(struct sip_txn *t)
 	case TS_TRYING:         /* Timer F */
 	case TS_PROCEEDING:
 		if (t->kind == TXN_ICT || t->kind == TXN_NICT) {
+			if (failover(t, NULL, "timeout", -1))
+				return;
 			notify(t, NULL, "timeout", 1);
 			terminate(t);
 			return;
@@ -858,6 +865,159 @@ int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_
 	return 0;
 }
 
+/* ---- client transactions to a host name (locate.c) ---- */
+
+int sip_txn_new_waiting(struct sip_ua *ua, struct sip_msg *req, char *text, size_t len,
+                        sip_response_cb cb, void *arg, struct sip_txn **out)
+{
+	char key[300];
+	const char *method = sip_msg_method(req);
+	const char *p[] = { "c", sip_msg_branch(req), ";", method };
+	struct sip_txn *t;
+
+	*out = NULL;
+	key_join(key, sizeof key, p, 4);
+	t = txn_alloc(ua, !strcmp(method, "INVITE") ? TXN_ICT : TXN_NICT, key);
+	if (!t) {
+		free(text);
+		sip_msg_unref(req);
+		return -ENOMEM;
+	}
+	/* the provisional request: what the caller sees of it until the
+	 * first target takes it */
+	t->req = req;
+	t->cseq = (unsigned)req->cseq;
+	t->out = text;
+	t->outlen = len;
+	t->cb = cb;
+	t->cb_arg = arg;
+	t->state = t->kind == TXN_ICT ? TS_CALLING : TS_TRYING;
+	t->interval = T1(t);
+	*out = t;
+	return 0;
+}
+
+int sip_txn_start_client(struct sip_txn *t, struct sip_msg *req, char *text, size_t len, int proto,
+                         const struct sip_addr *dst, struct sip_listener *l, const char *tls_name)
+{
+	struct sip_ua *ua = t->ua;
+	char key[300];
+	const char *p[] = { "c", sip_msg_branch(req), ";", sip_msg_method(req) };
+	int rc;
+
+	/* the key lives in the transaction's allocation: a new branch of
+	 * the same length takes its place */
+	if (key_join(key, sizeof key, p, 4) != strlen(t->key)) {
+		free(text);
+		sip_msg_unref(req);
+		return -EINVAL;
+	}
+	sip_htab_remove(&ua->txns, &t->hn);
+	memcpy(t->key, key, strlen(key) + 1);
+	sip_htab_insert(&ua->txns, &t->hn);
+	sip_msg_unref(t->req);
+	t->req = req;
+	free(t->out);
+	t->out = text;
+	t->outlen = len;
+	t->proto = proto;
+	t->dst = *dst;
+	t->lst = l;
+	free(t->tls_name);
+	t->tls_name = proto == SIP_TLS && tls_name ? strdup(tls_name) : NULL;
+	t->state = t->kind == TXN_ICT ? TS_CALLING : TS_TRYING;
+	t->interval = T1(t);
+	t->last_status = 0;
+	rc = sip_txn_send(t, text, len);
+	if (rc) {
+		conn_unlink(t);
+		return rc;
+	}
+	if (!RELIABLE(t))
+		retx_arm(t, t->interval);                           /* A / E */
+	life_arm(t, 64 * T1(t));                                    /* B / F */
+	return 0;
+}
+
+void sip_txn_abandon(struct sip_txn *t)
+{
+	t->cb = NULL;
+	t->cb_arg = NULL;
+	terminate(t);
+}
+
+void sip_txn_fail(struct sip_txn *t, const char *why)
+{
+	notify(t, NULL, why, 1);
+	terminate(t);
+}
+
+/* Retry-After of a 503, in seconds; 0 without one (a 503 alone does
+ * not blacklist: the server answers, it is only busy now) */
+static double retry_after(struct sip_msg *res)
+{
+	size_t n;
+	const char *v = sip_msg_header(res, "Retry-After", 0, &n);
+	double s;
+
+	if (!v || !n || v[0] < '0' || v[0] > '9')
+		return 0.;
+	s = strtod(v, NULL);
+	return s > 3600. ? 3600. : s;
+}
+
+/* The attempt that got a 503 over UDP stays behind, detached: it ACKs
+ * the retransmissions of that 503 until Timer D (17.1.1.2) */
+static void ghost(struct sip_txn *t)
+{
+	struct sip_txn *g = txn_alloc(t->ua, t->kind, t->key);
+
+	if (!g)
+		return;
+	g->state = TS_COMPLETED;
+	g->proto = t->proto;
+	g->dst = t->dst;
+	g->lst = t->lst;
+	g->cseq = t->cseq;
+	g->ack = t->ack;
+	g->acklen = t->acklen;
+	t->ack = NULL;
+	t->acklen = 0;
+	life_arm(g, 64 * T1(g));                                    /* D */
+}
+
+/* RFC 3263 4.3: a transport error, a timeout or a 503 from one target of
+ * a name sends the request to the next one, with a new branch. 1 when
+ * the transaction went on there (or ended, its TU told): nothing else
+ * to do; 0 without another target. blacklist: seconds (< 0: the UA's) */
+static int failover(struct sip_txn *t, struct sip_msg *res, const char *why, double blacklist)
+{
+	if (!t->loc || t->cancel_pending || t->cancelled || !sip_loc_has_next(t->loc) ||
+	    (!t->cb && sip_loc_tu(t->loc)))
+		return 0;
+	if (blacklist != 0.)
+		sip_loc_blacklist(t->loc, blacklist);
+	SIP_LOGD(t->ua->env, "%s: next target (%s)", t->key, res ? "503" : why);
+	retx_stop(t);
+	life_stop(t);
+	if (res && t->kind == TXN_ICT) {
+		build_ack(t, res);
+		if (t->ack)
+			sip_txn_send(t, t->ack, t->acklen);
+		if (!RELIABLE(t))
+			ghost(t);
+	}
+	conn_unlink(t);
+	free(t->ack);
+	t->ack = NULL;
+	t->acklen = 0;
+	if (sip_loc_next(t->loc) == 0)
+		return 1;
+	notify(t, res, res ? NULL : sip_loc_error(t->loc), 1);
+	terminate(t);
+	return 1;
+}
+
 /* The text of a request that goes with our INVITE in its transaction
  * (ACK for a non-2xx, 17.1.1.3; CANCEL, 9.1): the INVITE's Request-URI,
  * top Via (same branch), Route, Max-Forwards, From, Call-ID and CSeq
@@ -924,6 +1084,8 @@ void sip_txn_client_response(struct sip_txn *ct, struct sip_msg *res)
 			notify(ct, res, NULL, 0);
 			return;
 		}
+		if (status == 503 && ct->loc && failover(ct, res, NULL, retry_after(res)))
+			return;
 		retx_stop(ct);
 		if (ct->kind == TXN_ICT && status < 300) {
 			/* RFC 6026 Accepted: Timer M keeps the transaction
@@ -982,6 +1144,8 @@ void sip_txn_transport_error(struct sip_txn *t, const char *why)
 {
 	if (t->kind == TXN_ICT || t->kind == TXN_NICT) {
 		if (t->state == TS_CALLING || t->state == TS_TRYING || t->state == TS_PROCEEDING) {
+			if (failover(t, NULL, why, -1))
+				return;
 			notify(t, NULL, why, 1);
 			terminate(t);
 			return;
@@ -999,8 +1163,11 @@ void sip_txn_conn_closed(struct sip_conn *c, const char *why)
 		conn_unlink(t);
 		if ((t->kind == TXN_ICT || t->kind == TXN_NICT) &&
 		    (t->state == TS_CALLING || t->state == TS_TRYING || t->state == TS_PROCEEDING)) {
-			notify(t, NULL, !strncmp(why, "transport:", 10) || !strncmp(why, "tls:", 4) ? why
-			       : "transport: connection closed", 1);
+			const char *w = !strncmp(why, "transport:", 10) || !strncmp(why, "tls:", 4) ? why
+			                : "transport: connection closed";
+			if (failover(t, NULL, w, -1))
+				continue;
+			notify(t, NULL, w, 1);
 			terminate(t);
 		}
 		/* server transactions answer over a new connection (18.2.2) */

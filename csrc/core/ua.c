@@ -186,6 +186,8 @@ int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 	ua->cfg.max_conns_per_ip = 64;
 	/* 2 lingering transactions a call for 32 s: room for ~10,000 cps */
 	ua->cfg.max_server_txns = 1000000;
+	ua->cfg.dns_timeout = 5.;
+	ua->cfg.dns_blacklist = 30.;
 	snprintf(ua->cfg.user_agent, sizeof ua->cfg.user_agent, "luasip/0.1");
 	if (sip_htab_init(&ua->txns, 1024) || sip_htab_init(&ua->conns, 64) ||
 	    sip_htab_init(&ua->dialogs, 256) || sip_htab_init(&ua->tombs, 1024)) {
@@ -229,6 +231,7 @@ void sip_ua_free(struct sip_ua *ua)
 		free(ua->served[i]);
 	free(ua->served);
 	sip_tls_free(ua);
+	sip_dns_free(ua->dns);          /* after the transactions that used it */
 	sip_htab_free(&ua->txns);
 	sip_htab_free(&ua->tombs);
 	sip_htab_free(&ua->conns);
@@ -831,19 +834,13 @@ void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct
 
 /* ---- requests ---- */
 
-struct target {
-	int proto;
-	struct sip_addr addr;
-	int sips;
-	char host[256];                 /* the URI's host: the name TLS verifies */
-};
-
-static int uri_target(const char *text, struct target *t, int resolve, char *err, size_t errlen)
+int sip_uri_target(const char *text, struct sip_target *t, char *err, size_t errlen)
 {
 	osip_uri_t *u = NULL;
 	osip_uri_param_t *tp = NULL;
-	int port, rc = -EINVAL;
+	int rc = -EINVAL;
 
+	memset(t, 0, sizeof *t);
 	if (osip_uri_init(&u) || osip_uri_parse(u, text) || !u->host || !u->scheme) {
 		snprintf(err, errlen, "bad URI '%s'", text);
 		goto out;
@@ -853,10 +850,15 @@ static int uri_target(const char *text, struct target *t, int resolve, char *err
 		goto out;
 	}
 	t->sips = !strcasecmp(u->scheme, "sips");
+	if (strlen(u->host) >= sizeof t->host) {
+		snprintf(err, errlen, "bad URI '%s'", text);
+		goto out;
+	}
 	snprintf(t->host, sizeof t->host, "%s", u->host);
 	t->proto = t->sips ? SIP_TLS : SIP_UDP;
 	osip_uri_uparam_get_byname(u, "transport", &tp);
 	if (tp && tp->gvalue) {
+		t->proto_given = 1;
 		if (!strcasecmp(tp->gvalue, "tcp"))
 			t->proto = t->sips ? SIP_TLS : SIP_TCP;
 		else if (!strcasecmp(tp->gvalue, "tls"))
@@ -866,21 +868,65 @@ static int uri_target(const char *text, struct target *t, int resolve, char *err
 			goto out;
 		}
 	}
-	port = u->port && *u->port ? atoi(u->port) : (t->proto == SIP_TLS ? 5061 : 5060);
-	if (port <= 0 || port > 65535) {
+	t->port_given = u->port && *u->port;
+	t->port = t->port_given ? atoi(u->port) : (t->proto == SIP_TLS ? 5061 : 5060);
+	if (t->port <= 0 || t->port > 65535) {
 		snprintf(err, errlen, "bad port in '%s'", text);
-		goto out;
-	}
-	/* RFC 3263 NAPTR/SRV is not done: a name resolves by A/AAAA */
-	if (resolve && sip_addr_resolve(u->host, port, &t->addr)) {
-		snprintf(err, errlen, "transport: cannot resolve '%s'", u->host);
-		rc = -EHOSTUNREACH;
 		goto out;
 	}
 	rc = 0;
 out:
 	osip_uri_free(u);
 	return rc;
+}
+
+struct sip_dns *sip_ua_dns(struct sip_ua *ua, char *err, size_t errlen)
+{
+	struct sip_dns_cfg cfg = { .servers = ua->cfg.dns_servers, .timeout = ua->cfg.dns_timeout,
+	                           .blacklist = ua->cfg.dns_blacklist };
+
+	if (!ua->dns && sip_dns_new(ua->env, &cfg, &ua->dns, err, errlen))
+		return NULL;
+	return ua->dns;
+}
+
+/* The address of a target outside a transaction (in-dialog requests,
+ * their ACKs): numeric at once; a name from the resolver's cache when
+ * an answer is there (the usual case: the dialog's peer was looked up
+ * for the INVITE), else a blocking lookup as the last resort. */
+static void sync_cb(void *arg, const char *err, const struct sip_dns_target *t, size_t n)
+{
+	struct sip_target *x = arg;
+
+	if (!err && n) {
+		x->addr = t[0].addr;
+		x->proto = t[0].proto;
+	}
+}
+
+static int resolve_sync(struct sip_ua *ua, struct sip_target *t, char *err, size_t errlen)
+{
+	struct sip_dns_query q = { .host = t->host, .port = t->port_given ? t->port : 0,
+	                           .proto = t->proto_given ? t->proto : -1, .sips = t->sips };
+	struct sip_dns_lookup *lk = NULL;
+	struct sip_dns *d;
+	char e[160];
+
+	if (!sip_addr_numeric(t->host, t->port, &t->addr))
+		return 0;
+	t->addr.len = 0;
+	if ((d = sip_ua_dns(ua, e, sizeof e)) && !sip_dns_locate(d, &q, sync_cb, t, &lk)) {
+		if (lk)
+			sip_dns_cancel(lk);     /* not in the cache */
+		else if (t->addr.len)
+			return 0;
+	}
+	SIP_LOGD(ua->env, "%s is not in the DNS cache: blocking lookup", t->host);
+	if (sip_addr_resolve(t->host, t->port, &t->addr)) {
+		snprintf(err, errlen, "dns: %s: not found", t->host);
+		return -EHOSTUNREACH;
+	}
+	return 0;
 }
 
 /* Our address as the peer sees it: the listener's, or for a wildcard
@@ -891,7 +937,8 @@ static void local_host(struct sip_listener *l, const struct sip_addr *dst, char 
 	char h[INET6_ADDRSTRLEN];
 	int fd;
 
-	if (!sip_addr_is_any(&l->addr)) {
+	/* dst not known yet (a provisional text): the listener's own */
+	if (!sip_addr_is_any(&l->addr) || !dst->len) {
 		snprintf(buf, n, "%s", l->host);
 		return;
 	}
@@ -944,7 +991,7 @@ int sip_msg_sips(const struct sip_msg *m)
  * from an ephemeral port and its answers come back on it (18.2.2), so
  * the message names a listener of ours that can be reached instead, UDP
  * first, else any of the family, its Contact with its own transport. */
-static struct sip_listener *named_listener(struct sip_ua *ua, int proto, int family)
+struct sip_listener *sip_ua_named_listener(struct sip_ua *ua, int proto, int family)
 {
 	struct sip_listener *l = sip_ua_listener_for(ua, proto, family);
 
@@ -961,7 +1008,7 @@ static struct sip_listener *named_listener(struct sip_ua *ua, int proto, int fam
 void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, int sips,
                     char *buf, size_t n)
 {
-	struct sip_listener *l = named_listener(ua, proto, peer->ss.ss_family);
+	struct sip_listener *l = sip_ua_named_listener(ua, proto, peer->ss.ss_family);
 	char host[INET6_ADDRSTRLEN + 2];
 
 	if (ua->cfg.contact[0]) {
@@ -992,28 +1039,41 @@ void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, i
 int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
                          char *err, size_t errlen)
 {
-	struct target t, rt;
-	struct sip_listener *l;
-	struct sip_buf b;
-	struct sip_msg *m = NULL;
-	char host[INET6_ADDRSTRLEN + 2], branch[24], tag[16], cid[24];
-	const char *why, *hop;
-	int rc, lport;
+	struct sip_target t, rt;
+	const char *hop;
+	int rc;
 
 	memset(o, 0, sizeof *o);
 	/* the Request-URI must parse even when another hop is the target;
 	 * only the hop we send to is looked up */
 	hop = rq->next_hop ? rq->next_hop : rq->proxy;
-	rc = uri_target(rq->uri, &rt, !hop, err, errlen);
-	if (rc)
+	if ((rc = sip_uri_target(rq->uri, &rt, err, errlen)))
 		return rc;
 	if (hop) {
-		if ((rc = uri_target(hop, &t, 1, err, errlen)))
+		if ((rc = sip_uri_target(hop, &t, err, errlen)))
 			return rc;
 	} else {
 		t = rt;
 	}
-	l = named_listener(ua, t.proto, t.addr.ss.ss_family);
+	if ((rc = resolve_sync(ua, &t, err, errlen)))
+		return rc;
+	return sip_ua_build_for(ua, rq, &t, rt.sips, NULL, o, err, errlen);
+}
+
+int sip_ua_build_for(struct sip_ua *ua, const struct sip_request *rq, const struct sip_target *tp,
+                     int sips_uri, const char *given_branch, struct sip_outreq *o,
+                     char *err, size_t errlen)
+{
+	const struct sip_target t = *tp;
+	struct sip_listener *l;
+	struct sip_buf b;
+	struct sip_msg *m = NULL;
+	char host[INET6_ADDRSTRLEN + 2], branch[24], tag[16], cid[24];
+	const char *why;
+	int rc, lport;
+
+	memset(o, 0, sizeof *o);
+	l = sip_ua_named_listener(ua, t.proto, t.addr.ss.ss_family);
 	if (!l) {
 		/* UDP needs a socket of its own; TCP and TLS only an address
 		 * of the family to name (named_listener) */
@@ -1023,7 +1083,10 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	}
 	local_host(l, &t.addr, host, sizeof host);
 	lport = sip_addr_port(&l->addr);
-	sip_env_token(ua->env, branch, 16);
+	if (given_branch)
+		snprintf(branch, sizeof branch, "%s", given_branch);
+	else
+		sip_env_token(ua->env, branch, 16);
 	if (!rq->from || !strstr(rq->from, ";tag="))
 		sip_env_token(ua->env, tag, 10);
 	if (!rq->call_id)
@@ -1064,7 +1127,7 @@ int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	{
 		/* where we listen: the chosen listener's transport; sips: for a
 		 * sips: request over TLS (8.1.1.8) */
-		int sips = rt.sips && l->proto == SIP_TLS;
+		int sips = sips_uri && l->proto == SIP_TLS;
 		sip_buf_printf(&b, "Contact: <%s:luasip@%s:%d%s>\r\n", sips ? "sips" : "sip", host, lport,
 		               l->proto == SIP_TCP ? ";transport=tcp" :
 		               l->proto == SIP_TLS && !sips ? ";transport=tls" : "");
@@ -1130,11 +1193,25 @@ int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
                    sip_response_cb cb, void *arg, struct sip_txn **out,
                    char *err, size_t errlen)
 {
+	struct sip_target t, rt;
 	struct sip_outreq o;
+	const char *hop;
 	int rc;
 
 	*out = NULL;
-	rc = sip_ua_build_request(ua, rq, &o, err, errlen);
+	hop = rq->next_hop ? rq->next_hop : rq->proxy;
+	if ((rc = sip_uri_target(rq->uri, &rt, err, errlen)))
+		return rc;
+	if (hop) {
+		if ((rc = sip_uri_target(hop, &t, err, errlen)))
+			return rc;
+	} else {
+		t = rt;
+	}
+	/* a name: RFC 3263 on the loop (locate.c); an address: at once */
+	if (sip_addr_numeric(t.host, t.port, &t.addr))
+		return sip_loc_request(ua, rq, &t, rt.sips, cb, arg, out, err, errlen);
+	rc = sip_ua_build_for(ua, rq, &t, rt.sips, NULL, &o, err, errlen);
 	if (rc)
 		return rc;
 	rc = sip_txn_new_client(ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, o.tls_name, cb, arg, out);

@@ -10,6 +10,7 @@
 
 struct sip_ua;
 struct sip_txn;
+struct sip_dns;
 
 struct sip_ua_cfg {
 	double t1, t2, t4;              /* RFC 3261 timers, seconds */
@@ -24,6 +25,10 @@ struct sip_ua_cfg {
 	int max_server_txns;            /* 503 beyond this many */
 	char user_agent[128];
 	char contact[256];              /* the script's own Contact, or "" for ours */
+	/* RFC 3263 lookups of request targets (dns.c) */
+	char dns_servers[512];          /* "ip:port,..."; "" for the system's */
+	double dns_timeout;             /* seconds one query waits */
+	double dns_blacklist;           /* seconds a dead target goes last */
 };
 
 /* a request that starts a server transaction (or an ACK/CANCEL that the
@@ -102,9 +107,30 @@ int sip_msg_sips(const struct sip_msg *m);
 /* 1 when "Name: value\r\n" lines hold a header of that name (or its
  * compact form; 0 for none), any case */
 int sip_headers_have(const char *lines, const char *name, char compact);
+/* A request in its client transaction. To a host name (RFC 3263) the
+ * transaction waits while the name is looked up on the loop, then starts;
+ * on a transport error, an ICMP error, a 503 or Timer B/F it moves on to
+ * the next target with a new branch (4.3). cb then gets the outcome of
+ * the last target tried, or "dns: <name>: <reason>". *out is the same
+ * transaction throughout. */
 int sip_ua_request(struct sip_ua *ua, const struct sip_request *rq,
                    sip_response_cb cb, void *arg, struct sip_txn **out,
                    char *errbuf, size_t errlen);
+
+/* where a URI says to send: scheme, host, port, transport parameter */
+struct sip_target {
+	int proto;
+	int proto_given;                /* a transport parameter, or sips: */
+	int port;                       /* the URI's, else 5060 / 5061 */
+	int port_given;
+	int sips;
+	struct sip_addr addr;           /* once known (len 0 before) */
+	char host[256];                 /* the URI's host: the name TLS verifies */
+};
+/* parse only, no lookup; errbuf names what is wrong */
+int sip_uri_target(const char *uri, struct sip_target *t, char *errbuf, size_t errlen);
+/* the UA's resolver (dns.c), made on first use; NULL with errbuf set */
+struct sip_dns *sip_ua_dns(struct sip_ua *ua, char *errbuf, size_t errlen);
 /* the TU stops listening: no callback will come for ct after this */
 void sip_txn_detach(struct sip_txn *ct);
 

@@ -51,29 +51,57 @@ const char *sip_proto_name(int proto)
 	}
 }
 
-int sip_addr_resolve(const char *host, int port, struct sip_addr *a)
+/* host without the brackets of "[::1]" (as written in URIs and Via) */
+static int unbracket(const char *host, char *h, size_t hn)
 {
-	struct addrinfo hints, *res = NULL;
-	char h[256];
 	size_t n = strlen(host);
 
-	/* accept "[::1]" as written in URIs and Via */
 	if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-		if (n - 2 >= sizeof h)
+		if (n - 2 >= hn)
 			return -EINVAL;
 		memcpy(h, host + 1, n - 2);
 		h[n - 2] = '\0';
 	} else {
-		if (n >= sizeof h)
+		if (n >= hn)
 			return -EINVAL;
 		memcpy(h, host, n + 1);
 	}
+	return 0;
+}
+
+int sip_addr_numeric(const char *host, int port, struct sip_addr *a)
+{
+	char h[INET6_ADDRSTRLEN + 8];
+
+	if (unbracket(host, h, sizeof h))
+		return -EINVAL;
+	memset(a, 0, sizeof *a);
+	if (inet_pton(AF_INET, h, &a->ss.sin.sin_addr) == 1) {
+		a->ss.ss_family = AF_INET;
+		a->len = sizeof(struct sockaddr_in);
+	} else if (inet_pton(AF_INET6, h, &a->ss.sin6.sin6_addr) == 1) {
+		a->ss.ss_family = AF_INET6;
+		a->len = sizeof(struct sockaddr_in6);
+	} else {
+		return -EINVAL;
+	}
+	sip_addr_set_port(a, port);
+	return 0;
+}
+
+int sip_addr_resolve(const char *host, int port, struct sip_addr *a)
+{
+	struct addrinfo hints, *res = NULL;
+	char h[256];
+
+	if (unbracket(host, h, sizeof h))
+		return -EINVAL;
 	memset(&hints, 0, sizeof hints);
 	hints.ai_socktype = SOCK_DGRAM;
 	hints.ai_flags = AI_NUMERICHOST;
 	if (getaddrinfo(h, NULL, &hints, &res) != 0) {
-		/* a name: this lookup blocks; loopback and literal addresses
-		 * never reach here */
+		/* a name: this lookup blocks (set-up only: listen addresses;
+		 * requests to names go through dns.c) */
 		hints.ai_flags = AI_ADDRCONFIG;
 		if (getaddrinfo(h, NULL, &hints, &res) != 0 || !res)
 			return -EHOSTUNREACH;

@@ -552,6 +552,7 @@ local sip_auth = require "sip.auth"
 sip._handlers = handlers
 
 local check = require "sip.check"
+local sip_resolve = require "sip.resolve"
 
 local ua_options = {
   listen = "string|table", proxy = "string", user_agent = "string", t1 = "number",
@@ -559,7 +560,7 @@ local ua_options = {
   idle_timeout = "number", max_connections = "number", max_server_transactions = "number",
   auth = "table|function", tls = "table", header_timeout = "number",
   max_connections_per_ip = "number", max_headers = "number", max_header_line = "number",
-  contact = "string", media = "table",
+  contact = "string", media = "table", dns = "table",
 }
 local TLS_OPTIONS = {
   cert = "string", key = "string", cafile = "string", capath = "string", verify = "boolean",
@@ -590,6 +591,11 @@ local ua_contacts = setmetatable({}, { __mode = "k" })  -- ua -> sip.ua{contact}
 --   every call answered or placed without an SDP of the script's gets an
 --   RTP session (`call.media`), and `call:play`, `call:record` and
 --   `call:tone` work (examples/ivr.lua).
+-- - `dns`: `{ servers = { "127.0.0.1:5353" }, timeout = 5, blacklist = 30 }`:
+--   requests to a host name are located by RFC 3263 (NAPTR, SRV, A/AAAA)
+--   on the loop, with these servers (default: the system's); a target that
+--   fails (transport error, timeout, 503) passes the request to the next
+--   one and goes last for `blacklist` seconds (see `sip.resolve`).
 -- - `user_agent`: the User-Agent and Server header (`"luasip/0.1"`).
 -- - `t1`, `t2`, `t4`: the RFC 3261 timers in seconds (0.5, 4, 5).
 -- - limits: `max_udp`, `max_message`, `idle_timeout`, `header_timeout`,
@@ -607,6 +613,7 @@ function sip.ua(opts)
     check.arg(1, "sip.ua", "option 'contact' must be a SIP URI or name-addr")
   end
   local auth = sip_auth.check_creds(opts.auth, "sip.ua")
+  if opts.dns then sip_resolve.check(opts.dns, "sip.ua", 1) end
   if opts.tls then
     check.opts(opts.tls, "sip.ua", 1, TLS_OPTIONS)
     if opts.tls.key and not opts.tls.cert then
@@ -907,6 +914,7 @@ sip.sdp = require "sip.sdp"
 internal.media = require("sip.media")(sip, internal)
 require("sip.call")(sip, internal)
 require("sip.register")(sip, internal)
+sip_resolve.install(sip, internal)
 
 local close_c = UA.close
 --- @type UA
