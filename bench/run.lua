@@ -1471,10 +1471,10 @@ local function media_start(side, n, wav, idle_first)
   return server, rx, uac, { side = side, n = n, rate = rate, idle_allocs = idle }
 end
 
--- one step: n streams from a fresh sender of one side (luasip or SIPp
--- playing the prompt to n calls, or the floor); a window of
+-- one try of a step: n streams from a fresh sender of one side (luasip
+-- or SIPp playing the prompt to n calls, or the floor); a window of
 -- MEDIA_WINDOW s once they all play
-local function media_step(side, n, wav, idle_first)
+local function media_try(side, n, wav, idle_first)
   local server, rx, uac, r = media_start(side, n, wav, idle_first)
   local c0, s0 = cpu_of(server.pid)
   local u0, x0 = cpu_of(uac and uac.pid), cpu_of(rx.pid)
@@ -1535,6 +1535,24 @@ local function media_step(side, n, wav, idle_first)
            r.per_packet and fmt("%.4f", r.per_packet) or "-", r.uac_load and pct(r.uac_load) or "?",
            r.rx_load and pct(r.rx_load) or "?", r.others and pct(r.others) or "?"))
   return r
+end
+
+-- a step; when other processes took more than a quarter of the server's
+-- core during its window (the machine is shared), it runs again, twice at
+-- most, and the try with the least of them is kept
+local MEDIA_OTHERS_MAX = 0.25
+local function media_step(side, n, wav, idle_first)
+  local best
+  for try = 1, SMOKE and 1 or 3 do
+    local r = media_try(side, n, wav, idle_first)
+    r.tries = try
+    if not best or (r.others or 0) < (best.others or 0) then best = r end
+    if (r.others or 0) <= MEDIA_OTHERS_MAX then break end
+    if try < 3 and not SMOKE then
+      note(fmt("other processes took %s of the server's core: again", pct(r.others)))
+    end
+  end
+  return best
 end
 
 local function section_media()
@@ -1623,9 +1641,10 @@ local function render_media(M0, load_end)
           "compete for the other core, and the loopback receive path (UDP queueing and the timestamp) " ..
           "runs in the sender's system call, so it is part of the server's CPU on both sides; other " ..
           "people's work on the machine is not pinned: \"others on the server's core\" is that core's busy " ..
-          "share over the window (/proc/stat) less the server's own. A ladder stops at its first step that lost " ..
-          "packets, did not get all its streams up or used 95%% of its core, or, if its first step " ..
-          "was inside 20 +- 2 ms, whose p99 left it.", NPROC,
+          "share over the window (/proc/stat) less the server's own; a step where they took more than a " ..
+          "quarter of it runs again, twice at most, and the try with the least is kept. A ladder stops " ..
+          "at its first step that lost packets, did not get all its streams up or used 95%% of its " ..
+          "core, or, if its first step was inside 20 +- 2 ms, whose p99 left it.", NPROC,
           PIN and "the server is pinned to CPU 1 and the caller and the receiver to CPU 0 (taskset), so " ..
           "\"streams on one core\" is what the server does with one core." or
           "nothing is pinned (no taskset or a single core)."))
