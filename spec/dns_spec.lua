@@ -348,6 +348,33 @@ describe("RFC 3263 with dnsmasq", function()
     assert.same({ "TCP", "TCP" }, seen)
   end)
 
+  it("an in-dialog request to a name no longer in the cache waits for its lookup", function()
+    local port = helper.free_port()
+    local callee = track(sip.ua{ listen = "udp:127.0.0.1:" .. port,
+                                 contact = "<sip:bob@callee.dlg.test:" .. port .. ">" })
+    local got = {}
+    callee:on("INVITE", function(call)
+      call:answer()
+      call:on("info", function(_, req) got[#got + 1] = req.method; return 200 end)
+      call:wait()
+      got[#got + 1] = call.ended_why
+    end)
+    local dns = dnsmasq({ "host-record=callee.dlg.test,127.0.0.1" }, 1)
+    local ua = client(dns)
+    helper.run(function()
+      local call = assert(ua:invite("sip:bob@callee.dlg.test:" .. port))
+      assert.equal("sip:bob@callee.dlg.test:" .. port, call.remote_target)
+      local n = dns.queries()
+      sip.sleep(1.2)                  -- the A record's TTL has passed
+      local res = assert(call:request("INFO", { body = "x" }))
+      assert.equal(200, res.status)
+      call:hangup()
+      sip.sleep(0.2)
+      assert.is_true(dns.queries() > n)
+    end)
+    assert.same({ "INFO", "bye" }, got)
+  end)
+
   it("orders one priority's targets at random by SRV weight", function()
     local dns = dnsmasq{
       "srv-host=_sip._udp.w.test,heavy.w.test,5060,10,90",

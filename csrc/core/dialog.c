@@ -335,11 +335,21 @@ struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req)
 	return (struct sip_dialog *)sip_htab_find(&ua->dialogs, key);
 }
 
+/* where a request to a host name that is not in the DNS cache goes: its
+ * transaction is made by sip_ua_request, waiting for the lookup */
+struct dialog_async {
+	sip_response_cb cb;
+	void *arg;
+	struct sip_txn **out;
+};
+
 /* Build an in-dialog request (12.2.1.1): Request-URI and Route headers
- * from the remote target and route set, From/To/Call-ID from the dialog. */
+ * from the remote target and route set, From/To/Call-ID from the dialog.
+ * With `as`, a target to look up first makes its transaction at once
+ * (sip_ua_request, RFC 3263 on the loop): 1 then, *as->out set. */
 static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
                         const struct sip_dialog_req *r, struct sip_outreq *o,
-                        char *err, size_t errlen)
+                        const struct dialog_async *as, char *err, size_t errlen)
 {
 	struct sip_request rq = { 0 };
 	struct sip_buf routes;
@@ -379,7 +389,13 @@ static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
 	}
 	rq.routes = routes.p;
 	rq.next_hop = d->first_route;
-	rc = sip_ua_build_request(d->ua, &rq, o, err, errlen);
+	rc = as ? sip_ua_build_request_now(d->ua, &rq, o, err, errlen)
+	        : sip_ua_build_request(d->ua, &rq, o, err, errlen);
+	if (rc == -EWOULDBLOCK && as) {
+		rc = sip_ua_request(d->ua, &rq, as->cb, as->arg, as->out, err, errlen);
+		sip_buf_free(&routes);
+		return rc ? rc : 1;
+	}
 	sip_buf_free(&routes);
 	if (rc)
 		return rc;
@@ -406,7 +422,7 @@ int sip_dialog_ack(struct sip_dialog *d, struct sip_msg *res, const char *body, 
 	int rc;
 
 	if (!d->ack || d->ack_cseq != cseq) {
-		rc = dialog_build(d, "ACK", cseq, &r, &o, err, sizeof err);
+		rc = dialog_build(d, "ACK", cseq, &r, &o, NULL, err, sizeof err);
 		if (rc)
 			return rc;
 		sip_msg_unref(o.msg);
@@ -467,6 +483,7 @@ int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
 {
 	struct sip_outreq o;
 	int rc, invite = !strcmp(r->method, "INVITE");
+	const struct dialog_async as = { invite ? reinvite_cb : cb, invite ? (void *)d : arg, out };
 
 	*out = NULL;
 	if (d->state == SIP_DLG_TERMINATED) {
@@ -477,10 +494,11 @@ int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
 		snprintf(err, errlen, "491 Request Pending");
 		return -EBUSY;
 	}
-	rc = dialog_build(d, r->method, d->local_cseq + 1, r, &o, err, errlen);
-	if (rc)
+	rc = dialog_build(d, r->method, d->local_cseq + 1, r, &o, &as, err, errlen);
+	if (rc < 0)
 		return rc;
 	d->local_cseq++;
+	/* rc 1: the transaction is made (*out), waiting for a DNS lookup */
 	if (invite) {
 		if (d->reinvite_ct) {
 			/* an older re-INVITE lingers in Accepted: copies of its 2xx
@@ -496,8 +514,11 @@ int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
 		}
 		d->ri_cb = cb;
 		d->ri_arg = arg;
-		rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst,
-		                        o.tls_name, reinvite_cb, d, out);
+		if (rc != 1)
+			rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst,
+			                        o.tls_name, reinvite_cb, d, out);
+		else
+			rc = 0;
 		if (rc) {
 			d->ri_cb = NULL;
 			d->ri_arg = NULL;
@@ -505,6 +526,8 @@ int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
 			d->reinvite_ct = *out;
 			(*out)->dlg = d;
 		}
+	} else if (rc == 1) {
+		rc = 0;
 	} else {
 		rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, o.tls_name,
 		                        cb, arg, out);

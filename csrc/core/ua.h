@@ -95,6 +95,10 @@ struct sip_outreq {
 };
 int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
                          char *errbuf, size_t errlen);
+/* the same, or -EWOULDBLOCK for a host name the resolver has not in its
+ * cache (then sip_ua_request looks it up on the loop) */
+int sip_ua_build_request_now(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
+                             char *errbuf, size_t errlen);
 /* send a built request outside any transaction (ACK for a 2xx) */
 int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *dst,
                           struct sip_listener *l, const char *tls_name, const char *text, size_t len);
