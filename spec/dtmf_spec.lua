@@ -238,3 +238,92 @@ describe("a call's waits end with the call", function()
     assert.are.same({ nil, "hangup" }, got.child)
   end)
 end)
+
+describe("DTMF in the media (calls with media settings)", function()
+  local MEDIA = { addr = "127.0.0.1", ports = "50000-50999" }
+
+  local function media_ua(codecs)
+    return ua{ listen = "udp:127.0.0.1:0",
+               media = { addr = MEDIA.addr, ports = MEDIA.ports, codecs = codecs } }
+  end
+
+  it("send_dtmf goes by RFC 4733 when negotiated, and collect gets the digits", function()
+    local ivr, caller = media_ua(), media_ua()
+    local got, sources = {}, {}
+    ivr:on("INVITE", function(call)
+      assert(call:answer())
+      call:on("dtmf", function(_, _, source) sources[source] = (sources[source] or 0) + 1 end)
+      got.digits = { call:collect{ max = 8, timeout = 10 } }
+      got.stats = call.media:stats()
+      call:hangup()
+    end)
+    helper.run(function()
+      local call = assert(caller:invite(ivr:uri("ivr"), { timeout = 5 }))
+      -- the IVR hangs up at the "#", maybe before its last end packet
+      call:send_dtmf("1234#")
+      assert.are.equal("bye", call:wait(10))
+    end, 30)
+    assert.are.same({ "1234" }, got.digits)
+    assert.are.same({ rfc4733 = 5 }, sources)
+    assert.are.equal(5, got.stats.dtmf_received)
+  end)
+
+  it("inband tones are heard when the caller negotiated no telephone-event", function()
+    local ivr, caller = media_ua(), media_ua({ "PCMU" })
+    local got = {}
+    ivr:on("INVITE", function(call)
+      assert(call:answer())
+      call:on("dtmf", function(_, _, source) got.source = source end)
+      got.digits = { call:collect{ max = 4, timeout = 10 } }
+      call:hangup()
+    end)
+    helper.run(function()
+      local call = assert(caller:invite(ivr:uri("ivr"), { timeout = 5 }))
+      assert.is_nil(call.media:dtmf_pt())
+      call:send_dtmf("2580", { method = "inband" })
+      call:wait(10)
+    end, 30)
+    assert.are.same({ "2580" }, got.digits)
+    assert.are.equal("inband", got.source)
+  end)
+
+  it("a digit stops a prompt played with barge, and stays for the collect", function()
+    local ivr, caller = media_ua(), media_ua()
+    local long = helper.tmp .. "/dtmf-long.wav"
+    helper.sh("sox -n -r 8000 -c 1 -b 16 '" .. long .. "' synth 10 sine 440 vol 0.3")
+    local got = {}
+    ivr:on("INVITE", function(call)
+      assert(call:answer())
+      local t0 = require("sip.core").now()
+      got.play = { call:play(long, { barge = true }) }
+      got.took = require("sip.core").now() - t0
+      got.digits = call:collect{ max = 1, timeout = 5 }
+      call:hangup()
+    end)
+    helper.run(function()
+      local call = assert(caller:invite(ivr:uri("ivr"), { timeout = 5 }))
+      sip.sleep(0.5)
+      call:send_dtmf("7")
+      call:wait(10)
+    end, 30)
+    assert.are.same({ nil, "digit", "7" }, got.play)
+    assert.is_true(got.took < 2, "took " .. got.took)
+    assert.are.equal("7", got.digits)
+  end)
+
+  it("collects SIPp's RFC 4733 pcaps (0-9, *, #), each once", function()
+    local ivr = media_ua()
+    local got = {}
+    ivr:on("INVITE", function(call)
+      assert(call:answer())
+      got.digits = { call:collect{ max = 12, terminators = "", timeout = 10, interdigit = 5 } }
+    end)
+    local port = tonumber(ivr:address():match(":(%d+)$"))
+    local sipp = helper.sipp{ sf = "uac_dtmf_2833_pcaps.xml", port = helper.free_port(),
+                              remote = "127.0.0.1:" .. port,
+                              args = { "-m", 1, "-s", "ivr", "-mp", helper.free_port(),
+                                       "-timeout", "60", "-timeout_error" } }
+    assert.are.equal(0, sipp:wait(60), sipp.log())
+    assert.are.same({ "0123456789*#" }, got.digits)
+  end)
+end)

@@ -187,7 +187,19 @@ function helper.sipp(opts)
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = tostring(a) end
   if opts.remote then argv[#argv + 1] = opts.remote end
   local proc = helper.spawn(argv, "sipp")
-  -- give SIPp time to bind before anything is sent to it
+  if not opts.remote then
+    -- a UAS: wait until it has bound its port (a loaded machine starts
+    -- it late, and a request sent before would be refused)
+    local deadline = core.now() + 15
+    while core.now() < deadline and not proc.done() do
+      local p = io.popen("ss -Hln '( sport = :" .. tonumber(opts.port) .. " )' 2>/dev/null")
+      local bound = p:read("a")
+      p:close()
+      if bound:find("%S") then break end
+      helper.spin(0.05)
+    end
+  end
+  -- and a moment more, to be past its own start-up
   helper.spin(opts.startup or 0.3)
   return proc
 end

@@ -349,9 +349,7 @@ return function(_, internal)
   -- the digits the media engine detects reach the call
   function attach_media(call, s)
     call.media = s
-    if s.on_digit then
-      s:on_digit(function(digit, source) return deliver(call, digit, source) end)
-    end
+    s:on_digit(function(digit, source) return deliver(call, digit, source) end)
   end
 
   local RELAY_SIGNALS = { ["10"] = "*", ["11"] = "#", ["12"] = "A", ["13"] = "B", ["14"] = "C",
@@ -485,7 +483,7 @@ return function(_, internal)
     local co = current("call:send_dtmf")
     if self.state == "ended" then return nil, "hangup" end
     local m = self.media
-    local method = opts.method or (m and m.dtmf_pt and m:dtmf_pt() and "rfc4733") or "info"
+    local method = opts.method or (m and m:dtmf_pt() and "rfc4733") or "info"
     local duration, gap = opts.duration or 100, opts.gap or 50
     if method == "info" then
       for d in digits:gmatch(".") do
@@ -501,7 +499,7 @@ return function(_, internal)
     end
     local ok, err = m:_send_dtmf(digits, { mode = method, duration = duration, gap = gap }, co)
     if not ok then return nil, err end
-    return wait(function(_, reason) m:stop(reason, "output") end)
+    return wait(function(_, reason) m:stop(reason, "dtmf") end)
   end
 
   --- Play a WAV file, or a list of them, to the caller; waits until played.

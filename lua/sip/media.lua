@@ -71,7 +71,7 @@ return function(_, internal)
     local ok, err = session:_play(files, opts, co)
     if not ok then return nil, err end
     -- ended early (sip.first, a hangup): stopped, and it returns nil, reason
-    return wait(function(_, reason) session:stop(reason, "output") end)
+    return wait(function(_, reason) session:stop(reason, "play") end)
   end
 
   local RECORD_OPTS = { max = "number", silence = "number", threshold = "number",
@@ -137,7 +137,7 @@ return function(_, internal)
     local ok, err = session:_tone(what, opts, co)
     if not ok then return nil, err end
     -- ended early (sip.first, a hangup): stopped, and it returns nil, reason
-    return wait(function(_, reason) session:stop(reason, "output") end)
+    return wait(function(_, reason) session:stop(reason, "play") end)
   end
 
   local SDP_OPTS = { addr = "string", codecs = "table", direction = "string" }
@@ -221,6 +221,14 @@ return function(_, internal)
           local ok, err = session:set_remote{ addr = addr, port = m.port, pt = send.pt,
             codec = send.name:upper(), ptime = ptime, telephone_event_pt = te and te.pt }
           if not ok then return nil, err end
+          -- events on the payload type our own SDP gave telephone-event
+          local our_te
+          for _, c in ipairs(our_m and our_m.codecs or {}) do
+            if c.name and c.name:upper() == "TELEPHONE-EVENT" then our_te = c.pt end
+          end
+          if our_te and our_te ~= send.pt and our_te ~= 0 and our_te ~= 8 then
+            session:set_local_te_pt(our_te)
+          end
           local dir = sdp.mirror[m.direction or "sendrecv"] or "sendrecv"
           if m.port == 0 or addr == "0.0.0.0" then dir = "inactive" end
           if our_m then dir = combine(dir, our_m.direction or "sendrecv") end
