@@ -34,12 +34,10 @@ local co_create, co_resume, co_running, co_status, co_yield =
 
 local sip = { _VERSION = "luasip 0.1", core = core }
 
+local worker_id, worker_count = tonumber(os.getenv("LUASIP_WORKER")), tonumber(os.getenv("LUASIP_WORKERS"))
 --- Under `luasip -w N`, this worker: `{ id = 1..N, count = N }`; nil in
 -- a process of its own.
-do
-  local id, count = tonumber(os.getenv("LUASIP_WORKER")), tonumber(os.getenv("LUASIP_WORKERS"))
-  sip.worker = id and count and { id = id, count = count } or nil
-end
+sip.worker = worker_id and worker_count and { id = worker_id, count = worker_count } or nil
 
 -- The private sentinel every library wait yields: a user's own yield
 -- inside a driven coroutine can never be mistaken for one of ours.
