@@ -599,6 +599,23 @@ describe("sip.resolve and the dns option", function()
     end)
   end)
 
+  it("takes a name the hosts file knows from it, without DNS (localhost)", function()
+    local silent = assert(core.socket.open("udp", "127.0.0.1", 0))   -- never answers
+    helper.run(function()
+      local ua = track(sip.ua{ dns = { servers = { silent:address() }, timeout = 1 } })
+      local t0 = sip.now()
+      local list = assert(sip.resolve("sip:localhost", { ua = ua }))
+      assert.same({ transport = "udp", addr = "127.0.0.1", port = 5060, priority = 0, weight = 0 }, list[1])
+      list = assert(sip.resolve("sips:localhost:5071", { ua = ua }))
+      assert.same({ "tls", "127.0.0.1", 5071 }, { list[1].transport, list[1].addr, list[1].port })
+      local peer = track(sip.ua{})
+      local res = assert(ua:request("OPTIONS", "sip:x@localhost:" .. port_of(peer)))
+      assert.equal(200, res.status)
+      assert.is_true(sip.now() - t0 < 0.5)
+    end)
+    silent:close()
+  end)
+
   it("checks its arguments and the dns option", function()
     helper.raises("bad argument #1 to 'sip.resolve' %(SIP URI string expected",
                   sip.resolve, 5)

@@ -26,6 +26,7 @@
 #include <ares.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
+#include <netdb.h>
 #include <errno.h>
 #include <ev.h>
 #include <stdio.h>
@@ -940,6 +941,51 @@ static void start_addr(struct sip_dns_lookup *lk)
 	}
 }
 
+/* A name the hosts file knows (localhost, ...) is a host, not a SIP
+ * domain: its addresses, no DNS (c-ares reads the file, a local read). */
+static int from_hosts(struct sip_dns_lookup *lk)
+{
+	static const int fams[2] = { AF_INET, AF_INET6 };
+	struct host *h = NULL;
+	int f, i;
+
+	for (f = 0; f < 2; f++) {
+		struct hostent *he = NULL;
+		if (ares_gethostbyname_file(lk->d->ch, lk->host, fams[f], &he) != ARES_SUCCESS || !he)
+			continue;
+		if (!h) {
+			fallback_host(lk);
+			if (!lk->nhosts) {
+				ares_free_hostent(he);
+				return 0;
+			}
+			h = &lk->hosts[0];
+		}
+		for (i = 0; he->h_addr_list[i] && i < MAX_ADDRS; i++) {
+			struct sip_addr *a = f == 0 ? &h->a4[h->n4++] : &h->a6[h->n6++];
+			memset(a, 0, sizeof *a);
+			if (f == 0 && he->h_length == 4) {
+				a->ss.sin.sin_family = AF_INET;
+				memcpy(&a->ss.sin.sin_addr, he->h_addr_list[i], 4);
+				a->len = sizeof(struct sockaddr_in);
+			} else if (f == 1 && he->h_length == 16) {
+				a->ss.sin6.sin6_family = AF_INET6;
+				memcpy(&a->ss.sin6.sin6_addr, he->h_addr_list[i], 16);
+				a->len = sizeof(struct sockaddr_in6);
+			} else {
+				if (f == 0)
+					h->n4--;
+				else
+					h->n6--;
+				continue;
+			}
+			sip_addr_set_port(a, h->port);
+		}
+		ares_free_hostent(he);
+	}
+	return h != NULL;
+}
+
 /* the queries of the next stage, once those of this one are answered */
 static void next_stage(struct sip_dns_lookup *lk)
 {
@@ -947,6 +993,10 @@ static void next_stage(struct sip_dns_lookup *lk)
 
 	switch (lk->stage) {
 	case ST_START:
+		if (from_hosts(lk)) {
+			lk->stage = ST_ADDR;
+			return;
+		}
 		if (lk->proto < 0 && !lk->port) {
 			lk->stage = ST_NAPTR;
 			ask(lk, lk->host, T_NAPTR, 0);

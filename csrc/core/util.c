@@ -83,7 +83,21 @@ int sip_addr_numeric(const char *host, int port, struct sip_addr *a)
 		a->ss.ss_family = AF_INET6;
 		a->len = sizeof(struct sockaddr_in6);
 	} else {
-		return -EINVAL;
+		/* what else the libc takes for a number ("127.1", "0x7f.1",
+		 * "fe80::1%lo"): never a lookup */
+		struct addrinfo hints, *res = NULL;
+		memset(&hints, 0, sizeof hints);
+		hints.ai_socktype = SOCK_DGRAM;
+		hints.ai_flags = AI_NUMERICHOST;
+		if (getaddrinfo(h, NULL, &hints, &res) != 0 || !res)
+			return -EINVAL;
+		if (res->ai_addrlen > sizeof a->ss) {
+			freeaddrinfo(res);
+			return -EINVAL;
+		}
+		memcpy(&a->ss, res->ai_addr, res->ai_addrlen);
+		a->len = res->ai_addrlen;
+		freeaddrinfo(res);
 	}
 	sip_addr_set_port(a, port);
 	return 0;
