@@ -375,6 +375,32 @@ describe("RFC 3263 with dnsmasq", function()
     assert.same({ "INFO", "bye" }, got)
   end)
 
+  it("the ACK to a Contact name not in the cache goes with the 2xx's retransmission", function()
+    local port = helper.free_port()
+    local callee = track(sip.ua{ listen = "udp:127.0.0.1:" .. port,
+                                 contact = "<sip:bob@contact.ack.test:" .. port .. ">" })
+    local acked, took
+    callee:on("INVITE", function(call)
+      local t0 = sip.now()
+      acked = call:answer()
+      took = sip.now() - t0
+      call:wait()
+    end)
+    local dns = dnsmasq{ "host-record=callee.ack.test,127.0.0.1", "host-record=contact.ack.test,127.0.0.1" }
+    local ua = client(dns)
+    local ticks, stop = 0, false
+    helper.run(function()
+      sip.spawn(function() while not stop do sip.sleep(0.05); ticks = ticks + 1 end end)
+      local call = assert(ua:invite("sip:bob@callee.ack.test:" .. port))
+      sip.sleep(1)
+      call:hangup()
+      stop = true
+    end)
+    assert.is_true(acked)
+    assert.is_true(took > 0.4 and took < 1, "ACKed after " .. tostring(took))
+    assert.is_true(ticks >= 17, ticks .. " ticks")
+  end)
+
   it("orders one priority's targets at random by SRV weight", function()
     local dns = dnsmasq{
       "srv-host=_sip._udp.w.test,heavy.w.test,5060,10,90",

@@ -346,7 +346,8 @@ struct dialog_async {
 /* Build an in-dialog request (12.2.1.1): Request-URI and Route headers
  * from the remote target and route set, From/To/Call-ID from the dialog.
  * With `as`, a target to look up first makes its transaction at once
- * (sip_ua_request, RFC 3263 on the loop): 1 then, *as->out set. */
+ * (sip_ua_request, RFC 3263 on the loop): 1 then, *as->out set; without,
+ * -EWOULDBLOCK (the lookup runs and fills the cache). */
 static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
                         const struct sip_dialog_req *r, struct sip_outreq *o,
                         const struct dialog_async *as, char *err, size_t errlen)
@@ -389,8 +390,7 @@ static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
 	}
 	rq.routes = routes.p;
 	rq.next_hop = d->first_route;
-	rc = as ? sip_ua_build_request_now(d->ua, &rq, o, err, errlen)
-	        : sip_ua_build_request(d->ua, &rq, o, err, errlen);
+	rc = sip_ua_build_request(d->ua, &rq, o, err, errlen);
 	if (rc == -EWOULDBLOCK && as) {
 		rc = sip_ua_request(d->ua, &rq, as->cb, as->arg, as->out, err, errlen);
 		sip_buf_free(&routes);
@@ -423,6 +423,12 @@ int sip_dialog_ack(struct sip_dialog *d, struct sip_msg *res, const char *body, 
 
 	if (!d->ack || d->ack_cseq != cseq) {
 		rc = dialog_build(d, "ACK", cseq, &r, &o, NULL, err, sizeof err);
+		if (rc == -EWOULDBLOCK) {
+			/* its target is being looked up: the 2xx comes again
+			 * (13.3.1.4) and finds the answer in the cache */
+			SIP_LOGD(d->ua->env, "ACK waits for the 2xx again: %s", err);
+			return 0;
+		}
 		if (rc)
 			return rc;
 		sip_msg_unref(o.msg);

@@ -1146,6 +1146,19 @@ int sip_dns_locate(struct sip_dns *d, const struct sip_dns_query *q, sip_dns_cb 
 	return 0;
 }
 
+static void forgotten(void *arg, const char *err, const struct sip_dns_target *t, size_t n)
+{
+	(void)arg; (void)err; (void)t; (void)n;
+}
+
+void sip_dns_forget(struct sip_dns_lookup *lk)
+{
+	if (lk) {
+		lk->cb = forgotten;
+		lk->arg = NULL;
+	}
+}
+
 void sip_dns_cancel(struct sip_dns_lookup *lk)
 {
 	if (!lk)

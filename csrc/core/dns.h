@@ -55,6 +55,9 @@ int sip_dns_cache_answer(struct sip_dns *d, const unsigned char *abuf, size_t al
 
 /* no callback for l after this */
 void sip_dns_cancel(struct sip_dns_lookup *l);
+/* no callback either, but the lookup goes on to its end: its answers
+ * fill the cache for the next one */
+void sip_dns_forget(struct sip_dns_lookup *l);
 
 /* a target that failed (transport error, timeout, 503 with Retry-After)
  * goes last in answers for `seconds` (< 0: the configured time) */

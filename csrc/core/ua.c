@@ -893,9 +893,10 @@ struct sip_dns *sip_ua_dns(struct sip_ua *ua, char *err, size_t errlen)
 /* The address of a target for a request built outside sip_ua_request
  * (in-dialog requests, the ACK of a 2xx): numeric at once; a name from
  * the resolver's cache when an answer is there (the usual case: it was
- * looked up for the INVITE). Else -EWOULDBLOCK, and in-dialog requests
- * take the way of sip_ua_request; only an ACK (may_block) looks it up
- * with a blocking getaddrinfo, as the last resort. */
+ * looked up for the INVITE). Else -EWOULDBLOCK, never a blocking lookup:
+ * the lookup starts (its answer fills the cache), in-dialog requests
+ * take the way of sip_ua_request, and an ACK goes with the 2xx's next
+ * retransmission. */
 static void sync_cb(void *arg, const char *err, const struct sip_dns_target *t, size_t n)
 {
 	struct sip_target *x = arg;
@@ -906,8 +907,7 @@ static void sync_cb(void *arg, const char *err, const struct sip_dns_target *t, 
 	}
 }
 
-static int resolve_sync(struct sip_ua *ua, struct sip_target *t, int may_block, char *err,
-                        size_t errlen)
+static int resolve_sync(struct sip_ua *ua, struct sip_target *t, char *err, size_t errlen)
 {
 	struct sip_dns_query q = { .host = t->host, .port = t->port_given ? t->port : 0,
 	                           .proto = t->proto_given ? t->proto : -1, .sips = t->sips };
@@ -920,18 +920,12 @@ static int resolve_sync(struct sip_ua *ua, struct sip_target *t, int may_block, 
 	t->addr.len = 0;
 	if ((d = sip_ua_dns(ua, e, sizeof e)) && !sip_dns_locate(d, &q, sync_cb, t, &lk)) {
 		if (lk)
-			sip_dns_cancel(lk);     /* not in the cache */
+			sip_dns_forget(lk);     /* not in the cache: it will be */
 		else if (t->addr.len)
 			return 0;
 	}
-	if (!may_block)
-		return -EWOULDBLOCK;
-	SIP_LOGD(ua->env, "%s is not in the DNS cache: blocking lookup", t->host);
-	if (sip_addr_resolve(t->host, t->port, &t->addr)) {
-		snprintf(err, errlen, "dns: %s: not found", t->host);
-		return -EHOSTUNREACH;
-	}
-	return 0;
+	snprintf(err, errlen, "dns: %s: not in the cache yet", t->host);
+	return -EWOULDBLOCK;
 }
 
 /* Our address as the peer sees it: the listener's, or for a wildcard
@@ -1041,23 +1035,8 @@ void sip_ua_contact(struct sip_ua *ua, int proto, const struct sip_addr *peer, i
 		memcpy(l->contact[sips], buf, strlen(buf) + 1);
 }
 
-static int build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
-                         int may_block, char *err, size_t errlen);
-
 int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
                          char *err, size_t errlen)
-{
-	return build_request(ua, rq, o, 1, err, errlen);
-}
-
-int sip_ua_build_request_now(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
-                             char *err, size_t errlen)
-{
-	return build_request(ua, rq, o, 0, err, errlen);
-}
-
-static int build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
-                         int may_block, char *err, size_t errlen)
 {
 	struct sip_target t, rt;
 	const char *hop;
@@ -1075,7 +1054,7 @@ static int build_request(struct sip_ua *ua, const struct sip_request *rq, struct
 	} else {
 		t = rt;
 	}
-	if ((rc = resolve_sync(ua, &t, may_block, err, errlen)))
+	if ((rc = resolve_sync(ua, &t, err, errlen)))
 		return rc;
 	return sip_ua_build_for(ua, rq, &t, rt.sips, NULL, o, err, errlen);
 }

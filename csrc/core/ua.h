@@ -93,12 +93,10 @@ struct sip_outreq {
 	struct sip_listener *lst;
 	char tls_name[256];             /* host of the next hop: the TLS peer's name */
 };
+/* -EWOULDBLOCK for a host name the resolver has not in its cache (its
+ * lookup starts; sip_ua_request waits for it on the loop) */
 int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
                          char *errbuf, size_t errlen);
-/* the same, or -EWOULDBLOCK for a host name the resolver has not in its
- * cache (then sip_ua_request looks it up on the loop) */
-int sip_ua_build_request_now(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
-                             char *errbuf, size_t errlen);
 /* send a built request outside any transaction (ACK for a 2xx) */
 int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *dst,
                           struct sip_listener *l, const char *tls_name, const char *text, size_t len);
