@@ -15,7 +15,8 @@
  * lookup go round: they end as "no address".
  *
  * Answers are cached as c-ares received them, for the smallest TTL of
- * their records (negative ones for the SOA's, RFC 2308, or NEG_TTL), and
+ * their records (negative ones for the SOA's, RFC 2308, or NEG_TTL; a
+ * TTL of 0 for one second), and
  * parsed again on a hit with the same code; c-ares's parsers read them
  * (ares_parse_naptr_reply, _srv_, _a_, _aaaa_), sip_dns_info only reads
  * the header and the TTLs, which c-ares does not give for NAPTR and SRV.
@@ -466,8 +467,11 @@ static void cache_put(struct sip_dns *d, const char *key, int status, const unsi
 		ttl = info.neg_ttl >= 0 ? info.neg_ttl : NEG_TTL;
 	else
 		return;
+	/* TTL 0 is kept one second all the same: the request and what
+	 * follows it at once (its ACK, an in-dialog request built outside
+	 * the transaction) find the same answer without a second lookup */
 	if (ttl <= 0)
-		return;                 /* TTL 0: for this answer only */
+		ttl = 1;
 	if (ttl > MAX_TTL)
 		ttl = MAX_TTL;
 	if ((e = (struct dns_cache *)sip_htab_find(&d->cache, key)))
