@@ -231,6 +231,15 @@ int player_read(struct player *p, int16_t *out, int n, char *err, size_t errlen)
 		} else if (p->loop && p->produced > 0) {
 			p->cur = 0;
 			p->produced = 0;
+			/* one file again: rewind it rather than open it anew (a
+			 * looping prompt costs no allocation and no open per loop) */
+			if (p->nfiles == 1 && sf_seek(p->sf, 0, SEEK_SET) == 0) {
+				if (p->rs && p->rate != RATE) {
+					speex_resampler_reset_mem(p->rs);
+					speex_resampler_skip_zeros(p->rs);
+				}
+				continue;
+			}
 		} else {
 			p->done = 1;
 			break;
