@@ -54,13 +54,18 @@ local function ids(seen)
   return table.concat(out, ",")
 end
 
--- the pids of processes whose command line is an interpreter running
--- `rest` (not the shell that runs pgrep, whose line holds the pattern too)
-local function pids_of(rest)
-  local out = helper.sh("pgrep -f " .. helper.shell_quote("^[^ ]*lua[^ ]* .*" .. rest))
-  local list = {}
-  for pid in out:gmatch("%d+") do list[#list + 1] = tonumber(pid) end
-  return list
+-- the parent of a process (its supervisor), from /proc
+local function parent_of(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local stat = f:read("a")
+  f:close()
+  -- pid (comm) state ppid ...: comm may hold spaces, not ")"
+  return tonumber(stat:match("%) %S+ (%d+)"))
+end
+
+local function alive(pid)
+  return io.open("/proc/" .. pid .. "/stat") ~= nil
 end
 
 describe("luasip -w", function()
@@ -92,11 +97,14 @@ describe("luasip -w", function()
     assert.are.equal("1,2", ids(again))
     for w in pairs(again) do assert.are_not.equal(old, tonumber(w:match("(%d+)$"))) end
     -- TERM to the supervisor: every worker ends, and so does it, with 0
-    local supervisor = pids_of("bin/luasip -w 2 " .. path)
-    assert.are.equal(1, #supervisor, sup.log())
-    assert(os.execute("kill -TERM " .. supervisor[1]))
-    assert.are.equal(0, sup:wait(10), sup.log())
-    assert.are.same({}, pids_of(path))
+    local workers = {}
+    for w in pairs(again) do workers[#workers + 1] = tonumber(w:match("(%d+)$")) end
+    local supervisor = parent_of(workers[1])
+    assert.is_truthy(supervisor, sup.log())
+    assert.are.equal(supervisor, parent_of(workers[2]))
+    assert(os.execute("kill -TERM " .. supervisor))
+    assert.are.equal(0, sup:wait(30), sup.log())
+    for _, pid in ipairs(workers) do assert.is_false(alive(pid), "worker " .. pid .. " still runs") end
   end)
 
   it("sip.worker is nil in a process of its own", function()
