@@ -945,11 +945,56 @@ static void start_addr(struct sip_dns_lookup *lk)
 	}
 }
 
+/* the first host of lk (made on first use) gets one address of family
+ * f (0: IPv4 from 4 bytes, 1: IPv6 from 16) */
+static struct host *hosts_add_addr(struct sip_dns_lookup *lk, struct host *h, int f, const void *raw)
+{
+	struct sip_addr *a;
+
+	if (!h) {
+		fallback_host(lk);
+		if (!lk->nhosts)
+			return NULL;
+		h = &lk->hosts[0];
+	}
+	if ((f == 0 ? h->n4 : h->n6) >= MAX_ADDRS)
+		return h;
+	a = f == 0 ? &h->a4[h->n4++] : &h->a6[h->n6++];
+	memset(a, 0, sizeof *a);
+	if (f == 0) {
+		a->ss.sin.sin_family = AF_INET;
+		memcpy(&a->ss.sin.sin_addr, raw, 4);
+		a->len = sizeof(struct sockaddr_in);
+	} else {
+		a->ss.sin6.sin6_family = AF_INET6;
+		memcpy(&a->ss.sin6.sin6_addr, raw, 16);
+		a->len = sizeof(struct sockaddr_in6);
+	}
+	sip_addr_set_port(a, h->port);
+	return h;
+}
+
+/* "localhost" and names under it (RFC 6761 6.3) */
+static int is_localhost(const char *name)
+{
+	size_t n = strlen(name);
+
+	if (n && name[n - 1] == '.')
+		n--;
+	if (n == 9)
+		return !strncasecmp(name, "localhost", 9);
+	return n > 10 && !strncasecmp(name + n - 10, ".localhost", 10);
+}
+
 /* A name the hosts file knows (localhost, ...) is a host, not a SIP
- * domain: its addresses, no DNS (c-ares reads the file, a local read). */
+ * domain: its addresses, no DNS (c-ares reads the file, a local read).
+ * localhost is the loopback even where the file omits it (RFC 6761):
+ * never a query that a closed network leaves unanswered. */
 static int from_hosts(struct sip_dns_lookup *lk)
 {
 	static const int fams[2] = { AF_INET, AF_INET6 };
+	static const unsigned char lo4[4] = { 127, 0, 0, 1 };
+	static const unsigned char lo6[16] = { [15] = 1 };
 	struct host *h = NULL;
 	int f, i;
 
@@ -957,36 +1002,18 @@ static int from_hosts(struct sip_dns_lookup *lk)
 		struct hostent *he = NULL;
 		if (ares_gethostbyname_file(lk->d->ch, lk->host, fams[f], &he) != ARES_SUCCESS || !he)
 			continue;
-		if (!h) {
-			fallback_host(lk);
-			if (!lk->nhosts) {
+		for (i = 0; he->h_addr_list[i]; i++) {
+			if (he->h_length != (f == 0 ? 4 : 16))
+				continue;
+			if (!(h = hosts_add_addr(lk, h, f, he->h_addr_list[i]))) {
 				ares_free_hostent(he);
 				return 0;
 			}
-			h = &lk->hosts[0];
-		}
-		for (i = 0; he->h_addr_list[i] && i < MAX_ADDRS; i++) {
-			struct sip_addr *a = f == 0 ? &h->a4[h->n4++] : &h->a6[h->n6++];
-			memset(a, 0, sizeof *a);
-			if (f == 0 && he->h_length == 4) {
-				a->ss.sin.sin_family = AF_INET;
-				memcpy(&a->ss.sin.sin_addr, he->h_addr_list[i], 4);
-				a->len = sizeof(struct sockaddr_in);
-			} else if (f == 1 && he->h_length == 16) {
-				a->ss.sin6.sin6_family = AF_INET6;
-				memcpy(&a->ss.sin6.sin6_addr, he->h_addr_list[i], 16);
-				a->len = sizeof(struct sockaddr_in6);
-			} else {
-				if (f == 0)
-					h->n4--;
-				else
-					h->n6--;
-				continue;
-			}
-			sip_addr_set_port(a, h->port);
 		}
 		ares_free_hostent(he);
 	}
+	if (!h && is_localhost(lk->host) && (h = hosts_add_addr(lk, h, 0, lo4)))
+		hosts_add_addr(lk, h, 1, lo6);
 	return h != NULL;
 }
 
