@@ -7,6 +7,10 @@
 --   lua5.4 bench/run.lua --only media [--media-steps 100,1000]
 --                                   section 6 alone (media streams), its section of
 --                                   bench/RESULTS.md replaced and the rest kept
+--   lua5.4 bench/run.lua --only dtmf [--dtmf-steps 250,1000]
+--                                   section 7 alone (DTMF digits while a prompt plays)
+--   lua5.4 bench/run.lua --only network
+--                                   section 8 alone (luasip -w 2 against -w 1; DNS lookups)
 --
 -- Run from the repository root after `make build` (make bench / make bench-smoke do both).
 -- Plain Lua 5.4: the peers are SIPp and the Lua scripts bench/uas.lua and bench/uac.lua
@@ -15,22 +19,27 @@
 -- See bench/README.md for what each figure means.
 
 local SMOKE = false
-local ONLY              -- --only media: that section alone, spliced into RESULTS.md
+local ONLY              -- --only media|dtmf|network: that section alone, spliced into RESULTS.md
 local MEDIA_STEPS_ARG   -- --media-steps 100,1000: the media section's stream counts
+local DTMF_STEPS_ARG    -- --dtmf-steps 250,1000: the DTMF section's call counts
 do
   local i = 1
   while i <= #arg do
     local a = arg[i]
     if a == "--smoke" then
       SMOKE = true
-    elseif a == "--only" and arg[i + 1] == "media" then
-      ONLY = "media"
+    elseif a == "--only" and (arg[i + 1] == "media" or arg[i + 1] == "dtmf" or arg[i + 1] == "network") then
+      ONLY = arg[i + 1]
       i = i + 1
     elseif a == "--media-steps" and (arg[i + 1] or ""):match("^[%d,]+$") then
       MEDIA_STEPS_ARG = arg[i + 1]
       i = i + 1
+    elseif a == "--dtmf-steps" and (arg[i + 1] or ""):match("^[%d,]+$") then
+      DTMF_STEPS_ARG = arg[i + 1]
+      i = i + 1
     elseif a == "-h" or a == "--help" then
-      print("usage: lua5.4 bench/run.lua [--smoke] [--only media] [--media-steps N,N,...]")
+      print("usage: lua5.4 bench/run.lua [--smoke] [--only media|dtmf|network] [--media-steps N,N,...] " ..
+            "[--dtmf-steps N,N,...]")
       os.exit(0)
     else
       io.stderr:write("bench/run.lua: unknown argument ", a, "\n")
@@ -105,6 +114,19 @@ end
 local function status_kb(pid, field)
   local s = pid and readfile("/proc/" .. pid .. "/status")
   return s and tonumber(s:match(field .. ":%s*(%d+)%s*kB"))
+end
+
+-- utime + stime of a process and its descendants (luasip -w N: the
+-- supervisor and its workers)
+local function cpu_tree(pid)
+  local t, sys = cpu_of(pid)
+  if not t then return nil end
+  local kids = readfile("/proc/" .. pid .. "/task/" .. pid .. "/children") or ""
+  for c in kids:gmatch("%d+") do
+    local ct, cs = cpu_tree(c)
+    if ct then t, sys = t + ct, sys + cs end
+  end
+  return t, sys
 end
 
 local SELF_PID = (readfile("/proc/self/stat") or ""):match("^(%d+)")
@@ -282,12 +304,13 @@ end
 ---------------------------------------------------------------------------
 -- Peers
 
--- the Lua UAS; wrapper: a command prefix (valgrind), startup: seconds to wait
+-- the Lua UAS; wrapper: a command prefix (valgrind), startup: seconds to wait;
+-- luasip_args: before the script ("-w 2"), workers: READY lines to wait for
 local function start_lua_uas(opts)
   opts = opts or {}
   local port = free_port()
   local cmd = (opts.wrapper or "") .. (opts.host and (q(opts.host) .. " ") or "") .. q(LUASIP) .. " " ..
-              q(ROOT .. "/bench/uas.lua") ..
+              (opts.luasip_args and (opts.luasip_args .. " ") or "") .. q(ROOT .. "/bench/uas.lua") ..
               " " .. port .. " --parent " .. SELF_PID .. " " .. (opts.args or "")
   local p = spawn(opts.name or "lua-uas", cmd)
   p.port = port
@@ -295,7 +318,9 @@ local function start_lua_uas(opts)
   while true do
     local s = readfile(p.out) or ""
     local auth = s:match("READY auth=(%a+)")
-    if auth then
+    local ready = 0
+    for _ in s:gmatch("READY auth=") do ready = ready + 1 end
+    if auth and ready >= (opts.workers or 1) then
       p.auth = auth == "yes"
       break
     end
@@ -305,6 +330,7 @@ local function start_lua_uas(opts)
     sleep(0.05)
   end
   p.idle_rss = status_kb(p.pid, "VmRSS")
+  if opts.workers then p.cpu = cpu_tree end
   return p
 end
 
@@ -437,7 +463,7 @@ local function run_sipp_uac(o)
     local t = now()
     c_drops = udp_drops(p.lport) or c_drops
     if t - p.t0 >= 0.3 and t - p.t0 <= traffic then
-      local smp = { t = t, u = cpu_of(p.pid), s = srv and cpu_of(srv.pid) }
+      local smp = { t = t, u = cpu_of(p.pid), s = srv and (srv.cpu or cpu_of)(srv.pid) }
       if smp.u then
         if not sa then sa = smp else sb = smp end
       end
@@ -485,11 +511,12 @@ local STEP = SMOKE and 0.5 or 5    -- seconds of traffic per step
 local function ladder_step(o, rate)
   local server = o.server()
   sleep(0.2)
-  local c0 = cpu_of(server.pid)
+  local cpu = server.cpu or cpu_of
+  local c0 = cpu(server.pid)
   local calls = math.max(1, math.floor(rate * STEP))
   local r = run_sipp_uac{ scen = o.scen, rate = rate, calls = calls, port = server.port,
                           timeout = STEP + 10, name = o.client_name, server = server }
-  local c1 = cpu_of(server.pid)
+  local c1 = cpu(server.pid)
   if not c1 then
     kill(server)
     error(o.label .. ": the server died during the " .. rate .. "/s step:\n" .. tail(server.out, 10), 0)
@@ -1801,6 +1828,561 @@ local function render_media(M0, load_end)
 end
 
 ---------------------------------------------------------------------------
+-- 7. DTMF (issue 15): concurrent calls each playing a prompt while they
+-- collect the RFC 4733 digits SIPp plays from its pcaps; digit latency from
+-- the capture timestamp of an event's first packet to the digit in Lua
+
+local DTMF_PCAPS = "/usr/share/sip-tester"
+local DTMF_KEYS = { "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "star", "pound" }
+local DTMF_EXPECT = "0123456789*#"
+local DTMF_CODE = { ["*"] = 10, ["#"] = 11, A = 12, B = 13, C = 14, D = 15 }
+local DTMF_GAP = SMOKE and 0.2 or 1          -- seconds between two key presses of a call (SIPp -d)
+local DTMF_PORTS = "30000-39999"             -- luasip's media.ports
+local DTMF_FILTER = "udp and dst portrange 30000-39999 and udp[9] & 0x7f == 101"
+
+local function dtmf_steps()
+  if DTMF_STEPS_ARG then
+    local t = {}
+    for n in DTMF_STEPS_ARG:gmatch("%d+") do t[#t + 1] = tonumber(n) end
+    return t
+  end
+  return SMOKE and { 6 } or { 250, 500, 1000 }
+end
+
+-- the pcaps where SIPp finds them (the directory it runs in), the prompt
+-- and the caller's voice; nil and why when something is missing
+local function dtmf_tools()
+  if not have("sox") then return nil, "no sox (make deps)" end
+  if not have("dumpcap") then return nil, "no dumpcap (wireshark's capture tool) to timestamp the events" end
+  for _, k in ipairs(DTMF_KEYS) do
+    local f = DTMF_PCAPS .. "/dtmf_2833_" .. k .. ".pcap"
+    if not readfile(f) then return nil, "no " .. f .. " (SIPp's RFC 4733 pcaps)" end
+    if os.execute("cp " .. q(f) .. " " .. q(TMP .. "/")) ~= true then return nil, "cannot copy " .. f end
+  end
+  -- the prompt: a 4 s sweep (16-bit WAV); the caller's voice: another
+  -- sweep, as raw mu-law for rtp_stream; neither holds a DTMF pair
+  local ok = os.execute(fmt("sox -n -r 8000 -c 1 -b 16 %s synth 4 sine 300-3000 vol 0.5 >/dev/null 2>&1 && " ..
+                            "sox -n -r 8000 -c 1 -t raw -e mu-law -b 8 %s synth 4 sine 200-1000 vol 0.3 " ..
+                            ">/dev/null 2>&1", q(TMP .. "/dtmf_prompt.wav"), q(TMP .. "/dtmf_audio.ulaw")))
+  if ok ~= true then return nil, "sox could not make the prompt" end
+  return true
+end
+
+-- the RTP packets of a pcap file (libpcap format, IPv4/UDP) as
+-- { t, port (destination), ts, event, e (end bit) }; nil and why
+local function read_rtp_events(path)
+  local s = readfile(path)
+  if not s or #s < 24 then return nil, "no capture" end
+  local e, nano
+  for _, en in ipairs{ "<", ">" } do
+    local m = string.unpack(en .. "I4", s, 1)
+    if m == 0xa1b2c3d4 or m == 0xa1b23c4d then e, nano = en, m == 0xa1b23c4d end
+  end
+  if not e then return nil, "not a libpcap file" end
+  local l2 = ({ [0] = 4, [1] = 14, [113] = 16, [276] = 20, [101] = 0 })[string.unpack(e .. "I4", s, 21)]
+  if not l2 then return nil, "unknown link type" end
+  local evs, pos = {}, 25
+  while pos + 16 <= #s do
+    local sec, frac, incl = string.unpack(e .. "I4I4I4", s, pos)
+    local p = pos + 16
+    pos = p + incl
+    local ip = p + l2
+    if incl >= l2 + 20 + 8 + 16 and (s:byte(ip) >> 4) == 4 then
+      local udp = ip + (s:byte(ip) & 15) * 4
+      if udp + 8 + 16 <= p + incl then
+        local dport = string.unpack(">I2", s, udp + 2)
+        local ts = string.unpack(">I4", s, udp + 8 + 4)
+        local ev, flags = string.unpack(">BB", s, udp + 8 + 12)
+        evs[#evs + 1] = { t = sec + frac / (nano and 1e9 or 1e6), port = dport, ts = ts, event = ev,
+                          e = flags >> 7 }
+      end
+    end
+  end
+  return evs
+end
+
+local function percentile(sorted, p)
+  if #sorted == 0 then return nil end
+  return sorted[math.max(1, math.ceil(p * #sorted))]
+end
+
+-- one run: n calls into a fresh luasip IVR (inband detector forced on
+-- or not), each pressing 0123456789*# while the prompt plays
+local function dtmf_run(n, inband)
+  local label = fmt("%d calls, inband %s", n, inband and "on" or "off")
+  local port = free_port()
+  local server = spawn("lua-dtmf-uas", PIN_SERVER .. q(LUASIP) .. " " .. q(ROOT .. "/bench/dtmf_uas.lua") .. " " ..
+                       port .. " " .. q(TMP .. "/dtmf_prompt.wav") .. " --ports " .. DTMF_PORTS .. " --parent " ..
+                       SELF_PID .. (inband and " --inband" or ""))
+  local deadline = now() + 10
+  while not (readfile(server.out) or ""):match("READY") do
+    if rc_of(server) or now() > deadline then
+      error("bench/dtmf_uas.lua did not start:\n" .. tail(server.out, 10), 0)
+    end
+    sleep(0.05)
+  end
+  local capf = fmt("%s/dtmf-%d-%s.pcap", TMP, n, inband and "inband" or "rfc4733")
+  local cap = spawn("dumpcap", PIN_LOAD .. "dumpcap -i lo -P -B 64 -f " .. q(DTMF_FILTER) .. " -w " .. q(capf))
+  deadline = now() + 10
+  while not (readfile(cap.out) or ""):match("Capturing on") do
+    if rc_of(cap) or now() > deadline then
+      kill(server)
+      return nil, "dumpcap did not start: " .. tail(cap.out, 3)
+    end
+    sleep(0.05)
+  end
+  sleep(0.3)
+  local rate = math.max(10, math.min(200, n // 4))
+  local ramp = n / rate
+  local span = 13 * DTMF_GAP          -- a call: a gap, then 12 key presses each followed by a gap
+  -- SIPp's rtp_stream takes a port a call upwards of -mp: kept out of
+  -- luasip's media ports
+  local lport, mport = free_port(), free_ports(4)
+  while mport < 40000 or mport > 55000 do mport = free_ports(4) end
+  local csv = fmt("%s/sipp-dtmf-%d.csv", TMP, lport)
+  local uac = spawn("sipp-dtmf-uac", PIN_LOAD .. table.concat({
+    "sipp -nostdin -i 127.0.0.1 -p", lport, "-mi 127.0.0.1 -mp", mport, "-sf", q(ROOT .. "/bench/dtmf_uac.xml"),
+    SIPP_BUF, "-r", rate, "-rp 1000", "-m", n, "-l", n,
+    "-d", math.floor(DTMF_GAP * 1000), "-timeout", fmt("%ds", math.ceil(ramp + span + 30)), "-timeout_error",
+    "-trace_stat -stf", q(csv), "-fd 1", "127.0.0.1:" .. port }, " "))
+  local t0 = now()
+  -- the window: every call up and pressing keys (the first call's last
+  -- key comes at span)
+  local w0 = ramp + 0.5
+  local w1 = math.max(w0 + 0.5, span - 0.5)
+  local function at(t)
+    local left = t0 + t - now()
+    if left > 0 then sleep(left) end
+  end
+  at(w0)
+  local ta, s0, u0, k0 = now(), cpu_of(server.pid), cpu_of(uac.pid), cpu_of(cap.pid)
+  local b0, j0 = cpu_jiffies(PIN and 1 or 0)
+  at(w1)
+  local tb, s1, u1, k1 = now(), cpu_of(server.pid), cpu_of(uac.pid), cpu_of(cap.pid)
+  local b1, j1 = cpu_jiffies(PIN and 1 or 0)
+  local rc = wait_proc(uac, ramp + span + 40)
+  if not rc then kill(uac) end
+  -- the IVR writes its digit lines once a second, then a STAT line: wait
+  -- for the one that counts every call ended
+  deadline = now() + 3
+  while (uas_stat(server).ended or 0) < n and now() < deadline do sleep(0.1) end
+  os.execute("kill -INT " .. cap.pid .. " 2>/dev/null")
+  wait_proc(cap, 10)
+  local st = uas_stat(server)
+  local text = readfile(server.out) or ""
+  kill(server)
+  kill(cap)
+  if not (s0 and s1) then error("the DTMF IVR died (" .. label .. "):\n" .. tail(server.out, 10), 0) end
+  local r = { n = n, inband = inband, rate = rate, stat = st, window = tb - ta }
+  local rows = sipp_rows(csv)
+  local c = rows and rows[#rows]
+  if not c then
+    error("SIPp's DTMF caller produced no statistics (" .. uac.cmd .. "):\n" .. tail(uac.out, 10), 0)
+  end
+  r.ok, r.failed = csv_num(c, "SuccessfulCall(C)"), csv_num(c, "FailedCall(C)")
+  r.server_load = (s1 - s0) / r.window
+  r.per_call = (s1 - s0) / (n * r.window)       -- s of CPU per call-second
+  r.uac_load = u0 and u1 and (u1 - u0) / r.window
+  r.cap_load = k0 and k1 and (k1 - k0) / r.window
+  r.others = b0 and b1 and j1 > j0 and math.max(0, (b1 - b0) / (j1 - j0) - r.server_load) or nil
+  local cs = readfile(cap.out) or ""
+  local got, drop = cs:match("received/dropped on interface.-: (%d+)/(%d+)")
+  r.cap_packets, r.cap_drops = tonumber(got), tonumber(drop)
+  -- the digits the script got, per call (its RTP port)
+  local digits, nd = {}, 0
+  for l in text:gmatch("[^\n]+") do
+    local p, d, t = l:match("^D (%d+) (%S) ([%d.]+)$")
+    if p then
+      local list = digits[p] or {}
+      digits[p] = list
+      list[#list + 1] = { d = d, t = tonumber(t) }
+      nd = nd + 1
+    end
+  end
+  r.digits = nd
+  -- the key presses on the wire, per port: the first packet of each
+  -- (event, RTP timestamp)
+  local evs, why = read_rtp_events(capf)
+  if not evs then error("DTMF capture (" .. label .. "): " .. why, 0) end
+  local presses, np = {}, 0
+  for _, e in ipairs(evs) do
+    local key = tostring(e.port)
+    local l = presses[key] or {}
+    presses[key] = l
+    local last = l[#l]
+    if not last or last.event ~= e.event or last.ts ~= e.ts or e.t - last.tl > 1 then
+      l[#l + 1] = { event = e.event, ts = e.ts, t = e.t, tl = e.t }
+      np = np + 1
+    else
+      last.tl = e.t
+    end
+  end
+  r.presses = np
+  -- the right digits: every call must have heard 0123456789*# in order
+  local calls_seen, good, wrong, missing, extra = 0, 0, 0, 0, 0
+  for _, list in pairs(digits) do
+    calls_seen = calls_seen + 1
+    local s = {}
+    for i, x in ipairs(list) do s[i] = x.d end
+    s = table.concat(s)
+    if s == DTMF_EXPECT then good = good + 1 end
+    for i = 1, math.max(#s, #DTMF_EXPECT) do
+      local a, b = s:sub(i, i), DTMF_EXPECT:sub(i, i)
+      if a == "" then missing = missing + 1
+      elseif b == "" then extra = extra + 1
+      elseif a ~= b then wrong = wrong + 1 end
+    end
+  end
+  missing = missing + math.max(0, r.ok + r.failed - calls_seen) * #DTMF_EXPECT
+  r.calls_good, r.wrong, r.missing, r.extra = good, wrong, missing, extra
+  -- latency: each digit against the last press of that key on its port
+  -- whose first packet was captured before it (50 ms of slack: a digit
+  -- "before" its packet would show as a negative latency, not be lost)
+  local lat, unmatched, negative = {}, 0, 0
+  for p, list in pairs(digits) do
+    local pl = presses[p] or {}
+    for _, x in ipairs(list) do
+      local code = tonumber(x.d) or DTMF_CODE[x.d]
+      local best
+      for _, pr in ipairs(pl) do
+        if pr.event == code and pr.t <= x.t + 0.05 and not pr.used then best = pr end
+      end
+      if best then
+        best.used = true
+        lat[#lat + 1] = x.t - best.t
+        if x.t < best.t then negative = negative + 1 end
+      else
+        unmatched = unmatched + 1
+      end
+    end
+  end
+  table.sort(lat)
+  r.lat, r.unmatched, r.negative = lat, unmatched, negative
+  r.p50, r.p99, r.max = percentile(lat, 0.5), percentile(lat, 0.99), lat[#lat]
+  r.complete = r.ok == n and r.failed == 0 and (r.stat.failed or 0) == 0
+  r.clean = r.complete and good == n and (r.cap_drops or 0) == 0
+  r.why = (not r.complete and fmt("%d ok, %d failed", r.ok, r.failed)) or
+          (good < n and fmt("%d calls with wrong digits", n - good)) or
+          ((r.cap_drops or 0) > 0 and fmt("capture dropped %d", r.cap_drops)) or "ok"
+  note(fmt("%-26s %-22s digits %d/%d (wrong %d, missing %d, extra %d), latency p50 %s p99 %s max %s ms, " ..
+           "IVR %s CPU (%s us per call-second), SIPp %s, dumpcap %s, others on its core %s, rx %s, unexpected %s",
+           label, r.why, nd, n * #DTMF_EXPECT, wrong, missing, extra, r.p50 and fmt("%.3f", r.p50 * 1e3) or "-",
+           r.p99 and fmt("%.3f", r.p99 * 1e3) or "-", r.max and fmt("%.3f", r.max * 1e3) or "-", pct(r.server_load),
+           us(r.per_call), r.uac_load and pct(r.uac_load) or "?", r.cap_load and pct(r.cap_load) or "?",
+           r.others and pct(r.others) or "?", tostring(st.rx or "?"), tostring(st.unexpected or "?")))
+  return r
+end
+
+local function section_dtmf()
+  note("7. DTMF: calls collecting RFC 4733 digits from SIPp's pcaps while a prompt plays; inband detector off and on")
+  local ok, why = dtmf_tools()
+  if not ok then
+    note("dtmf: not available (" .. why .. ")")
+    R.dtmf = { na = why }
+    return
+  end
+  local res = { runs = {}, steps = dtmf_steps() }
+  for _, n in ipairs(res.steps) do
+    -- the two runs of a count one after the other: the inband cost is
+    -- their difference, in the same conditions
+    local a = dtmf_run(n, false)
+    local b = dtmf_run(n, true)
+    res.runs[#res.runs + 1] = { n = n, off = a, on = b }
+    if a.clean then res.best = res.runs[#res.runs] end
+    if not (a.complete and b.complete) then break end
+  end
+  R.dtmf = res
+end
+
+local function render_dtmf(M0, load_end)
+  local d = R.dtmf
+  out("## 7. DTMF: calls collecting RFC 4733 digits while a prompt plays")
+  out()
+  out(fmt("Measured at commit %s%s, %s, load average %s at the start of the run and %s at the end.", M0.commit,
+          M0.dirty and " (with uncommitted changes)" or "", M0.date, M0.load, load_end))
+  out()
+  if not d or d.na then
+    out("Not available: " .. tostring(d and d.na or "the section did not run") .. ".")
+    out()
+    return
+  end
+  out(fmt("Each run: a fresh luasip IVR, bench/dtmf_uas.lua: a UA with `media = { ports = \"%s\", codecs = " ..
+          "{ \"PCMU\", \"PCMA\", \"telephone-event\" } }` that answers and loops on `call:collect{ prompt = " ..
+          "prompt, max = 1, terminators = \"\" }` (a 4 s 16-bit WAV played with barge-in; each digit stops it and " ..
+          "the next collect plays it again). SIPp's bench/dtmf_uac.xml places N calls (N/4 a second, at most " ..
+          "200) offering PCMU and telephone-event 101, streams its own voice to each (`rtp_stream`, a sweep in " ..
+          "mu-law, 50 packets a second a call) and plays SIPp's RFC 4733 pcaps dtmf_2833_0 ... 9, star, pound " ..
+          "(`play_pcap_audio`: seven updates 20 ms apart, then three end packets) %g s apart, then hangs up: " ..
+          "every call must deliver 0123456789*# to the script, in that order. The IVR is pinned to CPU 1, SIPp " ..
+          "and the capture to CPU 0.", DTMF_PORTS, DTMF_GAP))
+  out()
+  out("**Digit latency** is measured from the first packet of a key press arriving to the digit in Lua: " ..
+      "dumpcap captures the telephone-event packets on lo (a BPF filter on the RTP payload type, so only " ..
+      "those, ten a key press), and the kernel's capture timestamp (CLOCK_REALTIME, microseconds) of the " ..
+      "first packet of each press is compared with the time the script logs as soon as `call:collect` " ..
+      "returned the digit: `sip.core.now()`, libev's `ev_now_update()`, which is CLOCK_MONOTONIC plus an " ..
+      "offset to CLOCK_REALTIME that libev takes again every half second (so both clocks agree to a few " ..
+      "microseconds; a digit logged before its packet would show as a negative latency and is counted). " ..
+      "On loopback the capture point is in the sender's sendto(), just before the packet is queued to " ..
+      "luasip's socket: the figure covers the socket queue, the wait for luasip's loop (busy sending " ..
+      "every prompt's frame each 20 ms), the engine's parse and the digit's way through the scheduler's " ..
+      "queue to the coroutine. The engine does not expose its own receive time (SO_TIMESTAMP or the " ..
+      "`ev_time()` it reads before recvfrom) to Lua, which would split the figure in two. Each digit is " ..
+      "matched with the last press of that key on its call's RTP port captured before it.")
+  out()
+  out("**Inband detection**: the same calls with `call.media:dtmf_config{ inband = true }` (spandsp's DTMF " ..
+      "receiver on every decoded audio frame of the caller; by default it runs only when the peer " ..
+      "negotiated no telephone-event) right after the run without it. Its cost per stream is the IVR's " ..
+      "CPU (utime+stime, /proc) over a window in which every call is up and pressing keys, " ..
+      "on minus off, over calls x seconds.")
+  out()
+  out("| calls | inband detector | result | digits delivered / expected | wrong / missing / extra | " ..
+      "latency p50 / p99 / max (ms) | IVR CPU | IVR CPU per call (us/s) | audio packets received | " ..
+      "SIPp / dumpcap / others on the IVR's core | packets captured / dropped |")
+  out("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+  local function row(r)
+    out(fmt("| %d | %s | %s | %s / %s | %d / %d / %d | %s / %s / %s | %s | %s | %s | %s / %s / %s | %s / %s |",
+            r.n, r.inband and "on" or "off", r.clean and "all right" or r.why, thousands(r.digits),
+            thousands(r.n * #DTMF_EXPECT), r.wrong, r.missing, r.extra,
+            r.p50 and fmt("%.2f", r.p50 * 1e3) or "-", r.p99 and fmt("%.2f", r.p99 * 1e3) or "-",
+            r.max and fmt("%.2f", r.max * 1e3) or "-", pct(r.server_load), us(r.per_call),
+            r.stat.rx and thousands(r.stat.rx) or "-", r.uac_load and pct(r.uac_load) or "?",
+            r.cap_load and pct(r.cap_load) or "?", r.others and pct(r.others) or "?",
+            r.cap_packets and thousands(r.cap_packets) or "?", r.cap_drops and thousands(r.cap_drops) or "?"))
+  end
+  for _, x in ipairs(d.runs) do
+    row(x.off)
+    row(x.on)
+  end
+  out()
+  local top = d.runs[#d.runs]
+  local best = d.best
+  if best then
+    local r = best.off
+    out(fmt("**Digit latency at %d calls (inband off): p50 %.2f ms, p99 %.2f ms, max %.2f ms over %s digits; " ..
+            "%d of %d calls heard exactly 0123456789*#%s.**", r.n, r.p50 * 1e3, r.p99 * 1e3, r.max * 1e3,
+            thousands(#r.lat), r.calls_good, r.n,
+            r.negative > 0 and fmt(" (%d latencies negative: the clocks' disagreement)", r.negative) or ""))
+  end
+  if top and top ~= best then
+    out(fmt("The largest count tried, %d calls, did not run clean: %s.", top.n, top.off.why))
+  end
+  local diffs = {}
+  for _, x in ipairs(d.runs) do
+    if x.off.complete and x.on.complete then
+      diffs[#diffs + 1] = fmt("%d calls: %s us/s (%s off, %s on)", x.n, us(x.on.per_call - x.off.per_call),
+                              us(x.off.per_call), us(x.on.per_call))
+    end
+  end
+  if #diffs > 0 then
+    out("**Inband detection costs, per stream (CPU per second of audio, on minus off): " ..
+        table.concat(diffs, "; ") .. ".**")
+  end
+  out()
+  out("| target (issue 15) | figure | met |")
+  out("|---|---|---|")
+  local r = best and best.off
+  local n1000 = r and r.n >= 1000
+  out(fmt("| digit latency p99 < 5 ms with 1,000 calls collecting while a prompt plays | %s | %s |",
+          r and fmt("p99 %.2f ms (p50 %.2f, max %.2f) at %d calls", r.p99 * 1e3, r.p50 * 1e3, r.max * 1e3, r.n) or
+          "no clean run", (r and n1000 and r.p99 < 0.005) and "yes" or "no"))
+  out(fmt("| the right digits | %s | %s |",
+          r and fmt("%d wrong, %d missing, %d extra of %s", r.wrong, r.missing, r.extra,
+                    thousands(r.n * #DTMF_EXPECT)) or "-",
+          (r and r.wrong + r.missing + r.extra == 0) and "yes" or "no"))
+  out()
+end
+
+---------------------------------------------------------------------------
+-- 8. Network (issue 18): calls per second with luasip -w 2 against -w 1;
+-- the latency of a request to a numeric address while DNS lookups are
+-- outstanding on the same loop
+
+local DNS_SAMPLES = SMOKE and 50 or 2000
+local DNS_LOOKUPS = SMOKE and 50 or 1000
+
+-- the dns_lat.lua RESULT lines of a finished process, by phase
+local function dns_results(p)
+  local t = {}
+  for line in (readfile(p.out) or ""):gmatch("RESULT [^\n]*") do
+    local r = {}
+    for k, v in line:gmatch("([%w_]+)=(%S+)") do r[k] = tonumber(v) or v end
+    t[r.phase] = r
+  end
+  return t
+end
+
+local function dns_run(peer, label, dns)
+  local p = spawn("dns-lat", q(LUASIP) .. " " .. q(ROOT .. "/bench/dns_lat.lua") .. " " .. peer.port ..
+                  " --samples " .. DNS_SAMPLES .. " --lookups " .. DNS_LOOKUPS .. (dns and (" --dns " .. dns) or ""))
+  local rc = wait_proc(p, 120)
+  if not rc then kill(p) end
+  local res = dns_results(p)
+  if rc ~= 0 or not res.idle or not res.lookups then
+    error("bench/dns_lat.lua (" .. label .. ") failed (exit " .. tostring(rc) .. "):\n" .. tail(p.out, 10), 0)
+  end
+  for _, ph in ipairs{ "idle", "lookups" } do
+    local r = res[ph]
+    note(fmt("%-26s %-8s OPTIONS p50 %s p99 %s max %s us (%d samples, %d failed), lookups outstanding %d, " ..
+             "answered in the phase %d (%.1f s)", label, ph, tostring(r.p50_us), tostring(r.p99_us),
+             tostring(r.max_us), r.samples, r.failed, r.outstanding, r.ok_in, r.secs))
+  end
+  return res
+end
+
+local function start_dnsmasq()
+  local port = free_port()
+  local conf = TMP .. "/dnsmasq.conf"
+  writefile(conf, "local=/test/\naddress=/bench.test/127.0.0.1\n")
+  local p = spawn("dnsmasq", "dnsmasq --keep-in-foreground --port=" .. port .. " --listen-address=127.0.0.1 " ..
+                  "--bind-interfaces --no-resolv --no-hosts --conf-file=" .. q(conf) .. " --pid-file=" ..
+                  q(TMP .. "/dnsmasq.pid"))
+  local deadline = now() + 5
+  while not in_use(port) do
+    if rc_of(p) or now() > deadline then
+      kill(p)
+      return nil, "dnsmasq did not start: " .. tail(p.out, 3)
+    end
+    sleep(0.05)
+  end
+  p.port = port
+  return p
+end
+
+local function section_network()
+  note("8. network: luasip -w 2 against -w 1 (SIPp -sn uac -t un), then a request's latency with DNS lookups " ..
+       "outstanding")
+  local rates = SMOKE and { 50 } or { 4000, 8000, 12000, 16000, 20000, 25000, 30000 }
+  local scen = "-sn uac -t un -max_socket 10000"   -- a socket a call; under the open-files limit
+  local function workers(n)
+    return function() return start_lua_uas{ name = "lua-uas-w" .. n, luasip_args = "-w " .. n, workers = n } end
+  end
+  R.net = {}
+  R.net.w1, R.net.w2 = ladders{
+    { label = "luasip -w 1", rates = rates, scen = scen, server = workers(1) },
+    { label = "luasip -w 2", rates = rates, scen = scen, server = workers(2) } }
+  -- the peer: bench/uas.lua, whose C core answers OPTIONS
+  local peer = start_lua_uas{ name = "lua-uas-peer" }
+  R.net.silent = dns_run(peer, "DNS silent")
+  if have("dnsmasq") then
+    local dm, why = start_dnsmasq()
+    if dm then
+      R.net.answered = dns_run(peer, "DNS dnsmasq", "127.0.0.1:" .. dm.port)
+      kill(dm)
+    else
+      R.net.answered_na = why
+    end
+  else
+    R.net.answered_na = "dnsmasq is not installed"
+  end
+  kill(peer)
+end
+
+local function render_network(M0, load_end)
+  local n = R.net
+  out("## 8. Network: luasip -w 2 against one worker; DNS lookups on the loop")
+  out()
+  out(fmt("Measured at commit %s%s, %s, load average %s at the start of the run and %s at the end.", M0.commit,
+          M0.dirty and " (with uncommitted changes)" or "", M0.date, M0.load, load_end))
+  out()
+  if not n then
+    out("Not available: the section did not run.")
+    out()
+    return
+  end
+  out(fmt("**Workers.** The same UAS (bench/uas.lua) run as `luasip -w 1` and `luasip -w 2` (a supervisor and " ..
+          "N worker processes sharing the listen port with SO_REUSEPORT), each step on a fresh server, " ..
+          "SIPp `-sn uac -t un` at the rate for %g s, the ladder rules of section 1 (clean: SIPp exited 0, " ..
+          "every call successful, 90%% of the rate reached). `-t un` gives every call a socket of its own: " ..
+          "the kernel spreads UDP datagrams over the workers by source address and port, so with SIPp's " ..
+          "default single socket every call would land on the same worker. Server CPU is the supervisor's " ..
+          "and its workers' utime+stime (/proc), over the step; the two servers' steps alternate rate by " ..
+          "rate.", STEP))
+  out()
+  out(fmt("This machine has %s cores: SIPp's client takes most of one at high rates (its CPU is in the " ..
+          "last column), so `-w 2` cannot have two cores to itself and its ratio to `-w 1` here is a floor, " ..
+          "not what two workers give. To measure the scaling: run SIPp on another machine (or pin it with " ..
+          "`taskset` to cores of its own), and compare `-w N` with `-w 1` on N free cores, e.g. " ..
+          "`taskset -c 2,3 luasip -w 2 bench/uas.lua PORT` against `taskset -c 2 luasip -w 1 ...`, at rates " ..
+          "SIPp reaches without nearing a core itself (several SIPp clients if needed).", sh("nproc")))
+  out()
+  out("| rate (cps) | -w 1 | CPU/call (us) | CPU | drops | -w 2 | CPU/call (us) | CPU | drops " ..
+      "| SIPp uac CPU (vs -w 1 / vs -w 2) |")
+  out("|---:|---|---:|---:|---:|---|---:|---:|---:|---:|")
+  local l1, l2 = n.w1, n.w2
+  local rates, seen = {}, {}
+  for _, l in ipairs{ l1, l2 } do
+    for _, s in ipairs(l.steps) do
+      if not seen[s.rate] then seen[s.rate] = true; rates[#rates + 1] = s.rate end
+    end
+  end
+  table.sort(rates)
+  for _, rate in ipairs(rates) do
+    local a, b = step_at(l1, rate), step_at(l2, rate)
+    local ar, ac, al, ad = cell(a)
+    local br, bc, bl, bd = cell(b)
+    out(fmt("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s |", rate, ar, ac, al, ad, br, bc, bl, bd,
+            a and a.uac_load and pct(a.uac_load) or "-", b and b.uac_load and pct(b.uac_load) or "-"))
+  end
+  out()
+  local b1, b2 = l1.best and l1.best.rate, l2.best and l2.best.rate
+  out(fmt("**Highest rate with 0 failed calls: -w 1 %s cps, -w 2 %s cps (ratio %s).**", best_of(l1), best_of(l2),
+          b1 and b2 and fmt("%.2f", b2 / b1) or "-"))
+  local last = l2.steps[#l2.steps]
+  if last and not last.clean and last.uac_load and last.uac_load > 0.85 then
+    out(fmt("At %d cps SIPp's client used %s of a core: the load generator, not the two workers, is the " ..
+            "ceiling there.", last.rate, pct(last.uac_load)))
+  end
+  out()
+  out(fmt("**DNS lookups on the loop.** bench/dns_lat.lua sends OPTIONS to a numeric address (127.0.0.1, " ..
+          "another bench/uas.lua whose C core answers) one at a time, a 2 ms sleep between two, %d of " ..
+          "them, and times each round trip with `sip.now()` around `ua:request`; first with nothing else on " ..
+          "its loop, then while %d coroutines use `sip.resolve` on the same UA's resolver (c-ares on the " ..
+          "loop) for names with a port (A and AAAA only; every name a new one, no cache hit). Against a " ..
+          "silent server (a UDP socket of the script's own, never read; the resolver's timeout 60 s) all %d " ..
+          "lookups stay outstanding for the whole phase; against dnsmasq (answering *.bench.test from its " ..
+          "configuration) each coroutine resolves, sleeps 1 s and again, so lookups are answered " ..
+          "continuously.", DNS_SAMPLES, DNS_LOOKUPS, DNS_LOOKUPS))
+  out()
+  out("| DNS server | phase | lookups outstanding at its end | lookups answered in it (a second) " ..
+      "| OPTIONS round trip p50 / p99 / max (us) | mean (us) | failed |")
+  out("|---|---|---:|---:|---:|---:|---:|")
+  local function rows(name, res)
+    for _, ph in ipairs{ "idle", "lookups" } do
+      local r = res[ph]
+      out(fmt("| %s | %s | %d | %d (%.0f) | %s / %s / %s | %s | %d |", name,
+              ph == "idle" and "no lookup" or fmt("%d lookups", DNS_LOOKUPS), r.outstanding, r.ok_in,
+              r.secs > 0 and r.ok_in / r.secs or 0, thousands(r.p50_us), thousands(r.p99_us), thousands(r.max_us),
+              thousands(r.mean_us), r.failed))
+    end
+  end
+  rows("silent", n.silent)
+  if n.answered then rows("dnsmasq", n.answered) else out("| dnsmasq | not available: " .. n.answered_na .. " |") end
+  out()
+  local s = n.silent
+  out(fmt("**OPTIONS round trip to a numeric address, p50 / p99: %s / %s us with no lookup, %s / %s us with %d " ..
+          "lookups outstanding against a silent server%s.**", thousands(s.idle.p50_us), thousands(s.idle.p99_us),
+          thousands(s.lookups.p50_us), thousands(s.lookups.p99_us), s.lookups.outstanding,
+          n.answered and fmt("; %s / %s us with no lookup and %s / %s us while dnsmasq answered %.0f lookups a " ..
+                             "second", thousands(n.answered.idle.p50_us), thousands(n.answered.idle.p99_us),
+                             thousands(n.answered.lookups.p50_us), thousands(n.answered.lookups.p99_us),
+                             n.answered.lookups.ok_in / math.max(1e-9, n.answered.lookups.secs)) or ""))
+  out()
+  out("| target (issue 18) | figure | met |")
+  out("|---|---|---|")
+  out(fmt("| calls per second scale with `-w N` | -w 2 / -w 1, highest clean rate: %s (SIPp and both workers " ..
+          "on %s cores: see above) | - |", b1 and b2 and fmt("%.2f (%d / %d cps)", b2 / b1, b2, b1) or "-",
+          sh("nproc")))
+  out(fmt("| a DNS lookup never blocks the loop | p99 of a request to a numeric address: %s us without, %s us " ..
+          "with %d lookups outstanding (silent server); met when within twice the first, or 1 ms more " ..
+          "| %s |", thousands(s.idle.p99_us),
+          thousands(s.lookups.p99_us), s.lookups.outstanding,
+          (s.lookups.failed == 0 and s.lookups.outstanding >= DNS_LOOKUPS and
+           s.lookups.p99_us <= math.max(2 * s.idle.p99_us, s.idle.p99_us + 1000)) and "yes" or "no"))
+  out()
+end
+
+---------------------------------------------------------------------------
 -- The machine, and the summary against the targets of issue 7
 
 local function machine()
@@ -1909,9 +2491,20 @@ if not readfile(ROOT .. "/sip/core.so") then
   os.exit(1)
 end
 
+-- the sections --only can run alone: how to run and render each, and the
+-- heading of its part of RESULTS.md
+local SECTIONS = {
+  media = { run = function() section_media() end, render = function(...) render_media(...) end,
+            num = 6, head = "\n## 6%. Media[^\n]*\n" },
+  dtmf = { run = function() section_dtmf() end, render = function(...) render_dtmf(...) end,
+           num = 7, head = "\n## 7%. DTMF[^\n]*\n" },
+  network = { run = function() section_network() end, render = function(...) render_network(...) end,
+              num = 8, head = "\n## 8%. Network[^\n]*\n" },
+}
+
 local ok, err = xpcall(function()
-  if ONLY == "media" then
-    section_media()
+  if ONLY then
+    SECTIONS[ONLY].run()
     return
   end
   section_server_calls()
@@ -1925,6 +2518,8 @@ local ok, err = xpcall(function()
   section_scaling()
   section_non_invite()
   section_media()
+  section_dtmf()
+  section_network()
 end, debug.traceback)
 kill_all()
 
@@ -1936,28 +2531,34 @@ end
 local secs = now() - started
 print()
 local load_end = (readfile("/proc/loadavg") or ""):match("^(%S+ %S+ %S+)") or "?"
-if ONLY == "media" then
-  render_media(M, load_end)
+if ONLY then
+  local sec = SECTIONS[ONLY]
+  sec.render(M, load_end)
   if SMOKE then
-    print(fmt("bench smoke (media): ran (%.0f s)", secs))
+    print(fmt("bench smoke (%s): ran (%.0f s)", ONLY, secs))
     os.execute("rm -rf " .. q(TMP))
     os.exit(0)
   end
-  -- the media section of RESULTS.md replaced (or put before the
-  -- optimisations), the other sections as they were
+  -- that section of RESULTS.md replaced or, when it is not there yet, put
+  -- before the first higher-numbered section (or the optimisations), the
+  -- other sections as they were
   local old = readfile(ROOT .. "/bench/RESULTS.md") or ""
   local mine = table.concat(report, "\n") .. "\n"
-  local a = old:find("\n## 6%. Media[^\n]*\n")
+  local a = old:find(sec.head)
   local text
   if a then
     local b = old:find("\n## ", a + 1)
     text = old:sub(1, a) .. mine .. (b and old:sub(b + 1) or "")
   else
-    local b = old:find("\n## What each optimisation bought")
+    local b
+    for k = sec.num + 1, 9 do
+      b = b or old:find("\n## " .. k .. "%. ")
+    end
+    b = b or old:find("\n## What each optimisation bought")
     text = b and (old:sub(1, b) .. mine .. "\n" .. old:sub(b + 1)) or (old .. "\n" .. mine)
   end
   writefile(ROOT .. "/bench/RESULTS.md", text)
-  print(fmt("bench: replaced section 6 of bench/RESULTS.md (%.0f s; logs in %s)", secs, TMP))
+  print(fmt("bench: replaced section %d of bench/RESULTS.md (%.0f s; logs in %s)", sec.num, secs, TMP))
   os.exit(0)
 end
 render_header(M, load_end, secs)
@@ -1968,6 +2569,8 @@ render_callgrind()
 render_scaling()
 render_non_invite()
 render_media(M, load_end)
+render_dtmf(M, load_end)
+render_network(M, load_end)
 render_optimisations()
 if #warnings > 0 then
   out("## Warnings from this run")
