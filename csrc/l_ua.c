@@ -190,6 +190,9 @@ static void ua_config(lua_State *L, int t, struct sip_ua_cfg *c)
 	c->max_udp = (size_t)lsip_opt_number(L, t, "max_udp", (double)c->max_udp, "opts");
 	c->max_stream_msg = (size_t)lsip_opt_number(L, t, "max_message", (double)c->max_stream_msg, "opts");
 	c->idle_timeout = lsip_opt_number(L, t, "idle_timeout", c->idle_timeout, "opts");
+	c->keepalive = lsip_opt_number(L, t, "keepalive", c->keepalive, "opts");
+	if (c->keepalive < 0)
+		luaL_error(L, "opts.keepalive must not be negative");
 	c->header_timeout = lsip_opt_number(L, t, "header_timeout", c->header_timeout, "opts");
 	c->max_conns = (int)lsip_opt_number(L, t, "max_connections", c->max_conns, "opts");
 	c->max_conns_per_ip = (int)lsip_opt_number(L, t, "max_connections_per_ip", c->max_conns_per_ip, "opts");
@@ -658,6 +661,49 @@ static int l_ua_stats(lua_State *L)
 	return 1;
 }
 
+/* ua:_keepalive(transport, host, port, seconds) -> true | nil, err: keep
+ * the flow to host:port alive (the binding's registrations call it) */
+static int l_ua_keepalive(lua_State *L)
+{
+	static const char *const names[] = { "udp", "tcp", "tls", NULL };
+	static const int protos[] = { SIP_UDP, SIP_TCP, SIP_TLS };
+	struct lua_ua *lu = check_ua(L, 1);
+	int proto = protos[luaL_checkoption(L, 2, NULL, names)];
+	const char *host = luaL_checkstring(L, 3);
+	int port = (int)luaL_checkinteger(L, 4);
+	double seconds = luaL_optnumber(L, 5, -1);
+	struct sip_addr a;
+	int rc;
+
+	if (port < 1 || port > 65535 || sip_addr_numeric(host, port, &a))
+		return luaL_error(L, "bad flow address %s:%d", host, port);
+	rc = sip_ua_keepalive(lu->ua, proto, &a, seconds);
+	if (rc) {
+		char why[96];
+		lua_pushnil(L);
+		sip_transport_error(why, sizeof why, rc);
+		lua_pushstring(L, why);
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* ua:_set_contact(value | nil): our Contact from now on (a registration
+ * that learnt its public address, RFC 3581) */
+static int l_ua_set_contact(lua_State *L)
+{
+	struct lua_ua *lu = check_ua(L, 1);
+	struct sip_ua_cfg *c = sip_ua_config(lu->ua);
+	size_t n = 0;
+	const char *s = luaL_optlstring(L, 2, "", &n);
+
+	if (sip_header_value_bad(s, n) || n >= sizeof c->contact)
+		return luaL_error(L, "contact must be one line of at most %d bytes", (int)sizeof c->contact - 1);
+	memcpy(c->contact, s, n + 1);
+	return 0;
+}
+
 static int l_ua_tostring(lua_State *L)
 {
 	struct lua_ua *lu = luaL_checkudata(L, 1, "sip.UA");
@@ -675,6 +721,8 @@ static const luaL_Reg ua_methods[] = {
 	{ "_request", l_ua_request },
 	{ "_invite", lsip_ua_invite },
 	{ "_resolve", l_ua_resolve },
+	{ "_keepalive", l_ua_keepalive },
+	{ "_set_contact", l_ua_set_contact },
 	{ "address", l_ua_address },
 	{ "stats", l_ua_stats },
 	{ NULL, NULL }

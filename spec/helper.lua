@@ -204,6 +204,67 @@ function helper.sipp(opts)
   return proc
 end
 
+--- Where this Kamailio keeps its modules (the directory with tm.so).
+function helper.kamailio_modules()
+  local p = io.popen("kamailio -h 2>&1")
+  local help = p:read("a")
+  p:close()
+  local candidates = { help:match("%-L path%s+Modules search path %(default: ([^)]+)%)") }
+  local g = io.popen("ls -d /usr/lib/*/kamailio/modules /usr/lib/kamailio/modules " ..
+                     "/usr/local/lib*/kamailio/modules 2>/dev/null")
+  for line in g:lines() do candidates[#candidates + 1] = line end
+  g:close()
+  for _, dir in ipairs(candidates) do
+    local f = io.open(dir .. "/tm.so")
+    if f then
+      f:close()
+      return dir
+    end
+  end
+  error("kamailio modules (tm.so) not found in: " .. table.concat(candidates, ", "))
+end
+
+--- Start Kamailio with spec/kamailio/CFG on 127.0.0.1, a free port, and
+-- wait until it answers OPTIONS over UDP. opts: `cfg` (a file name in
+-- spec/kamailio), `transports` (default { "udp" }: one -l each, all on
+-- the same port), `args` (more arguments). Returns { port, uri, proc,
+-- rundir, stop = fn } (stop is idempotent and also runs in stop_all).
+function helper.kamailio(opts)
+  local port = helper.free_port()
+  local rundir = helper.tmp .. "/kamailio-" .. port
+  os.execute("mkdir -p " .. shell_quote(rundir))
+  local argv = { "kamailio", "-f", root .. "/spec/kamailio/" .. opts.cfg, "-DD", "-E",
+    "-n", "1", "-m", "32", "-M", "4", "-Y", rundir, "-w", rundir, "-L", helper.kamailio_modules() }
+  for _, tr in ipairs(opts.transports or { "udp" }) do
+    argv[#argv + 1] = "-l"
+    argv[#argv + 1] = tr .. ":127.0.0.1:" .. port
+  end
+  for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
+  local proc = helper.spawn(argv, "kamailio")
+  local k = { port = port, uri = "sip:127.0.0.1:" .. port, proc = proc, rundir = rundir }
+  function k.stop()
+    proc.stop()
+    os.execute("rm -rf " .. shell_quote(rundir))
+  end
+  local probe = assert(sip.ua{ listen = "udp:127.0.0.1:0" })
+  local up = false
+  local deadline = core.now() + 15
+  while not up and core.now() < deadline and not proc.done() do
+    up = helper.run(function()
+      local res = probe:request("OPTIONS", k.uri, { timeout = 0.3 })
+      return res ~= nil
+    end, 5)
+    if not up then helper.spin(0.1) end   -- not bound yet
+  end
+  probe:close()
+  if not up then
+    local log = proc.log()
+    k.stop()
+    error("kamailio did not start:\n" .. log)
+  end
+  return k
+end
+
 --- Wait until a UA (or several) has no transactions left (after Timer J/K).
 function helper.idle(ua, timeout)
   local deadline = core.now() + (timeout or 10)

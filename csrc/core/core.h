@@ -50,6 +50,9 @@ struct sip_conn {
 	int handshaking;
 	char *tls_name;                 /* client: the SIP domain verified */
 	struct sip_tls_info *tls_info;  /* the peer certificate, once known */
+	double keepalive;               /* seconds of silence before a ping; 0: idle close */
+	int pong_due;                   /* a ping went out, no pong yet */
+	int pong_seen;                  /* the peer answers pings: a missing pong kills the flow */
 };
 
 enum sip_txn_kind { TXN_ICT, TXN_NICT, TXN_IST, TXN_NIST };
@@ -225,6 +228,9 @@ void sip_dialog_free_all(struct sip_ua *ua);
 
 /* transport_stream.c */
 struct sip_conn *sip_conn_find(struct sip_ua *ua, int proto, const struct sip_addr *dst);
+/* keep the connection to dst alive: a CRLF ping after `seconds` of
+ * silence (negative: unchanged); -ENOTCONN when there is none */
+int sip_conn_keepalive(struct sip_ua *ua, int proto, const struct sip_addr *dst, double seconds);
 
 /* txn.c, called by ua.c */
 int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len);

@@ -25,6 +25,20 @@ static void conn_key(char *key, size_t n, int proto, const struct sip_addr *a)
 	snprintf(key, n, "%d/%s", proto, s);
 }
 
+/* RFC 5626 4.4.1: a pong is due within 10 s of its ping */
+#define PONG_WAIT 10.
+
+/* what the idle timer waits for now: the end of a partial message, the
+ * next keep-alive ping (or its pong), else the idle close */
+static double idle_repeat(const struct sip_conn *c)
+{
+	if (c->partial)
+		return c->ua->cfg.header_timeout;
+	if (c->keepalive > 0)
+		return c->pong_due && c->pong_seen && c->keepalive > PONG_WAIT ? PONG_WAIT : c->keepalive;
+	return c->ua->cfg.idle_timeout;
+}
+
 /* Activity restarts the idle timer, except while a message is only
  * partly in: then the header timeout set when it started keeps running,
  * so a peer trickling bytes (slowloris) cannot hold the connection. */
@@ -39,7 +53,10 @@ static void conn_touch(struct sip_conn *c)
 static void conn_partial(struct sip_conn *c, int delivered)
 {
 	struct sip_ua *ua = c->ua;
-	int partial = c->inlen > 0 && !c->handshaking;
+	/* what conn_frame leaves of CRLFs (half a ping, a late pong) is no
+	 * message begun: no header timeout for it */
+	int crlf = c->inlen > 0 && c->inlen < 4 && !memcmp(c->in, "\r\n\r\n", c->inlen);
+	int partial = c->inlen > 0 && !c->handshaking && !crlf;
 
 	if (partial == c->partial) {
 		if (partial && delivered > 0)
@@ -47,7 +64,7 @@ static void conn_partial(struct sip_conn *c, int delivered)
 		return;
 	}
 	c->partial = partial;
-	c->idle.repeat = partial ? ua->cfg.header_timeout : ua->cfg.idle_timeout;
+	c->idle.repeat = idle_repeat(c);
 	ev_timer_again(ua->env->loop, &c->idle);
 }
 
@@ -184,7 +201,7 @@ static int conn_handshake(struct sip_conn *c)
 		return -1;
 	}
 	wio_stop(c);
-	c->idle.repeat = c->ua->cfg.idle_timeout;
+	c->idle.repeat = idle_repeat(c);
 	ev_timer_again(c->ua->env->loop, &c->idle);
 	return conn_flush(c);
 }
@@ -206,6 +223,10 @@ static void conn_wcb(struct ev_loop *loop, ev_io *w, int revents)
 			return;
 		}
 		c->connecting = 0;
+		if (!c->ssl && c->keepalive > 0) {
+			c->idle.repeat = idle_repeat(c);
+			ev_timer_again(loop, &c->idle);
+		}
 		if (c->ssl) {
 			conn_handshake(c);
 			return;
@@ -273,6 +294,15 @@ static int conn_frame(struct sip_conn *c)
 
 		/* CRLF keep-alive: a double CRLF ping gets a single CRLF pong */
 		if (p[0] == '\r' || p[0] == '\n') {
+			if (c->pong_due && avail >= 2 && p[0] == '\r' && p[1] == '\n' && (avail == 2 || p[2] != '\r')) {
+				/* the pong of our ping: the flow is alive */
+				c->pong_due = 0;
+				c->pong_seen = 1;
+				off += 2;
+				c->idle.repeat = idle_repeat(c);
+				ev_timer_again(ua->env->loop, &c->idle);
+				continue;
+			}
 			if (avail >= 4 && !memcmp(p, "\r\n\r\n", 4)) {
 				sip_conn_send(c, "\r\n", 2);
 				off += 4;
@@ -412,11 +442,53 @@ static void conn_rcb(struct ev_loop *loop, ev_io *w, int revents)
 		conn_partial(c, delivered);
 }
 
+/* a CRLF ping on a kept-alive flow (not a message: neither counted nor
+ * traced); -1 when the connection failed and is gone */
+static int conn_ping(struct sip_conn *c)
+{
+	if (c->closing || c->connecting || c->handshaking)
+		return 0;
+	sip_buf_add(&c->out, "\r\n\r\n", 4);
+	if (c->out.oom) {
+		sip_conn_close(c, "out of memory");
+		return -1;
+	}
+	c->pong_due = 1;
+	c->idle.repeat = idle_repeat(c);
+	ev_timer_again(c->ua->env->loop, &c->idle);
+	return ev_is_active(&c->wio) ? 0 : conn_flush(c);
+}
+
 static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+	struct sip_conn *c = w->data;
+
 	(void)loop;
 	(void)revents;
-	sip_conn_close(w->data, "idle timeout");
+	if (c->keepalive > 0 && !c->partial && !c->handshaking && !c->connecting) {
+		/* a peer that answered pings and stopped: the flow is dead
+		 * (RFC 5626 4.4.1); one that never answers is only pinged */
+		if (c->pong_due && c->pong_seen)
+			sip_conn_close(c, "keep-alive: no pong");
+		else
+			conn_ping(c);
+		return;
+	}
+	sip_conn_close(c, "idle timeout");
+}
+
+int sip_conn_keepalive(struct sip_ua *ua, int proto, const struct sip_addr *dst, double seconds)
+{
+	struct sip_conn *c = sip_conn_find(ua, proto, dst);
+
+	if (!c || c->closing)
+		return -ENOTCONN;
+	if (seconds >= 0 && seconds != c->keepalive) {
+		c->keepalive = seconds;
+		c->idle.repeat = idle_repeat(c);
+		ev_timer_again(ua->env->loop, &c->idle);
+	}
+	return 0;
 }
 
 static struct sip_conn *conn_new(struct sip_ua *ua, int proto, int fd, const struct sip_addr *peer)
@@ -607,6 +679,9 @@ int sip_conn_get(struct sip_ua *ua, int proto, const struct sip_addr *dst, const
 	c->connecting = 1;
 	ev_io_start(ua->env->loop, &c->wio);
 	ev_unref(ua->env->loop);
+	/* a flow we opened is kept alive when the UA asks (NAT bindings),
+	 * from when it is up */
+	c->keepalive = ua->cfg.keepalive;
 	if (proto == SIP_TLS) {
 		char host[INET6_ADDRSTRLEN];
 		if (!tls_name) {
@@ -632,7 +707,7 @@ int sip_conn_send(struct sip_conn *c, const char *buf, size_t len)
 	sip_buf_add(&c->out, buf, len);
 	if (c->out.oom)
 		return -ENOMEM;
-	if (len > 2) {
+	if (len > 4) {          /* a message, not a pong */
 		c->ua->tx++;
 		sip_ua_trace(c->ua, 1, c->proto, c->fd, &c->peer, buf, len);
 	}

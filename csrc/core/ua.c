@@ -1180,6 +1180,17 @@ int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *d
 	return rc ? rc : sip_conn_send(c, text, len);
 }
 
+int sip_ua_keepalive(struct sip_ua *ua, int proto, const struct sip_addr *dst, double seconds)
+{
+	struct sip_listener *l;
+
+	if (proto != SIP_UDP)
+		return sip_conn_keepalive(ua, proto, dst, seconds);
+	/* UDP: one ping now, from the socket our requests to dst leave by */
+	l = sip_ua_listener_for(ua, SIP_UDP, dst->ss.ss_family);
+	return l ? sip_udp_send(l, dst, "\r\n\r\n", 4) : -ENOTCONN;
+}
+
 void sip_send_error(char *err, size_t errlen, int rc, const char *tls_name)
 {
 	if (rc == -EXDEV)

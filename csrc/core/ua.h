@@ -19,6 +19,8 @@ struct sip_ua_cfg {
 	size_t max_headers;             /* header lines per message */
 	size_t max_header_line;         /* bytes in one header line */
 	double idle_timeout;            /* stream connection idle close */
+	double keepalive;               /* CRLF ping after this much silence on a
+	                                 * stream we opened (RFC 5626 4.4.1); 0 off */
 	double header_timeout;          /* a started message must complete in this */
 	int max_conns;                  /* stream connections in total */
 	int max_conns_per_ip;           /* ... and from one address */
@@ -97,6 +99,10 @@ struct sip_outreq {
  * lookup starts; sip_ua_request waits for it on the loop) */
 int sip_ua_build_request(struct sip_ua *ua, const struct sip_request *rq, struct sip_outreq *o,
                          char *errbuf, size_t errlen);
+/* a flow to dst kept alive (RFC 5626 4.4.1): over UDP one CRLF ping now;
+ * over TCP/TLS the connection pings after `seconds` of silence (< 0: as
+ * it is) and -ENOTCONN tells that it is gone */
+int sip_ua_keepalive(struct sip_ua *ua, int proto, const struct sip_addr *dst, double seconds);
 /* send a built request outside any transaction (ACK for a 2xx) */
 int sip_ua_send_stateless(struct sip_ua *ua, int proto, const struct sip_addr *dst,
                           struct sip_listener *l, const char *tls_name, const char *text, size_t len);

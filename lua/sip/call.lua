@@ -799,6 +799,7 @@ return function(_, internal)
   -- @treturn[2] ?Message the response, when there was one
   function Call:reinvite(opts)
     opts = check_opts(self, opts, "call:reinvite", 1, REINVITE_OPTS)
+    check.lines(opts, "call:reinvite", 1, { "contact" })
     if self.state ~= "confirmed" and self.state ~= "answered" then return nil, "call is " .. self.state end
     local body = opts.sdp or self.local_sdp
     if opts.sdp then self._session = nil end  -- hold/unhold start from this SDP
@@ -1061,6 +1062,7 @@ return function(_, internal)
       error("bad argument #1 to 'ua:invite' (URI contains spaces or line breaks)", 2)
     end
     opts = check.opts(opts, "ua:invite", 2, INVITE_OPTS)
+    check.lines(opts, "ua:invite", 2, { "contact", "from", "to", "call_id", "proxy" })
     local co = current("ua:invite")
     local auth = internal.auth
     local creds = auth.check_creds(opts.auth, "ua:invite") or internal.ua_auth[self]

@@ -59,6 +59,20 @@ function M.opts(opts, fname, argn, spec, level)
   return opts
 end
 
+--- The options named in `names` that are strings must be one line each:
+-- they go into header values, where CR or LF would start a header of the
+-- caller's choosing.
+function M.lines(opts, fname, argn, names, level)
+  for _, k in ipairs(names) do
+    local v = opts[k]
+    if type(v) == "string" and v:find("[\r\n%z]") then
+      error("bad argument #" .. argn .. " to '" .. fname .. "' (option '" .. k ..
+            "' must be one line: no CR, LF or NUL)", (level or 2) + 1)
+    end
+  end
+  return opts
+end
+
 --- Raise "bad argument #argn to 'fname' (msg)" at the user's line.
 function M.arg(argn, fname, msg, level)
   error("bad argument #" .. argn .. " to '" .. fname .. "' (" .. msg .. ")", (level or 2) + 1)

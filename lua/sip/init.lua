@@ -71,9 +71,11 @@ local task_ctx = setmetatable({}, { __mode = "k" }) -- pooled coroutine -> its t
 local DONE = setmetatable({}, { __name = "sip.done" })
 local pool, pool_n, POOL_MAX = {}, 0, 64
 
-local log_levels = { error = true, warn = true, info = true, debug = true }
+local log_levels = { error = 1, warn = 2, info = 3, debug = 4 }
 
 local function log(level, msg)
+  -- below the level set by sip.log: nothing (rare lines: one query each)
+  if log_levels[level] > log_levels[core.log()] then return end
   -- core.log routes through the same sink as the C core's log lines
   local sink = sip._log_fn
   if sink then
@@ -558,7 +560,7 @@ local ua_options = {
   idle_timeout = "number", max_connections = "number", max_server_transactions = "number",
   auth = "table|function", tls = "table", header_timeout = "number",
   max_connections_per_ip = "number", max_headers = "number", max_header_line = "number",
-  contact = "string", media = "table", dns = "table",
+  contact = "string", media = "table", dns = "table", keepalive = "number",
 }
 local TLS_OPTIONS = {
   cert = "string", key = "string", cafile = "string", capath = "string", verify = "boolean",
@@ -568,6 +570,7 @@ local TLS_OPTIONS = {
 local MEDIA_OPTIONS = { addr = "string", ports = "string", codecs = "table" }
 local ua_media = setmetatable({}, { __mode = "k" })   -- ua -> its media settings
 local ua_contacts = setmetatable({}, { __mode = "k" })  -- ua -> sip.ua{contact}
+local ua_keepalive = setmetatable({}, { __mode = "k" })  -- ua -> sip.ua{keepalive}
 
 --- Create a user agent: its listening sockets, handlers and client
 -- requests. Requests over TCP and TLS open a connection on demand (no
@@ -594,6 +597,12 @@ local ua_contacts = setmetatable({}, { __mode = "k" })  -- ua -> sip.ua{contact}
 --   on the loop, with these servers (default: the system's); a target that
 --   fails (transport error, timeout, 503) passes the request to the next
 --   one and goes last for `blacklist` seconds (see `sip.resolve`).
+-- - `keepalive`: seconds; the flows this UA opens stay open through NATs
+--   and firewalls with CRLF keep-alives (RFC 5626 4.4.1): a TCP or TLS
+--   connection it opened sends a ping after that much silence instead of
+--   closing when idle (a peer that answered pings and stops is taken for
+--   dead after 10 s: the connection closes), and each registration over
+--   UDP pings its registrar that often (see `ua:register`).
 -- - `user_agent`: the User-Agent and Server header (`"luasip/0.1"`).
 -- - `t1`, `t2`, `t4`: the RFC 3261 timers in seconds (0.5, 4, 5).
 -- - limits: `max_udp`, `max_message`, `idle_timeout`, `header_timeout`,
@@ -607,10 +616,14 @@ local ua_contacts = setmetatable({}, { __mode = "k" })  -- ua -> sip.ua{contact}
 -- `"tls: cannot load the certificate: ..."`
 function sip.ua(opts)
   opts = check.opts(opts, "sip.ua", 1, ua_options)
+  check.lines(opts, "sip.ua", 1, { "contact", "user_agent", "proxy" })
   if opts.contact and not opts.contact:find("^%s*<?sips?:") and not opts.contact:find("<sips?:") then
     check.arg(1, "sip.ua", "option 'contact' must be a SIP URI or name-addr")
   end
   local auth = sip_auth.check_creds(opts.auth, "sip.ua")
+  if opts.keepalive and opts.keepalive < 0 then
+    check.arg(1, "sip.ua", "option 'keepalive' must not be negative")
+  end
   if opts.dns then sip_resolve.check(opts.dns, "sip.ua", 1) end
   if opts.tls then
     check.opts(opts.tls, "sip.ua", 1, TLS_OPTIONS)
@@ -635,6 +648,7 @@ function sip.ua(opts)
   proxies[ua] = opts.proxy
   ua_media[ua] = media
   ua_contacts[ua] = opts.contact
+  ua_keepalive[ua] = opts.keepalive
   ua_auth[ua] = auth
   return ua
 end
@@ -807,6 +821,7 @@ function UA:request(method, uri, opts)
     error("bad argument #2 to 'ua:request' (URI contains spaces or line breaks)", 2)
   end
   opts = check.opts(opts, "ua:request", 3, request_options)
+  check.lines(opts, "ua:request", 3, { "contact", "from", "to", "call_id", "proxy", "content_type" })
   local co = current("ua:request")
   local proxy = opts.proxy or proxies[self]
   local creds = sip_auth.check_creds(opts.auth, "ua:request") or ua_auth[self]
@@ -853,7 +868,7 @@ local internal = {
   current = current, wait = wait, wake_now = wake_now, spawn_with = spawn_with, log = log,
   spawn_task = spawn_task, spawn_owned = spawn_owned, own = own, cancel_wait = cancel_wait,
   owned_waits = owned_waits, cancel_owned = cancel_owned, check = check, check_ua = check_ua,
-  ua_media = ua_media, ua_contacts = ua_contacts,
+  ua_media = ua_media, ua_contacts = ua_contacts, ua_keepalive = ua_keepalive,
   proxies = proxies, ua_auth = ua_auth, auth = sip_auth,
 }
 

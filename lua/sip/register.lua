@@ -49,14 +49,17 @@ return function(_, internal)
     return tonumber(e) or asked
   end
 
-  -- one REGISTER exchange, with 423 handled; auth is ua:request's
-  local function send(r, expires)
+  -- one REGISTER exchange, with 423 handled; auth is ua:request's.
+  -- `drop`: a former contact of ours whose binding goes (expires=0)
+  local function send(r, expires, drop)
     for _ = 1, 3 do
       r.cseq = r.cseq + 1
+      local contact = "<" .. r.contact_uri .. ">"
+      if drop then contact = "<" .. drop .. ">;expires=0, " .. contact end
       local res, err = r.ua:request("REGISTER", r.registrar, {
         to = "<" .. r.aor .. ">", from = "<" .. r.aor .. ">;tag=" .. r.tag,
         call_id = r.call_id, cseq = r.cseq,
-        headers = { Contact = "<" .. r.contact_uri .. ">", Expires = tostring(expires) },
+        headers = { Contact = contact, Expires = tostring(expires) },
         auth = r.auth, auth_state = r.auth_state, timeout = r.timeout })
       if not res then return nil, err end
       -- ua:request may have retried with auth: continue after its CSeq
@@ -73,6 +76,84 @@ return function(_, internal)
       end
     end
     return nil, "423 Interval Too Brief"
+  end
+
+  -- the flow a 2xx came back on: the one to keep alive
+  local function note_flow(r, res)
+    local host, port = (res.source or ""):match("^%[?(.-)%]?:(%d+)$")
+    if host and res.transport then
+      r.flow = { transport = res.transport:lower(), host = host, port = tonumber(port) }
+    end
+  end
+
+  -- RFC 3581: the address the registrar saw us at, when our Contact
+  -- names another (a NAT between us): "sip:user@198.51.100.7:40112"
+  local function public_contact(r, res)
+    local via = res.via or ""
+    local received = via:match(";%s*[Rr][Ee][Cc][Ee][Ii][Vv][Ee][Dd]%s*=%s*([^;,%s]+)")
+    local rport = tonumber(via:match(";%s*[Rr][Pp][Oo][Rr][Tt]%s*=%s*(%d+)"))
+    if not received and not rport then return nil end
+    local user, hostport, params = r.contact_uri:match("^(sips?:[^@]*@)([^;]*)(.*)$")
+    if not user then
+      user, hostport, params = r.contact_uri:match("^(sips?:)([^;]*)(.*)$")
+    end
+    if not hostport then return nil end
+    local host, port = hostport:match("^(%[.-%]):?(%d*)$")
+    if not host then host, port = hostport:match("^([^:]*):?(%d*)$") end
+    local new_host = received and (received:find(":", 1, true) and "[" .. received .. "]" or received) or host
+    local new_port = rport or tonumber(port)
+    if new_host:lower() == host:lower() and new_port == tonumber(port) then return nil end
+    return user .. new_host .. (new_port and ":" .. new_port or "") .. params
+  end
+
+  -- after a 2xx: learn the flow, and with rewrite_contact move the
+  -- binding to the public address (PJSIP's contact rewrite, eXosip2's
+  -- masquerading): one REGISTER drops the old contact and binds the new,
+  -- and the UA's calls name it too. The 2xx of that REGISTER is returned.
+  local function after_ok(r, res, asked)
+    note_flow(r, res)
+    if not r.rewrite then return res, nil, asked end
+    local public = public_contact(r, res)
+    if not public then return res, nil, asked end
+    local old = r.contact_uri
+    r.contact_uri = public
+    local res2, err, asked2 = send(r, r.asked, old)
+    if not res2 then
+      r.contact_uri = old
+      return nil, err, asked2
+    end
+    log("info", "registration " .. r.aor .. ": contact rewritten to " .. public ..
+        " (the registrar sees us there)")
+    if r.set_ua_contact then
+      internal.ua_contacts[r.ua] = "<" .. public .. ">"
+      r.ua:_set_contact("<" .. public .. ">")
+    end
+    note_flow(r, res2)
+    return res2, nil, asked2
+  end
+
+  -- CRLF keep-alives on the registration's flow (RFC 5626 4.4.1): over
+  -- UDP a ping every `keepalive` s; over TCP/TLS the connection pings
+  -- when silent, and when it is gone (closed by the peer, no pong) the
+  -- binding is refreshed at once over a new one
+  local function pinger(r)
+    while r.state ~= "unregistered" do
+      r._pinging = current("registration")
+      local _ <close> = core.timer(r.keepalive, r._pinging)
+      wait_for_wake()
+      r._pinging = nil
+      if r.state == "unregistered" then break end
+      local f = r.flow
+      if f and r.state == "registered" then
+        local ok = r.ua:_keepalive(f.transport, f.host, f.port, r.keepalive)
+        if not ok and f.transport ~= "udp" and r._sleeping then
+          log("info", "registration " .. r.aor .. ": flow to " .. f.host .. ":" .. f.port ..
+              " lost, registering again")
+          r.flow = nil
+          wake_now(r._sleeping)
+        end
+      end
+    end
   end
 
   -- refresh before expiry; back off after failures
@@ -93,6 +174,8 @@ return function(_, internal)
       if r.state == "unregistered" then break end
       local res, err, asked = send(r, r.asked)
       if r.state == "unregistered" then break end
+      if res then res, err, asked = after_ok(r, res, asked) end
+      if r.state == "unregistered" then break end
       if res then
         failures = 0
         r.expires = granted(r, res, asked)
@@ -109,7 +192,8 @@ return function(_, internal)
   local REGISTER_OPTS = {
     registrar = "string", aor = "string", user = "string", password = "string",
     auth = "table|function", expires = "number", contact = "string", on_change = "function",
-    retry = "number", retry_max = "number", timeout = "number",
+    retry = "number", retry_max = "number", timeout = "number", keepalive = "number",
+    rewrite_contact = "boolean",
   }
 
   local random_token = core.token           -- the CSPRNG, like the core's tags
@@ -139,6 +223,18 @@ return function(_, internal)
   -- - `retry`: seconds before the first retry after a failed refresh (5)
   -- - `retry_max`: the longest pause between retries (300)
   -- - `timeout`: seconds to wait for each response (default Timer F)
+  -- - `keepalive`: seconds between CRLF keep-alives on the flow the
+  --   registration went over (RFC 5626 4.4.1; default the UA's
+  --   `keepalive`, else none): over UDP a ping to the registrar's address
+  --   from our socket, which keeps a NAT binding open; over TCP/TLS the
+  --   connection pings when silent and stays open (the registrar's
+  --   requests to us come back on it); when that connection is lost the
+  --   binding is registered again at once, over a new one
+  -- - `rewrite_contact`: when the registrar saw us at another address
+  --   than our Contact's (`received`/`rport` in the Via of its 2xx, RFC
+  --   3581: a NAT), bind that public address instead (one REGISTER
+  --   removes the old binding) and, unless the UA has a `contact` of its
+  --   own, use it as the UA's Contact from then on (false)
   -- @tab opts the options above
   -- @treturn Registration the registration, `"registered"` (or
   -- `"unregistered"` when `expires = 0` was asked)
@@ -151,6 +247,7 @@ return function(_, internal)
       error("bad argument #1 to 'ua:register' (table expected, got " .. type(opts) .. ")", 2)
     end
     check.opts(opts, "ua:register", 1, REGISTER_OPTS)
+    check.lines(opts, "ua:register", 1, { "contact", "user" })
     for _, k in ipairs{ "registrar", "aor" } do
       if type(opts[k]) ~= "string" or opts[k]:find("[\r\n<>]") then
         error("bad argument #1 to 'ua:register' (option '" .. k .. "' must be a SIP URI string)", 2)
@@ -159,6 +256,9 @@ return function(_, internal)
     local expires = opts.expires or 3600
     if expires < 0 then
       error("bad argument #1 to 'ua:register' (option 'expires' must not be negative)", 2)
+    end
+    if opts.keepalive and opts.keepalive < 0 then
+      error("bad argument #1 to 'ua:register' (option 'keepalive' must not be negative)", 2)
     end
     current("ua:register")
     local auth = opts.auth
@@ -178,12 +278,17 @@ return function(_, internal)
                     self:uri(user),
       on_change = opts.on_change, retry = opts.retry or 5, retry_max = opts.retry_max or 300,
       timeout = opts.timeout,
+      keepalive = opts.keepalive or internal.ua_keepalive[self] or 0,
+      rewrite = opts.rewrite_contact,
+      -- a rewrite moves the UA's Contact too unless the script set one
+      set_ua_contact = not opts.contact and not ua_contact,
     }, Registration)
     -- one digest state for the registration's life: refreshes reuse the
     -- nonce with nc counting up instead of a 401 round trip each
     local creds = auth or internal.ua_auth[self]
     r.auth_state = creds and internal.auth.new_state(creds)
     local res, err, asked = send(r, r.asked)
+    if res and r.asked > 0 then res, err, asked = after_ok(r, res, asked) end
     if not res then
       r.state = "failed"
       return nil, err, asked
@@ -200,6 +305,14 @@ return function(_, internal)
     r._keeper = spawn_with(function(ok, tb)
       if not ok then log("error", "registration refresh failed: " .. tb) end
     end, keeper, r)
+    if r.keepalive > 0 then
+      local f = r.flow
+      -- a TCP/TLS flow takes this registration's interval at once
+      if f and f.transport ~= "udp" then r.ua:_keepalive(f.transport, f.host, f.port, r.keepalive) end
+      r._pinger = spawn_with(function(ok, tb)
+        if not ok then log("error", "registration keep-alive failed: " .. tb) end
+      end, pinger, r)
+    end
     return r
   end
 
@@ -208,6 +321,7 @@ return function(_, internal)
     local ua_regs = regs[r.ua]
     if ua_regs then ua_regs[r] = nil end
     if r._sleeping then wake_now(r._sleeping) end
+    if r._pinging then wake_now(r._pinging) end
   end
 
   --- A registration (`sip.Registration`), from `ua:register`: a table with
