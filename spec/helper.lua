@@ -224,27 +224,43 @@ function helper.kamailio_modules()
   error("kamailio modules (tm.so) not found in: " .. table.concat(candidates, ", "))
 end
 
---- Start Kamailio with spec/kamailio/CFG on 127.0.0.1, a free port, and
--- wait until it answers OPTIONS over UDP. opts: `cfg` (a file name in
--- spec/kamailio), `transports` (default { "udp" }: one -l each, all on
--- the same port), `args` (more arguments). Returns { port, uri, proc,
--- rundir, stop = fn } (stop is idempotent and also runs in stop_all).
+--- Start Kamailio and wait until it answers OPTIONS over UDP. opts:
+-- `cfg` (a file in spec/kamailio, or a path), `listen` (a list of
+-- "proto:127.0.0.1:port"; default one free port with a listener for each
+-- of `transports`, default { "udp" }), `rundir` (default one of its own
+-- in spec/tmp), `args` (more arguments). Returns { port, uri (the first
+-- UDP listener), proc, rundir, stop = fn } (stop is idempotent; the
+-- process also stops with stop_all).
 function helper.kamailio(opts)
-  local port = helper.free_port()
-  local rundir = helper.tmp .. "/kamailio-" .. port
+  local listen = opts.listen
+  local port
+  if not listen then
+    port = helper.free_port()
+    listen = {}
+    for _, tr in ipairs(opts.transports or { "udp" }) do
+      listen[#listen + 1] = tr .. ":127.0.0.1:" .. port
+    end
+  end
+  local udp
+  for _, l in ipairs(listen) do udp = udp or l:match("^udp:(.*)$") end
+  assert(udp, "helper.kamailio needs a UDP listener (to see it is up)")
+  port = port or tonumber(udp:match(":(%d+)$"))
+  local own_rundir = not opts.rundir
+  local rundir = opts.rundir or (helper.tmp .. "/kamailio-" .. port)
   os.execute("mkdir -p " .. shell_quote(rundir))
-  local argv = { "kamailio", "-f", root .. "/spec/kamailio/" .. opts.cfg, "-DD", "-E",
-    "-n", "1", "-m", "32", "-M", "4", "-Y", rundir, "-w", rundir, "-L", helper.kamailio_modules() }
-  for _, tr in ipairs(opts.transports or { "udp" }) do
+  local cfg = opts.cfg:find("/") and opts.cfg or (root .. "/spec/kamailio/" .. opts.cfg)
+  local argv = { "kamailio", "-f", cfg, "-DD", "-E", "-n", "1", "-m", "32", "-M", "4",
+    "-Y", rundir, "-w", rundir, "-L", helper.kamailio_modules() }
+  for _, l in ipairs(listen) do
     argv[#argv + 1] = "-l"
-    argv[#argv + 1] = tr .. ":127.0.0.1:" .. port
+    argv[#argv + 1] = l
   end
   for _, a in ipairs(opts.args or {}) do argv[#argv + 1] = a end
   local proc = helper.spawn(argv, "kamailio")
-  local k = { port = port, uri = "sip:127.0.0.1:" .. port, proc = proc, rundir = rundir }
+  local k = { port = port, uri = "sip:" .. udp, proc = proc, rundir = rundir }
   function k.stop()
     proc.stop()
-    os.execute("rm -rf " .. shell_quote(rundir))
+    if own_rundir then os.execute("rm -rf " .. shell_quote(rundir)) end
   end
   local probe = assert(sip.ua{ listen = "udp:127.0.0.1:0" })
   local up = false

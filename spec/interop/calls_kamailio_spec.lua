@@ -5,53 +5,12 @@
 local sip = require "sip"
 local helper = require "helper"
 
--- where this Kamailio keeps its modules
-local function module_path()
-  local p = io.popen("kamailio -h 2>&1")
-  local help = p:read("a")
-  p:close()
-  local candidates = { help:match("%-L path%s+Modules search path %(default: ([^)]+)%)") }
-  local g = io.popen("ls -d /usr/lib/*/kamailio/modules /usr/lib/kamailio/modules " ..
-                     "/usr/local/lib*/kamailio/modules 2>/dev/null")
-  for line in g:lines() do candidates[#candidates + 1] = line end
-  g:close()
-  for _, dir in ipairs(candidates) do
-    local f = io.open(dir .. "/tm.so")
-    if f then
-      f:close()
-      return dir
-    end
-  end
-  error("kamailio modules (tm.so) not found in: " .. table.concat(candidates, ", "))
-end
-
--- start Kamailio on 127.0.0.1:port (UDP and TCP) and wait until it answers
-local function start_kamailio(port)
-  -- this configuration writes nothing there (no ctl, no fifo), so one
-  -- directory serves every run
-  local rundir = helper.tmp .. "/kamailio-run"
-  os.execute("mkdir -p '" .. rundir .. "'")
-  local proc = helper.spawn({ "kamailio", "-f", helper.root .. "/spec/kamailio/proxy.cfg",
-    "-DD", "-E", "-n", "1", "-L", module_path(), "-Y", rundir, "-w", rundir,
-    "-l", "udp:127.0.0.1:" .. port, "-l", "tcp:127.0.0.1:" .. port,
-    "-m", "32", "-M", "4" }, "kamailio")
-  local probe = assert(sip.ua{ listen = "udp:127.0.0.1:0" })
-  local up = false
-  local ok, err = pcall(helper.run, function()
-    local deadline = sip.now() + 10
-    while sip.now() < deadline and not proc.done() do
-      local res = probe:request("OPTIONS", "sip:127.0.0.1:" .. port, { timeout = 0.3 })
-      if res and res.status == 200 then
-        up = true
-        return
-      end
-      sip.sleep(0.1)
-    end
-  end, 15)
-  probe:close()
-  if not ok then error(err, 0) end
-  assert(up, "kamailio did not come up:\n" .. proc.log())
-  return proc
+-- Kamailio on 127.0.0.1:port, UDP and TCP, answering; stopped (its
+-- run directory removed) at the end of the test
+local function start_kamailio()
+  local k = helper.kamailio{ cfg = "proxy.cfg", transports = { "udp", "tcp" } }
+  finally(k.stop)
+  return k.proc, k.port
 end
 
 describe("calls through Kamailio", function()
@@ -65,8 +24,7 @@ describe("calls through Kamailio", function()
         if a then a:close() end
         if b then b:close() end
       end)
-      local kport = helper.free_port()
-      local kam = start_kamailio(kport)
+      local kam, kport = start_kamailio()
       local khop = "127.0.0.1:" .. kport
       local proxy = "sip:" .. khop .. (tr == "tcp" and ";transport=tcp" or "")
       a = assert(sip.ua{ listen = tr .. ":127.0.0.1:0", proxy = proxy })
@@ -153,8 +111,7 @@ describe("calls through Kamailio", function()
       if a then a:close() end
       if b then b:close() end
     end)
-    local kport = helper.free_port()
-    start_kamailio(kport)
+    local _, kport = start_kamailio()
     local khop = "127.0.0.1:" .. kport
     a = assert(sip.ua{ listen = "udp:127.0.0.1:0", proxy = "sip:" .. khop })
     b = assert(sip.ua{ listen = "udp:127.0.0.1:0" })

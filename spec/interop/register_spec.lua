@@ -70,44 +70,17 @@ end
 
 ---------------------------------------------------------------------------
 
-local function module_path()
-  local p = io.popen("ls -d /usr/lib/*/kamailio/modules /usr/lib/kamailio/modules " ..
-                     "/usr/local/lib*/kamailio/modules 2>/dev/null")
-  for dir in p:lines() do
-    local f = io.open(dir .. "/tm.so")
-    if f then
-      f:close()
-      p:close()
-      return dir
-    end
-  end
-  p:close()
-  error("no kamailio modules directory (with tm.so) found")
-end
-
-local function start_kamailio()
-  local port = helper.free_port()
-  local rundir = helper.tmp .. "/kamailio-" .. port
-  os.execute("mkdir -p " .. helper.shell_quote(rundir))
-  local proc = helper.spawn({ "kamailio", "-f", root .. "/spec/kamailio/registrar.cfg",
-    "-DD", "-E", "-n", "1", "-m", "32", "-M", "4", "-Y", rundir, "-w", rundir,
-    "-L", module_path(), "-l", "udp:127.0.0.1:" .. port }, "kamailio")
-  local uri = "sip:127.0.0.1:" .. port
-  wait_ready(uri, proc, "kamailio")
-  return uri, port, proc, rundir
-end
-
 describe("Kamailio as registrar and authenticating proxy", function()
-  local kam, kport, kproc, rundir
+  local kam, kport, k
 
   setup(function()
-    kam, kport, kproc, rundir = start_kamailio()
+    k = helper.kamailio{ cfg = "registrar.cfg" }
+    kam, kport = k.uri, k.port
   end)
   teardown(function()
     sip.trace(false)
-    stop(kproc)
+    if k then k.stop() end
     helper.stop_all()
-    if rundir then os.execute("rm -rf " .. helper.shell_quote(rundir)) end
   end)
   after_each(function() sip.trace(false) end)
 

@@ -22,32 +22,6 @@ local function write(path, text)
   f:close()
 end
 
-local function module_path()
-  local p = io.popen("ls -d /usr/lib/*/kamailio/modules /usr/lib/kamailio/modules " ..
-                     "/usr/local/lib*/kamailio/modules 2>/dev/null")
-  for dir in p:lines() do
-    local f = io.open(dir .. "/tls.so")
-    if f then
-      f:close()
-      p:close()
-      return dir
-    end
-  end
-  p:close()
-  error("no kamailio modules directory with tls.so found (Debian package kamailio-tls-modules)")
-end
-
--- Stop a process started with helper.spawn, its whole process group.
-local function stop(proc)
-  if not proc then return end
-  os.execute("kill -TERM -" .. proc.pid .. " 2>/dev/null")
-  for _ = 1, 20 do
-    if proc.done() then return end
-    helper.spin(0.05)
-  end
-  os.execute("kill -KILL -" .. proc.pid .. " 2>/dev/null")
-end
-
 -- Kamailio's TLS: its server side presents the localhost/127.0.0.1
 -- certificate and asks for nothing; its client side presents the client
 -- certificate and verifies servers against the test CA.
@@ -145,25 +119,10 @@ local function start_kamailio(C)
   os.execute("mkdir -p " .. helper.shell_quote(dir))
   write(dir .. "/tls.cfg", tls_cfg(C))
   write(dir .. "/kamailio.cfg", kamailio_cfg(dir .. "/tls.cfg"))
-  local proc = helper.spawn({ "kamailio", "-f", dir .. "/kamailio.cfg", "-DD", "-E", "-n", "1",
-    "-m", "32", "-M", "4", "-Y", dir, "-w", dir, "-L", module_path(),
-    "-l", "udp:127.0.0.1:" .. udp, "-l", "tls:127.0.0.1:" .. tls }, "kamailio-tls")
-  local k = { proc = proc, udp = "sip:127.0.0.1:" .. udp, tls = "sips:127.0.0.1:" .. tls,
-              udp_port = udp, tls_port = tls }
-  -- ready when it answers over UDP
-  local probe = assert(sip.ua{ listen = "udp:127.0.0.1:0" })
-  local ok = false
-  for _ = 1, 50 do
-    if proc.done() then break end
-    ok = helper.run(function()
-      return probe:request("OPTIONS", k.udp, { timeout = 0.25 }) ~= nil
-    end, 5)
-    if ok then break end
-    helper.spin(0.1)
-  end
-  probe:close()
-  if not ok then stop(proc) end
-  assert(ok, "kamailio did not start:\n" .. proc.log())
+  local k = helper.kamailio{ cfg = dir .. "/kamailio.cfg", rundir = dir,
+    listen = { "udp:127.0.0.1:" .. udp, "tls:127.0.0.1:" .. tls } }
+  k.udp, k.tls = "sip:127.0.0.1:" .. udp, "sips:127.0.0.1:" .. tls
+  k.udp_port, k.tls_port = udp, tls
   return k
 end
 
@@ -235,7 +194,7 @@ describe("Kamailio over TLS", function()
     kam = start_kamailio(C)
   end)
   teardown(function()
-    if kam then stop(kam.proc) end
+    if kam then kam.stop() end
     helper.stop_all()
     if C then C.remove() end
   end)
