@@ -24,22 +24,6 @@ local RATE = 50            -- calls per second
 local HOLD_MS = 1500       -- each call lasts that long between ACK and BYE
 local KILL_AFTER = 40      -- calls the victim has taken when it is killed
 
--- where this Kamailio keeps its modules (the directory with tm.so)
-local function module_path()
-  local p = io.popen("ls -d /usr/lib/*/kamailio/modules /usr/lib/kamailio/modules " ..
-                     "/usr/local/lib*/kamailio/modules 2>/dev/null")
-  for dir in p:lines() do
-    local f = io.open(dir .. "/tm.so")
-    if f then
-      f:close()
-      p:close()
-      return dir
-    end
-  end
-  p:close()
-  error("no kamailio modules directory (with tm.so) found")
-end
-
 -- wait (outside a coroutine) until uri answers an OPTIONS with 200, or
 -- the process ends, or 60 s pass (an instance under a sanitizer starts
 -- slowly)
@@ -162,7 +146,7 @@ describe("Kamailio's dispatcher in front of three luasip instances", function()
     -- a call whose instance died after its 180 waits FR_INV_TIMER before
     -- it is tried elsewhere (an instance here answers right after ringing)
     local kam = helper.spawn({ "kamailio", "-f", root .. "/examples/kamailio/dispatcher.cfg",
-      "-DD", "-E", "-Y", rundir, "-w", rundir, "-L", module_path(),
+      "-DD", "-E", "-Y", rundir, "-w", rundir, "-L", helper.kamailio_modules(),
       "-A", 'DS_LIST="' .. list .. '"', "-A", 'CTL_SOCKET="unix:' .. ctl .. '"',
       "-A", "DS_PING=1", "-A", "FR_INV_TIMER=4000",
       "-l", "udp:127.0.0.1:" .. kport }, "kamailio")
