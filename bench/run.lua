@@ -1955,10 +1955,15 @@ local function dtmf_run(n, inband)
     if left > 0 then sleep(left) end
   end
   at(w0)
+  -- the kernel's softirq threads: loopback delivery deferred to them
+  -- (ksoftirqd/N) runs after the capture point and before luasip's socket
+  local sirq = { tonumber(sh("pgrep -x ksoftirqd/0")), tonumber(sh("pgrep -x ksoftirqd/1")) }
   local ta, s0, u0, k0 = now(), cpu_of(server.pid), cpu_of(uac.pid), cpu_of(cap.pid)
+  local q0 = { cpu_of(sirq[1]), cpu_of(sirq[2]) }
   local b0, j0 = cpu_jiffies(PIN and 1 or 0)
   at(w1)
   local tb, s1, u1, k1 = now(), cpu_of(server.pid), cpu_of(uac.pid), cpu_of(cap.pid)
+  local q1 = { cpu_of(sirq[1]), cpu_of(sirq[2]) }
   local b1, j1 = cpu_jiffies(PIN and 1 or 0)
   local rc = wait_proc(uac, ramp + span + 40)
   if not rc then kill(uac) end
@@ -1984,6 +1989,8 @@ local function dtmf_run(n, inband)
   r.per_call = (s1 - s0) / (n * r.window)       -- s of CPU per call-second
   r.uac_load = u0 and u1 and (u1 - u0) / r.window
   r.cap_load = k0 and k1 and (k1 - k0) / r.window
+  r.sirq = {}
+  for i = 1, 2 do r.sirq[i] = q0[i] and q1[i] and (q1[i] - q0[i]) / r.window end
   r.others = b0 and b1 and j1 > j0 and math.max(0, (b1 - b0) / (j1 - j0) - r.server_load) or nil
   local cs = readfile(cap.out) or ""
   local got, drop = cs:match("received/dropped on interface.-: (%d+)/(%d+)")
@@ -2065,11 +2072,13 @@ local function dtmf_run(n, inband)
           (good < n and fmt("%d calls with wrong digits", n - good)) or
           ((r.cap_drops or 0) > 0 and fmt("capture dropped %d", r.cap_drops)) or "ok"
   note(fmt("%-26s %-22s digits %d/%d (wrong %d, missing %d, extra %d), latency p50 %s p99 %s max %s ms, " ..
-           "IVR %s CPU (%s us per call-second), SIPp %s, dumpcap %s, others on its core %s, rx %s, unexpected %s",
+           "IVR %s CPU (%s us per call-second), SIPp %s, dumpcap %s, others on its core %s, rx %s, unexpected %s, " ..
+           "ksoftirqd/0 %s, ksoftirqd/1 %s",
            label, r.why, nd, n * #DTMF_EXPECT, wrong, missing, extra, r.p50 and fmt("%.3f", r.p50 * 1e3) or "-",
            r.p99 and fmt("%.3f", r.p99 * 1e3) or "-", r.max and fmt("%.3f", r.max * 1e3) or "-", pct(r.server_load),
            us(r.per_call), r.uac_load and pct(r.uac_load) or "?", r.cap_load and pct(r.cap_load) or "?",
-           r.others and pct(r.others) or "?", tostring(st.rx or "?"), tostring(st.unexpected or "?")))
+           r.others and pct(r.others) or "?", tostring(st.rx or "?"), tostring(st.unexpected or "?"),
+           r.sirq[1] and pct(r.sirq[1]) or "?", r.sirq[2] and pct(r.sirq[2]) or "?"))
   return r
 end
 
@@ -2138,16 +2147,18 @@ local function render_dtmf(M0, load_end)
   out()
   out("| calls | inband detector | result | digits delivered / expected | wrong / missing / extra | " ..
       "latency p50 / p99 / max (ms) | IVR CPU | IVR CPU per call (us/s) | audio packets received | " ..
-      "SIPp / dumpcap / others on the IVR's core | packets captured / dropped |")
-  out("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "SIPp / dumpcap / others on the IVR's core | ksoftirqd/0 / ksoftirqd/1 | packets captured / dropped |")
+  out("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
   local function row(r)
-    out(fmt("| %d | %s | %s | %s / %s | %d / %d / %d | %s / %s / %s | %s | %s | %s | %s / %s / %s | %s / %s |",
+    out(fmt("| %d | %s | %s | %s / %s | %d / %d / %d | %s / %s / %s | %s | %s | %s | %s / %s / %s | %s / %s " ..
+            "| %s / %s |",
             r.n, r.inband and "on" or "off", r.clean and "all right" or r.why, thousands(r.digits),
             thousands(r.n * #DTMF_EXPECT), r.wrong, r.missing, r.extra,
             r.p50 and fmt("%.2f", r.p50 * 1e3) or "-", r.p99 and fmt("%.2f", r.p99 * 1e3) or "-",
             r.max and fmt("%.2f", r.max * 1e3) or "-", pct(r.server_load), us(r.per_call),
             r.stat.rx and thousands(r.stat.rx) or "-", r.uac_load and pct(r.uac_load) or "?",
             r.cap_load and pct(r.cap_load) or "?", r.others and pct(r.others) or "?",
+            r.sirq[1] and pct(r.sirq[1]) or "?", r.sirq[2] and pct(r.sirq[2]) or "?",
             r.cap_packets and thousands(r.cap_packets) or "?", r.cap_drops and thousands(r.cap_drops) or "?"))
   end
   for _, x in ipairs(d.runs) do
@@ -2255,7 +2266,9 @@ local function section_network()
   local rates = SMOKE and { 50 } or { 4000, 8000, 12000, 16000, 20000, 25000, 30000 }
   local scen = "-sn uac -t un -max_socket 10000"   -- a socket a call; under the open-files limit
   local function workers(n)
-    return function() return start_lua_uas{ name = "lua-uas-w" .. n, luasip_args = "-w " .. n, workers = n } end
+    return function()
+      return start_lua_uas{ name = "lua-uas-w" .. n, luasip_args = "-w " .. n, workers = n, startup = 30 }
+    end
   end
   R.net = {}
   R.net.w1, R.net.w2 = ladders{
