@@ -394,6 +394,7 @@ static const luaL_Reg core_funcs[] = {
 	{ "headers_text", l_headers_text },
 	{ "token", l_token },
 	{ "parse", lsip_parse },
+	{ "name_addrs", lsip_name_addrs },
 	{ "run", l_run },
 	{ "step", l_step },
 	{ "stop", l_stop },
@@ -412,6 +413,9 @@ static void osip_trace_sink(const char *fi, int li, osip_trace_level_t level, co
 {
 	(void)fi; (void)li; (void)level; (void)chfr; (void)ap;
 }
+
+/* constant: the functions sip/edit.so calls into the core with */
+static const struct lsip_api core_api = { lsip_env, lsip_call, sip_log };
 
 __attribute__((visibility("default"))) int luaopen_sip_core(lua_State *L);
 
@@ -490,8 +494,9 @@ int luaopen_sip_core(lua_State *L)
 	lua_setfield(L, -2, "sdp_parse");
 	lsip_open_auth(L);
 	lua_setfield(L, -2, "auth");
-	lsip_open_edit(L);
-	lua_setfield(L, -2, "edit");
+	/* what sip/edit.so (and any module built beside us) borrows */
+	lua_pushlightuserdata(L, (void *)&core_api);
+	lua_setfield(L, LUA_REGISTRYINDEX, LSIP_API);
 	lsip_open_media(L); lua_setfield(L, -2, "media");
 	lsip_open_pcap(L);
 	lua_setfield(L, -2, "pcap");

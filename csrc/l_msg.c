@@ -634,6 +634,107 @@ int lsip_parse(lua_State *L)
 	return 1;
 }
 
+/* a quoted string's content with its escapes resolved, or the text */
+static void push_unquoted(lua_State *L, const char *p, size_t n)
+{
+	luaL_Buffer b;
+	size_t i;
+
+	if (n < 2 || p[0] != '"' || p[n - 1] != '"') {
+		lua_pushlstring(L, p, n);
+		return;
+	}
+	luaL_buffinit(L, &b);
+	for (i = 1; i + 1 < n; i++) {
+		if (p[i] == '\\' && i + 2 < n)
+			i++;
+		luaL_addchar(&b, p[i]);
+	}
+	luaL_pushresult(&b);
+}
+
+/* { display =, uri =, params = { name = value | true } } for one value */
+static void push_name_addr(lua_State *L, const struct sip_name_addr *na)
+{
+	const char *p = na->params.p, *e = p + na->params.n;
+	struct sip_span name, value;
+
+	lua_createtable(L, 0, 3);
+	if (na->display.p) {
+		push_unquoted(L, na->display.p, na->display.n);
+		lua_setfield(L, -2, "display");
+	}
+	lua_pushlstring(L, na->uri.p, na->uri.n);
+	lua_setfield(L, -2, "uri");
+	lua_newtable(L);
+	while (p && (p = sip_param_next(p, e, &name, &value)) && name.n) {
+		luaL_Buffer b;
+		size_t i;
+		char *lc = luaL_buffinitsize(L, &b, name.n);
+		for (i = 0; i < name.n; i++)
+			lc[i] = (char)((name.p[i] >= 'A' && name.p[i] <= 'Z') ? name.p[i] + 32 : name.p[i]);
+		luaL_pushresultsize(&b, name.n);
+		if (value.p)
+			push_unquoted(L, value.p, value.n);
+		else
+			lua_pushboolean(L, 1);
+		lua_rawset(L, -3);
+	}
+	lua_setfield(L, -2, "params");
+}
+
+/***
+ * Split a header value holding name-addrs (Contact, Route, Record-Route
+ * ...) the way the core reads them: commas inside quotes and `<...>` do
+ * not split. A lone `*` (Contact: *) gives one entry whose uri is `"*"`.
+ * @function sip.core.name_addrs
+ * @string value a header value
+ * @treturn table a list of `{ display = ?string, uri = string, params =
+ * { name = string|true } }`: display without its quotes, parameter names
+ * in lower case, a quoted value without its quotes, `true` for a
+ * parameter without a value
+ * @return[2] nil
+ * @treturn[2] string why the value does not read
+ */
+int lsip_name_addrs(lua_State *L)
+{
+	size_t n;
+	const char *v = luaL_checklstring(L, 1, &n), *p = v, *e = v + n;
+	int k = 0;
+
+	lua_newtable(L);
+	p = sip_skip_ws(p, e);
+	if (p < e && *p == '*' && sip_skip_ws(p + 1, e) == e) {
+		lua_createtable(L, 0, 2);
+		lua_pushliteral(L, "*");
+		lua_setfield(L, -2, "uri");
+		lua_newtable(L);
+		lua_setfield(L, -2, "params");
+		lua_rawseti(L, -2, 1);
+		return 1;
+	}
+	while (p < e) {
+		struct sip_name_addr na;
+		const char *end = sip_name_addr_parse(p, e, 1, &na);
+		if (!end || memchr(v, '\0', n)) {
+			lua_pushnil(L);
+			lua_pushfstring(L, "bad name-addr at byte %d", (int)(p - v) + 1);
+			return 2;
+		}
+		push_name_addr(L, &na);
+		lua_rawseti(L, -2, ++k);
+		if (end == e)
+			break;
+		p = sip_skip_ws(end + 1, e);
+		if (p == e) {
+			lua_pushnil(L);
+			lua_pushfstring(L, "bad name-addr at byte %d", (int)(p - v) + 1);
+			return 2;
+		}
+	}
+	return 1;
+}
+
 int lsip_open_msg(lua_State *L)
 {
 	luaL_newmetatable(L, "sip.Message");

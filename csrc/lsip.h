@@ -62,7 +62,6 @@ void lsip_pending_drop(lua_State *L, struct pending *p);
 int lsip_open_call(lua_State *L);
 int lsip_open_sdp(lua_State *L);
 int lsip_open_auth(lua_State *L);
-int lsip_open_edit(lua_State *L);
 int lsip_open_media(lua_State *L);       /* l_media.c: sip.core.media */
 int lsip_open_pcap(lua_State *L);        /* l_pcap.c: sip.core.pcap */
 int lsip_open_socket(lua_State *L);      /* l_sock.c: sip.core.socket */
@@ -84,6 +83,16 @@ void lsip_queued(struct lsip_env *e);
 lua_State *lsip_wake_begin(struct lsip_env *e, int co_ref);
 void lsip_call(struct lsip_env *e, lua_State *L, int nargs);
 
+/* What sip/core.so lends the modules built beside it (sip/edit.so,
+ * which links libedit so that the core does not): a constant table of
+ * functions, a light userdata in the registry under LSIP_API. */
+#define LSIP_API "sip.core.api"
+struct lsip_api {
+	struct lsip_env *(*env)(lua_State *L);
+	void (*call)(struct lsip_env *e, lua_State *L, int nargs);
+	void (*log)(const struct sip_env *env, int level, const char *fmt, ...);
+};
+
 void lsip_push_msg(lua_State *L, struct sip_msg *m, struct sip_txn *st);
 struct sip_msg *lsip_check_msg(lua_State *L, int idx);
 /* pushes the "Name: value\r\n" lines of a table of headers at idx */
@@ -96,6 +105,8 @@ double lsip_opt_number(lua_State *L, int t, const char *field, double dflt, cons
 
 int lsip_open_msg(lua_State *L);
 int lsip_parse(lua_State *L);
+/* sip.core.name_addrs(value) -> { { display, uri, params }, ... } | nil, why */
+int lsip_name_addrs(lua_State *L);
 int lsip_open_ua(lua_State *L);
 
 #endif

@@ -1,8 +1,9 @@
 /*
- * fuzz_uri.c - URIs and addresses as the engine reads them: osip_uri_parse
- * with the parameter lookups and serialisation ua.c does (transport, lr,
- * maddr, the port), name-addr values (From/To/Contact via osip_from_parse,
- * and their tags), and our address helpers: sip_addr_parse_listen on the
+ * fuzz_uri.c - URIs and addresses as the engine reads them: uri.c's
+ * sip_uri_parse with the parameter lookups request targets do (transport,
+ * lr, maddr, the port), name-addr values (one From/To value, and Contact
+ * lists as sip.core.name_addrs splits them, with their parameters and
+ * tags), and our address helpers: sip_addr_parse_listen on the
  * text itself and as "udp:"/"tcp:"/"tls:" + text, sip_addr_resolve on
  * hosts that are numeric addresses (anything else is skipped: no DNS; the
  * getaddrinfo in common.c is numeric-only besides), and the printers,
@@ -67,58 +68,86 @@ static int numeric_host(const char *h)
 	return inet_pton(AF_INET, h, buf) == 1 || inet_pton(AF_INET6, h, buf) == 1;
 }
 
-static void try_uri(const char *s)
+static void touch_span(struct sip_span sp)
 {
-	osip_uri_t *u = NULL;
-	osip_uri_param_t *p = NULL;
-	char *out = NULL;
+	size_t i;
 
-	if (osip_uri_init(&u))
-		return;
-	if (osip_uri_parse(u, s) == 0) {
-		if (osip_uri_to_str(u, &out) == 0) {
-			touch(out);
-			osip_free(out);
-		}
-		touch(u->scheme);
-		osip_uri_uparam_get_byname(u, "transport", &p);
-		if (p)
-			touch(p->gvalue);
-		p = NULL;
-		osip_uri_uparam_get_byname(u, "lr", &p);
-		p = NULL;
-		osip_uri_uparam_get_byname(u, "maddr", &p);
-		if (u->host && numeric_host(u->host)) {
-			struct sip_addr a;
-			int port = u->port && *u->port ? atoi(u->port) : 5060;
-			if (port > 0 && port <= 65535 && sip_addr_resolve(u->host, port, &a) == 0)
-				use_addr(&a);
-		}
-	}
-	osip_uri_free(u);
+	for (i = 0; sp.p && i < sp.n; i++)
+		sink += (unsigned char)sp.p[i];
 }
 
-static void try_name_addr(const char *s)
+/* a URI as request targets read it (sip_uri_parse, then the parameters
+ * ua.c asks for); n bytes without a NUL after them, so ASan sees any
+ * read past the end */
+static void try_uri(const char *s, size_t n)
 {
-	osip_from_t *f = NULL;
-	char *out = NULL;
+	char *c = malloc(n ? n : 1);
+	struct sip_uri u;
+	struct sip_span v;
 
-	if (osip_from_init(&f))
-		return;
-	if (osip_from_parse(f, s) == 0) {
-		osip_generic_param_t *tag = NULL;
-		osip_from_get_tag(f, &tag);
-		touch(tag ? tag->gvalue : NULL);
-		if (osip_from_to_str(f, &out) == 0) {
-			touch(out);
-			osip_free(out);
-		}
-		if (f->url && osip_uri_to_str(f->url, &out) == 0) {
-			touch(out);
-			osip_free(out);
+	memcpy(c, s, n);
+	if (sip_uri_parse(c, n, &u) == 0) {
+		touch_span(u.scheme);
+		touch_span(u.user);
+		touch_span(u.password);
+		touch_span(u.port);
+		touch_span(u.headers);
+		if (sip_uri_param(&u, "transport", &v))
+			touch_span(v);
+		if (sip_uri_param(&u, "maddr", &v))
+			touch_span(v);
+		sink += (unsigned)sip_uri_param(&u, "lr", &v);
+		if (u.host.n < 64) {
+			char host[64];
+			memcpy(host, u.host.p, u.host.n);
+			host[u.host.n] = '\0';
+			if (numeric_host(host)) {
+				struct sip_addr a;
+				if (sip_addr_resolve(host, 5060, &a) == 0)
+					use_addr(&a);
+			}
 		}
 	}
-	osip_from_free(f);
+	sink += (unsigned)sip_uri_ok(c, n) + (unsigned)sip_uri_has_lr(c, n);
+	free(c);
+}
+
+/* name-addrs as one From/To value and as a Contact list (the split
+ * sip.core.name_addrs and the dialogs use), their parameters and tag */
+static void try_name_addr(const char *s, size_t n)
+{
+	char *c = malloc(n ? n : 1);
+	const char *p, *e;
+	int list;
+
+	memcpy(c, s, n);
+	e = c + n;
+	for (list = 0; list < 2; list++) {
+		p = c;
+		while (p < e) {
+			struct sip_name_addr na;
+			struct sip_span name, value;
+			const char *q, *end = sip_name_addr_parse(p, e, list, &na);
+			if (!end)
+				break;
+			if (na.uri.p < c || na.uri.p + na.uri.n > e ||
+			    na.params.p < c || na.params.p + na.params.n > e ||
+			    (na.display.p && (na.display.p < c || na.display.p + na.display.n > e)))
+				abort();
+			touch_span(na.display);
+			touch_span(na.uri);
+			q = na.params.p;
+			while ((q = sip_param_next(q, na.params.p + na.params.n, &name, &value)) && name.n) {
+				touch_span(name);
+				touch_span(value);
+			}
+			if (end == e || !list)
+				break;
+			p = end + 1;
+		}
+	}
+	touch_span(sip_name_addr_tag(c, n));
+	free(c);
 }
 
 static void try_listen(const char *s)
@@ -153,8 +182,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(s, data, size);
 	s[size] = '\0';         /* the engine's URI text is always a C string */
 
-	try_uri(s);
-	try_name_addr(s);
+	try_uri(s, size);
+	try_name_addr(s, size);
 	try_listen(s);
 	pre = malloc(size + 5);
 	for (i = 0; i < 3; i++) {

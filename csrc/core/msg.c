@@ -172,35 +172,6 @@ static uint8_t header_id(const char *name, size_t n)
 	return name_is(name, lc, n) ? id : SIP_H_OTHER;
 }
 
-static inline int is_ws(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-/* RFC 3261 25.1 token characters */
-static inline int is_token(char c)
-{
-	switch (c) {
-	case '-': case '.': case '!': case '%': case '*': case '_': case '+': case '`': case '\'': case '~':
-		return 1;
-	default:
-		return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-	}
-}
-
-static const char *skip_ws(const char *p, const char *e)
-{
-	while (p < e && is_ws(*p))
-		p++;
-	return p;
-}
-
-/* a piece of raw text to copy out as a NUL-terminated field */
-struct span {
-	const char *p;
-	size_t n;
-};
-
 /* the header lines of the section [p, end): one entry per header (a
  * folded header is one entry), lines without a colon skipped */
 static int index_headers(const char *p, const char *end, struct sip_hdr *h, int max)
@@ -227,7 +198,7 @@ static int index_headers(const char *p, const char *end, struct sip_hdr *h, int 
 			ve = eol;
 			while (v < ve && (*v == ' ' || *v == '\t'))
 				v++;
-			while (ve > v && is_ws(ve[-1]))
+			while (ve > v && sip_is_ws(ve[-1]))
 				ve--;
 			ln = sip_header_long_name(p, (size_t)(ne - p));
 			h[n].name = ln ? ln : p;
@@ -242,94 +213,21 @@ static int index_headers(const char *p, const char *end, struct sip_hdr *h, int 
 	return n;
 }
 
-/* params ";name[=value]..." from p; sets the value of each wanted name
- * (a present parameter without value gets an empty span). Stops at ','
- * or at anything that is not a parameter; returns where it stopped. */
-static const char *scan_params(const char *p, const char *e, const char *const *names,
-                               struct span *vals, int nnames)
-{
-	for (;;) {
-		const char *nm, *vs = NULL, *ve = NULL;
-		size_t nl;
-		int i;
-		p = skip_ws(p, e);
-		if (p >= e || *p != ';')
-			return p;
-		p = skip_ws(p + 1, e);
-		nm = p;
-		while (p < e && is_token(*p))
-			p++;
-		nl = (size_t)(p - nm);
-		p = skip_ws(p, e);
-		if (p < e && *p == '=') {
-			p = skip_ws(p + 1, e);
-			vs = p;
-			if (p < e && *p == '"') {
-				for (p++; p < e && *p != '"'; p++)
-					if (*p == '\\' && p + 1 < e)
-						p++;
-				if (p < e)
-					p++;
-			} else {
-				/* the stops (white space, ';' and ',') sort below '<' */
-				while (p < e && ((unsigned char)*p > ';' || (!is_ws(*p) && *p != ';' && *p != ',')))
-					p++;
-			}
-			ve = p;
-		}
-		if (nl == 0)
-			return p;
-		for (i = 0; i < nnames; i++)
-			if (strlen(names[i]) == nl && !strncasecmp(names[i], nm, nl) && !vals[i].p) {
-				vals[i].p = vs ? vs : nm + nl;
-				vals[i].n = vs ? (size_t)(ve - vs) : 0;
-			}
-	}
-}
-
-/* the tag parameter of a From or To value (name-addr or addr-spec) */
-static struct span addr_tag(const char *v, size_t n)
-{
-	static const char *const tag[] = { "tag" };
-	const char *p = v, *e = v + n, *params = NULL;
-	struct span t = { NULL, 0 };
-
-	for (; p < e; p++) {
-		if (*p == '"') {
-			for (p++; p < e && *p != '"'; p++)
-				if (*p == '\\' && p + 1 < e)
-					p++;
-		} else if (*p == '<') {
-			const char *gt = memchr(p, '>', (size_t)(e - p));
-			params = gt ? gt + 1 : e;
-			break;
-		}
-	}
-	if (!params) {
-		/* an addr-spec: its parameters are the header's (20.10) */
-		params = memchr(v, ';', n);
-		if (!params)
-			return t;
-	}
-	scan_params(params, e, tag, &t, 1);
-	return t;
-}
-
 /* the top via-parm: "SIP / 2.0 / UDP host[:port] ;params" */
-static int parse_via(const char *v, size_t n, struct span *host, struct span *port,
-                     struct span *params, size_t *via1_len)
+static int parse_via(const char *v, size_t n, struct sip_span *host, struct sip_span *port,
+                     struct sip_span *params, size_t *via1_len)
 {
 	static const char *const names[] = { "branch", "received", "rport" };
 	const char *p = v, *e = v + n, *h;
 	int i;
 
 	for (i = 0; i < 3; i++) {
-		const char *t = p = skip_ws(p, e);
-		while (p < e && is_token(*p) && *p != '/')
+		const char *t = p = sip_skip_ws(p, e);
+		while (p < e && sip_is_token(*p) && *p != '/')
 			p++;
 		if (p == t)
 			return -1;
-		p = skip_ws(p, e);
+		p = sip_skip_ws(p, e);
 		if (i < 2) {
 			if (p >= e || *p != '/')
 				return -1;
@@ -343,17 +241,17 @@ static int parse_via(const char *v, size_t n, struct span *host, struct span *po
 			return -1;
 		p = rb + 1;
 	} else {
-		while (p < e && !is_ws(*p) && *p != ':' && *p != ';' && *p != ',')
+		while (p < e && !sip_is_ws(*p) && *p != ':' && *p != ';' && *p != ',')
 			p++;
 	}
 	if (p == h)
 		return -1;
 	host->p = h;
 	host->n = (size_t)(p - h);
-	p = skip_ws(p, e);
+	p = sip_skip_ws(p, e);
 	if (p < e && *p == ':') {
 		const char *d;
-		p = d = skip_ws(p + 1, e);
+		p = d = sip_skip_ws(p + 1, e);
 		while (p < e && *p >= '0' && *p <= '9')
 			p++;
 		if (p == d || p - d > 5)
@@ -361,90 +259,27 @@ static int parse_via(const char *v, size_t n, struct span *host, struct span *po
 		port->p = d;
 		port->n = (size_t)(p - d);
 	}
-	p = scan_params(p, e, names, params, 3);
-	p = skip_ws(p, e);
+	p = sip_params_scan(p, e, names, params, 3);
+	p = sip_skip_ws(p, e);
 	if (p < e && *p != ',')
 		return -1;
 	*via1_len = (size_t)(p - v);
-	while (*via1_len > 0 && is_ws(v[*via1_len - 1]))
+	while (*via1_len > 0 && sip_is_ws(v[*via1_len - 1]))
 		(*via1_len)--;
 	return 0;
 }
 
-/* a URI as one word with a scheme (RFC 3986: ALPHA *( ALPHA / DIGIT /
- * "+" / "-" / ".") ":"), nothing that would end it (space, <, >) */
-static int uri_ok(const char *u, size_t n)
+/* the URI of a From or To value: the whole value reads as one */
+static int addr_whole(const char *v, size_t n)
 {
-	size_t i = 0;
+	struct sip_name_addr na;
 
-	while (i < n && (((u[i] | 0x20) >= 'a' && (u[i] | 0x20) <= 'z') ||
-	       (i > 0 && ((u[i] >= '0' && u[i] <= '9') || u[i] == '+' || u[i] == '-' || u[i] == '.'))))
-		i++;
-	if (i == 0 || i >= n || u[i] != ':')
-		return 0;
-	for (i++; i < n; i++) {
-		unsigned char c = (unsigned char)u[i];
-		/* everything refused sorts at or below '>' */
-		if (c <= '>' && (is_ws((char)c) || c == '<' || c == '>' || c == '\0'))
-			return 0;
-	}
-	return 1;
-}
-
-/* The URI of a name-addr or addr-spec (20.10, 25.1): [display-name]
- * <URI> params, or URI params. 0 when the value does not read that way
- * (an unbalanced quote, a display name that is not tokens, a URI with
- * spaces), else where it ends (the end, or a ',' before the next value);
- * the URI's span in *u. */
-static const char *addr_uri(const char *v, size_t n, struct span *u)
-{
-	const char *p = v, *e = v + n, *q;
-
-	p = skip_ws(p, e);
-	if (p < e && *p == '"') {
-		for (p++; p < e && *p != '"'; p++)
-			if (*p == '\\' && p + 1 < e)
-				p++;
-		if (p >= e)
-			return NULL;
-		p = skip_ws(p + 1, e);
-		if (p >= e || *p != '<')
-			return NULL;
-	} else {
-		for (q = p; q < e && *q != '<' && *q != ';'; q++)
-			;
-		if (q < e && *q == '<') {
-			for (; p < q; p++)
-				if (!is_token(*p) && !is_ws(*p))
-					return NULL;
-		} else {
-			/* an addr-spec: its parameters are the header's */
-			for (q = p; q < e && *q != ';' && !is_ws(*q); q++)
-				;
-			u->p = p;
-			u->n = (size_t)(q - p);
-			if (!uri_ok(u->p, u->n))
-				return NULL;
-			p = q;
-			goto params;
-		}
-	}
-	q = memchr(p, '>', (size_t)(e - p));
-	if (!q)
-		return NULL;
-	u->p = p + 1;
-	u->n = (size_t)(q - p - 1);
-	if (!uri_ok(u->p, u->n))
-		return NULL;
-	p = q + 1;
-params:
-	p = skip_ws(scan_params(p, e, NULL, NULL, 0), e);
-	return p == e || *p == ',' ? p : NULL;
+	return sip_name_addr_parse(v, v + n, 0, &na) == v + n;
 }
 
 /* "INVITE sip:x SIP/2.0" or "SIP/2.0 200 OK" */
-static int parse_start(struct sip_msg *m, struct span *method, struct span *uri,
-                       struct span *version, struct span *reason)
+static int parse_start(struct sip_msg *m, struct sip_span *method, struct sip_span *uri,
+                       struct sip_span *version, struct sip_span *reason)
 {
 	const char *p = m->raw, *e = memchr(m->raw, '\n', m->len), *sp, *lsp;
 
@@ -467,7 +302,7 @@ static int parse_start(struct sip_msg *m, struct span *method, struct span *uri,
 		return 0;
 	}
 	m->request = 1;
-	for (sp = p; sp < e && is_token(*sp); sp++)
+	for (sp = p; sp < e && sip_is_token(*sp); sp++)
 		;
 	if (sp == p || sp >= e || *sp != ' ')
 		return -1;
@@ -482,7 +317,7 @@ static int parse_start(struct sip_msg *m, struct span *method, struct span *uri,
 	uri->n = (size_t)(lsp - sp - 1);
 	version->p = lsp + 1;
 	version->n = (size_t)(e - lsp - 1);
-	return uri_ok(uri->p, uri->n) && version->n ? 0 : -1;
+	return sip_uri_ok(uri->p, uri->n) && version->n ? 0 : -1;
 }
 
 /* the one header of that id, or NULL with *dup set when there are more */
@@ -507,10 +342,10 @@ static const struct sip_hdr *single(const struct sip_msg *m, int id, int *dup)
  * bad (a 400 can name it) */
 static int light_parse(struct sip_msg *m, const char **why)
 {
-	struct span method = { 0 }, uri = { 0 }, version = { 0 }, reason = { 0 }, callid = { 0 };
-	struct span cmeth = { 0 }, ftag = { 0 }, ttag = { 0 }, vhost = { 0 }, vport = { 0 };
-	struct span vparams[3] = { { 0 } };
-	struct span *all[] = { &method, &uri, &version, &reason, &callid, &cmeth, &ftag, &ttag,
+	struct sip_span method = { 0 }, uri = { 0 }, version = { 0 }, reason = { 0 }, callid = { 0 };
+	struct sip_span cmeth = { 0 }, ftag = { 0 }, ttag = { 0 }, vhost = { 0 }, vport = { 0 };
+	struct sip_span vparams[3] = { { 0 } };
+	struct sip_span *all[] = { &method, &uri, &version, &reason, &callid, &cmeth, &ftag, &ttag,
 	                       &vhost, &vport, &vparams[0], &vparams[1], &vparams[2] };
 	const char **dst[] = { &m->method, &m->uri, &m->version, &m->reason, &m->call_id,
 	                       &m->cseq_method, &m->from_tag, &m->to_tag, &m->via_host, &m->via_port,
@@ -550,15 +385,15 @@ static int light_parse(struct sip_msg *m, const char **why)
 		const char *c = h->v, *ce = h->v + h->vlen, *d = c;
 		while (c < ce && *c >= '0' && *c <= '9')
 			c++;
-		if (c > d && c < ce && is_ws(*c)) {
+		if (c > d && c < ce && sip_is_ws(*c)) {
 			if (!digits_le(d, (size_t)(c - d), 2147483647UL)) {
 				*why = "CSeq number out of range";
 				rc = -EPROTO;
 			}
 			m->cseq = strtoul(d, NULL, 10);
-			c = skip_ws(c, ce);
+			c = sip_skip_ws(c, ce);
 			cmeth.p = c;
-			while (c < ce && is_token(*c))
+			while (c < ce && sip_is_token(*c))
 				c++;
 			cmeth.n = (size_t)(c - cmeth.p);
 			if (!cmeth.n || c != ce)
@@ -566,9 +401,9 @@ static int light_parse(struct sip_msg *m, const char **why)
 		}
 	}
 	if ((h = single(m, SIP_H_FROM, &dup)))
-		ftag = addr_tag(h->v, h->vlen);
+		ftag = sip_name_addr_tag(h->v, h->vlen);
 	if ((h = single(m, SIP_H_TO, &dup)))
-		ttag = addr_tag(h->v, h->vlen);
+		ttag = sip_name_addr_tag(h->v, h->vlen);
 	for (i = 0; i < (size_t)m->nhdrs; i++)
 		if (m->hdrs[i].id == SIP_H_VIA) {
 			if (parse_via(m->hdrs[i].v, m->hdrs[i].vlen, &vhost, &vport, vparams, &m->via1_len))
@@ -614,13 +449,12 @@ store:
 		return rc;
 	if (!m->call_id) { *why = "missing Call-ID"; return -EPROTO; }
 	{
-		struct span u;
 		const struct sip_hdr *f = single(m, SIP_H_FROM, &dup), *t = single(m, SIP_H_TO, &dup);
-		if (!f || addr_uri(f->v, f->vlen, &u) != f->v + f->vlen) {
+		if (!f || !addr_whole(f->v, f->vlen)) {
 			*why = "missing or bad From";
 			return -EPROTO;
 		}
-		if (!t || addr_uri(t->v, t->vlen, &u) != t->v + t->vlen) {
+		if (!t || !addr_whole(t->v, t->vlen)) {
 			*why = "missing or bad To";
 			return -EPROTO;
 		}
@@ -825,37 +659,22 @@ int sip_msg_nameaddrs(const struct sip_msg *m, const char *name, struct sip_name
 	for (i = 0; k < max && (v = sip_msg_header(m, name, i, &n)); i++) {
 		const char *p = v, *e = v + n;
 		while (k < max && p < e) {
-			struct span u;
-			const char *start = skip_ws(p, e), *end = addr_uri(start, (size_t)(e - start), &u);
+			struct sip_name_addr na;
+			const char *start = sip_skip_ws(p, e), *end = sip_name_addr_parse(start, e, 1, &na);
 			const char *ve = end;
 			if (!end)
 				return -1;
-			while (ve > start && is_ws(ve[-1]))
+			while (ve > start && sip_is_ws(ve[-1]))
 				ve--;
 			out[k].v = start;
 			out[k].n = (size_t)(ve - start);
-			out[k].uri = u.p;
-			out[k].un = u.n;
+			out[k].uri = na.uri.p;
+			out[k].un = na.uri.n;
 			k++;
 			p = end < e ? end + 1 : e;
 		}
 	}
 	return k;
-}
-
-int sip_uri_has_lr(const char *uri, size_t n)
-{
-	const char *p = memchr(uri, ';', n), *e = uri + n, *q = memchr(uri, '?', n);
-
-	if (q)
-		e = q;
-	while (p && p < e) {
-		p++;
-		if (e - p >= 2 && !strncasecmp(p, "lr", 2) && (e - p == 2 || p[2] == ';' || p[2] == '='))
-			return 1;
-		p = memchr(p, ';', (size_t)(e - p));
-	}
-	return 0;
 }
 
 int sip_msg_answerable(const struct sip_msg *m)
@@ -911,9 +730,9 @@ const char *sip_msg_top_via(struct sip_msg *m, size_t *n)
 			if (p == v) {
 				sip_buf_add(&b, p, (size_t)(q - p));
 			} else {
-				for (nm = p; nm < q && is_ws(*nm); nm++)
+				for (nm = p; nm < q && sip_is_ws(*nm); nm++)
 					;
-				for (nl = 0; nm + nl < q && is_token(nm[nl]); nl++)
+				for (nl = 0; nm + nl < q && sip_is_token(nm[nl]); nl++)
 					;
 				if (rec && nl == 8 && !strncasecmp(nm, "received", 8)) {
 					sip_buf_adds(&b, ";received=");

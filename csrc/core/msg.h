@@ -7,6 +7,7 @@
 #define SIP_MSG_H
 
 #include "sip_core.h"
+#include "uri.h"
 #include <osipparser2/osip_parser.h>
 
 /* one header line of the index built at parse time */
@@ -94,8 +95,6 @@ struct sip_nameaddr {
 /* the values of every header line of that name, comma-separated ones
  * split: up to max into out; the count, or -1 when one does not read */
 int sip_msg_nameaddrs(const struct sip_msg *m, const char *name, struct sip_nameaddr *out, int max);
-/* 1 when a SIP URI has the lr parameter (loose routing, 16.12) */
-int sip_uri_has_lr(const char *uri, size_t n);
 /* the top Via value with received/rport stamped in (18.2.1, RFC 3581):
  * cached in the message; falls back to the value as received */
 const char *sip_msg_top_via(struct sip_msg *m, size_t *n);
