@@ -22,15 +22,19 @@ ALL_CFLAGS = $(WARN) $(CFLAGS) -fPIC -fvisibility=hidden \
              -I$(LUA_INCDIR) -I$(OSIP2_INCDIR) -I$(LIBEV_INCDIR) -I$(OPENSSL_INCDIR) \
              -I$(LIBEDIT_INCDIR) -Icsrc/core -Icsrc
 LIBFLAG ?= -shared
-LIBS = -L$(OSIP2_LIBDIR) -L$(LIBEV_LIBDIR) -L$(OPENSSL_LIBDIR) -L$(LIBEDIT_LIBDIR) \
-       -losipparser2 -lev -lcrypto -lssl -ledit -lspandsp -lsndfile -lspeexdsp -lpcap -lcares
+LIBS = -L$(OSIP2_LIBDIR) -L$(LIBEV_LIBDIR) -L$(OPENSSL_LIBDIR) \
+       -losipparser2 -lev -lcrypto -lssl -lspandsp -lsndfile -lspeexdsp -lpcap -lcares
+# the REPL's line editing is a module of its own: the core does not link libedit
+EDIT_LIBS = -L$(LIBEV_LIBDIR) -L$(LIBEDIT_LIBDIR) -lev -ledit
 
 CORE_SRC = $(wildcard csrc/core/*.c)
 MEDIA_SRC = $(wildcard csrc/media/*.c)
-BIND_SRC = $(wildcard csrc/l_*.c)
+EDIT_SRC = csrc/l_edit.c
+BIND_SRC = $(filter-out $(EDIT_SRC),$(wildcard csrc/l_*.c))
 OBJ = $(CORE_SRC:.c=.o) $(MEDIA_SRC:.c=.o) $(BIND_SRC:.c=.o)
 HDR = $(wildcard csrc/core/*.h) $(wildcard csrc/media/*.h) $(wildcard csrc/*.h)
 CORE_SO = sip/core.so
+EDIT_SO = sip/edit.so
 
 # installation (luarocks passes LIBDIR, LUADIR, BINDIR)
 LIBDIR ?= /usr/local/lib/lua/$(LUA_VERSION)
@@ -64,11 +68,15 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-build: $(CORE_SO)
+build: $(CORE_SO) $(EDIT_SO)
 
 $(CORE_SO): $(OBJ)
 	@mkdir -p sip
 	$(CC) $(LIBFLAG) -o $@ $(OBJ) $(LIBS) $(LDFLAGS)
+
+$(EDIT_SO): $(EDIT_SRC:.c=.o)
+	@mkdir -p sip
+	$(CC) $(LIBFLAG) -o $@ $(EDIT_SRC:.c=.o) $(EDIT_LIBS) $(LDFLAGS)
 
 %.o: %.c $(HDR)
 	@echo "  CC $<"; $(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -145,10 +153,11 @@ fuzz-smoke:
 install: build
 	install -d $(DESTDIR)$(LIBDIR)/sip $(DESTDIR)$(LUADIR)/sip $(DESTDIR)$(BINDIR)
 	install -m 755 $(CORE_SO) $(DESTDIR)$(LIBDIR)/sip/core.so
+	install -m 755 $(EDIT_SO) $(DESTDIR)$(LIBDIR)/sip/edit.so
 	install -m 644 lua/sip/*.lua $(DESTDIR)$(LUADIR)/sip/
 	install -m 755 bin/luasip $(DESTDIR)$(BINDIR)/luasip
 
 clean:
-	rm -f $(OBJ) $(CORE_SO)
+	rm -f $(OBJ) $(EDIT_SRC:.c=.o) $(CORE_SO) $(EDIT_SO)
 	$(MAKE) -C fuzz clean
 	rm -rf build-sanitize

@@ -1,5 +1,9 @@
 /***
- * sip.core.edit - line input for the REPL, on the loop that runs SIP.
+ * sip.edit - line input for the REPL, on the loop that runs SIP.
+ *
+ * A module of its own, sip/edit.so, so that sip/core.so does not link
+ * libedit: it borrows the core's loop and its way of calling Lua (the
+ * constant struct lsip_api that sip.core leaves in the registry).
  *
  * On a terminal, libedit's readline-compatible callback interface edits
  * the line (history, completion); anywhere else (a pipe, a file) lines
@@ -21,7 +25,7 @@
  * Handlers (Lua functions, called from the loop with lua_pcall):
  * line(text), eof(), interrupt() and complete(word, line, start, stop)
  * which returns a list of candidates that replace word.
- * @module sip.core.edit
+ * @module sip.edit
  */
 #define _GNU_SOURCE     /* strdup, sigaction SA_RESTART */
 #include "lsip.h"
@@ -43,6 +47,7 @@ struct reader {
 	ev_signal intr;
 	ev_idle more;           /* gives a line already read, from the loop */
 	struct lsip_env *e;
+	const struct lsip_api *api;     /* sip.core's functions */
 	int self_ref;           /* pins the reader while it is open */
 	int fd;
 	int tty;                /* libedit edits the line */
@@ -123,7 +128,7 @@ static void deliver(struct reader *r, const char *text, size_t len)
 		return;
 	if (text)
 		lua_pushlstring(L, text, len);
-	lsip_call(e, L, text ? 1 : 0);
+	r->api->call(e, L, text ? 1 : 0);
 	lua_pop(L, 1);          /* the reader */
 }
 
@@ -262,7 +267,7 @@ static void plain_input(struct reader *r)
 			char *b = cap <= PLAIN_MAX ? realloc(r->buf, cap) : NULL;
 
 			if (!b) {
-				sip_log(&r->e->env, SIP_LOG_ERROR, "repl: input line too long");
+				r->api->log(&r->e->env, SIP_LOG_ERROR, "repl: input line too long");
 				r->eof = 1;
 				r->len = 0;
 				deliver(r, NULL, 0);
@@ -286,7 +291,7 @@ static void plain_input(struct reader *r)
 		n = (size_t)(nl - r->buf);
 		line = malloc(n + 1);
 		if (!line) {
-			sip_log(&r->e->env, SIP_LOG_ERROR, "repl: out of memory");
+			r->api->log(&r->e->env, SIP_LOG_ERROR, "repl: out of memory");
 			return;
 		}
 		memcpy(line, r->buf, n);
@@ -381,7 +386,7 @@ static void intr_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	sigints = 0;
 	if (!push_handler(r, L, "interrupt"))
 		return;
-	lsip_call(r->e, L, 0);
+	r->api->call(r->e, L, 0);
 	lua_pop(L, 1);
 }
 
@@ -603,7 +608,8 @@ static int r_close(lua_State *L)
  */
 static int l_open(lua_State *L)
 {
-	struct lsip_env *e = lsip_env(L);
+	const struct lsip_api *api = lua_touserdata(L, lua_upvalueindex(1));
+	struct lsip_env *e = api->env(L);
 	struct reader *r;
 	int tty;
 
@@ -618,7 +624,7 @@ static int l_open(lua_State *L)
 		lua_pop(L, 1);
 	}
 	if (edit_owner)
-		return luaL_error(L, "sip.core.edit: a reader is already open");
+		return luaL_error(L, "sip.edit: a reader is already open");
 
 	/* closed and consistent before anything is acquired */
 	r = lua_newuserdatauv(L, sizeof *r, 2);
@@ -629,6 +635,7 @@ static int l_open(lua_State *L)
 	lua_setiuservalue(L, -2, 1);
 
 	r->e = e;
+	r->api = api;
 	r->fd = STDIN_FILENO;
 	r->tty = tty;
 	ev_io_init(&r->in, in_cb, r->fd, EV_READ);
@@ -644,7 +651,7 @@ static int l_open(lua_State *L)
 		rl_instream = stdin;
 		rl_outstream = stdout;
 		if (rl_initialize() != 0)
-			return luaL_error(L, "sip.core.edit: cannot initialise libedit");
+			return luaL_error(L, "sip.edit: cannot initialise libedit");
 		using_history();
 		/* '.' and ':' stay in the word: "ua:req" completes as a whole */
 		rl_basic_word_break_characters = " \t\n\"\\'`@$><=;|&{}()[],+-*/%^~#";
@@ -685,8 +692,21 @@ static const luaL_Reg reader_methods[] = {
 	{ NULL, NULL }
 };
 
-int lsip_open_edit(lua_State *L)
+__attribute__((visibility("default"))) int luaopen_sip_edit(lua_State *L);
+
+int luaopen_sip_edit(lua_State *L)
 {
+	const struct lsip_api *api;
+
+	/* the core first: its loop, and the functions it lends */
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "sip.core");
+	lua_call(L, 1, 0);
+	lua_getfield(L, LUA_REGISTRYINDEX, LSIP_API);
+	api = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	if (!api)
+		return luaL_error(L, "sip.edit: sip.core did not load");
 	luaL_newmetatable(L, READER_MT);
 	luaL_newlib(L, reader_methods);
 	lua_setfield(L, -2, "__index");
@@ -697,7 +717,8 @@ int lsip_open_edit(lua_State *L)
 	lua_pop(L, 1);
 
 	lua_createtable(L, 0, 1);
-	lua_pushcfunction(L, l_open);
+	lua_pushlightuserdata(L, (void *)api);
+	lua_pushcclosure(L, l_open, 1);
 	lua_setfield(L, -2, "open");
 	return 1;
 }

@@ -27,10 +27,7 @@
 
 local core = require "sip.core"
 
-local coroutine, debug, error, type, tostring, pairs, setmetatable =
-      coroutine, debug, error, type, tostring, pairs, setmetatable
-local co_create, co_resume, co_running, co_status, co_yield =
-      coroutine.create, coroutine.resume, coroutine.running, coroutine.status, coroutine.yield
+local error, type, tostring, pairs = error, type, tostring, pairs
 
 local sip = { _VERSION = "luasip 0.1", core = core }
 
@@ -39,249 +36,15 @@ local worker_id, worker_count = tonumber(os.getenv("LUASIP_WORKER")), tonumber(o
 -- a process of its own.
 sip.worker = worker_id and worker_count and { id = worker_id, count = worker_count } or nil
 
--- The private sentinel every library wait yields: a user's own yield
--- inside a driven coroutine can never be mistaken for one of ours.
-local WAIT = setmetatable({}, { __name = "sip.wait" })
-
-local driven = setmetatable({}, { __mode = "k" })   -- coroutine -> on_exit or true
--- coroutine -> true while parked. Strong: a parked coroutine is kept
--- until its one wake, and while any is parked the loop is held alive
--- (core.hold), whatever timers run: an INVITE that got a 1xx has no
--- timer left, yet its 2xx must still be ACKed (RFC 3261 17.1.1.2).
--- The value is the wait's number: a wake queued by the C core carries
--- the number it was queued for, so a wake that arrives after its wait
--- ended another way (a cancel, a hangup) cannot end a later wait.
-local waiting = {}
-local n_waiting = 0
-local wait_seq = 0
--- co -> how to end its current wait early (sip.first, a call's hangup);
--- CANCELLING once that was asked and the wait's own waker will wake it
-local cancelers = {}
-local CANCELLING = function() end
--- coroutine -> the call it belongs to (its handler, hooks, and what they
--- spawned): when the call ends, their pending waits return nil, "hangup"
-local owners = setmetatable({}, { __mode = "k" })
-local core_hold = core.hold
-local task_ctx = setmetatable({}, { __mode = "k" }) -- pooled coroutine -> its task's context
-
--- Request handlers run in pooled coroutines: one that finished its task
--- yields DONE and waits in the pool for the next, so a call costs no new
--- thread, stack and call-info list. A task that fails kills its coroutine
--- (it is not pooled again).
-local DONE = setmetatable({}, { __name = "sip.done" })
-local pool, pool_n, POOL_MAX = {}, 0, 64
-
-local log_levels = { error = 1, warn = 2, info = 3, debug = 4 }
-
-local function log(level, msg)
-  -- below the level set by sip.log: nothing (rare lines: one query each)
-  if log_levels[level] > log_levels[core.log()] then return end
-  -- core.log routes through the same sink as the C core's log lines
-  local sink = sip._log_fn
-  if sink then
-    sink(level, msg)
-  else
-    io.stderr:write("luasip ", level, ": ", msg, "\n")
-  end
-end
-sip._logf = log
+local sched = require "sip.sched"
+local log, queue, flush, wake, wake_now, cancel_wait = sched.log, sched.queue, sched.flush,
+  sched.wake, sched.wake_now, sched.cancel_wait
+local current, wait, spawn_with, spawn_owned, spawn_task =
+  sched.current, sched.wait, sched.spawn_with, sched.spawn_owned, sched.spawn_task
+sip._logf, sip._current, sip._wait, sip._spawn_with = log, current, wait, spawn_with
 
 local failed = nil   -- first error of a main coroutine, re-raised by sip.run
-
-local resume
-
--- on_exit(ok, ...), or on_exit(ctx, ok, ...) for a pooled task
-local function exit_with(co, on_exit, ok, ...)
-  local ctx = task_ctx[co]
-  if ctx ~= nil then
-    task_ctx[co] = nil
-    return on_exit(ctx, ok, ...)
-  end
-  return on_exit(ok, ...)
-end
-
-local function finish(co, ok, ...)
-  local on_exit = driven[co]
-  if not ok then
-    local err = ...
-    local tb = debug.traceback(co, tostring(err))
-    driven[co] = nil
-    if type(on_exit) == "function" then
-      exit_with(co, on_exit, false, tb, err)
-    else
-      task_ctx[co] = nil
-      log("error", "coroutine failed: " .. tb)
-    end
-    return
-  end
-  local first = ...
-  if first == WAIT then
-    if not waiting[co] then
-      wait_seq = wait_seq + 1
-      waiting[co] = wait_seq
-      n_waiting = n_waiting + 1
-      if n_waiting == 1 then core_hold(true) end
-    end
-    return
-  end
-  if first == DONE then
-    -- a pooled task returned: its coroutine serves the next one
-    driven[co] = nil
-    owners[co] = nil
-    if pool_n < POOL_MAX then
-      pool_n = pool_n + 1
-      pool[pool_n] = co
-    end
-    if type(on_exit) == "function" then return exit_with(co, on_exit, true, select(2, ...)) end
-    task_ctx[co] = nil
-    return
-  end
-  if co_status(co) == "dead" then
-    driven[co] = nil
-    if type(on_exit) == "function" then on_exit(true, ...) end
-    return
-  end
-  do
-    -- a bare coroutine.yield() in a driven coroutine: nothing will
-    -- ever resume it, so say so instead of hanging silently
-    log("warn", "a luasip coroutine yielded a value of its own; it will not be resumed")
-  end
-end
-
-resume = function(co, ...)
-  return finish(co, co_resume(co, ...))
-end
-
--- The C core queues work here (wake, dispatch) and calls flush() once
--- its callbacks have returned, so Lua code never runs inside them.
--- Five slots per item (function and up to four arguments) in one flat
--- array: no table per queued item on this per-message path.
-local runq, runq_n = {}, 0
-
-local function queue(f, a, b, c, d, e)
-  local n = runq_n
-  runq[n + 1], runq[n + 2], runq[n + 3], runq[n + 4], runq[n + 5], runq[n + 6] = f, a, b, c, d, e
-  runq_n = n + 6
-end
-
-local qhead = 1
-
-local function run_queue()
-  while qhead <= runq_n do
-    local i = qhead
-    local f, a, b, c, d, e = runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4], runq[i + 5]
-    runq[i], runq[i + 1], runq[i + 2], runq[i + 3], runq[i + 4], runq[i + 5] =
-      nil, nil, nil, nil, nil, nil
-    qhead = i + 6
-    f(a, b, c, d, e)
-  end
-  qhead, runq_n = 1, 0
-end
-
--- an error in one item is logged and the rest still run: the queue is
--- never left half-consumed
-local function flush()
-  while true do
-    local ok, err = pcall(run_queue)
-    if ok then return end
-    log("error", "callback failed: " .. tostring(err))
-  end
-end
-
--- the outcome of a wait: exactly one resume per wait
-local function wake_now(co, ...)
-  if not waiting[co] then return end
-  waiting[co] = nil
-  cancelers[co] = nil
-  n_waiting = n_waiting - 1
-  if n_waiting == 0 then core_hold(false) end
-  return resume(co, ...)
-end
-
--- a wake for the wait numbered seq only
-local function wake_seq(co, seq, a, b, c)
-  if waiting[co] ~= seq then return end
-  return wake_now(co, a, b, c)
-end
-
--- the C core's wakes run from the queue, for the wait parked now
-local function wake(co, a, b, c)
-  queue(wake_seq, co, waiting[co], a, b, c)
-end
-
--- End co's pending wait early with nil, reason: its canceler (a CANCEL,
--- a stopped player) ends it through its own waker, or it is woken now;
--- what its waker sends later is dropped (wake_seq).
-local function cancel_wait(co, reason)
-  if not waiting[co] then return false end
-  local c = cancelers[co]
-  if c == CANCELLING then return true end
-  if c then
-    cancelers[co] = CANCELLING
-    c(co, reason)
-  else
-    wake_now(co, nil, reason)
-  end
-  return true
-end
-
--- co belongs to call (one field for the usual single coroutine)
-local function own(co, call)
-  owners[co] = call
-  local first = call._co
-  if not first then
-    call._co = co
-  elseif first ~= co then
-    local more = call._cos
-    if not more then
-      more = {}
-      call._cos = more
-    end
-    more[#more + 1] = co
-  end
-end
-
--- the waits pending now in the call's coroutines: { co = seq }, or nil
-local function owned_waits(call)
-  local snap
-  local co = call._co
-  if co and owners[co] == call and waiting[co] then
-    snap = { [co] = waiting[co] }
-  end
-  for _, c in ipairs(call._cos or {}) do
-    if owners[c] == call and waiting[c] then
-      snap = snap or {}
-      snap[c] = waiting[c]
-    end
-  end
-  return snap
-end
-
--- end those of them that still wait on the same wait
-local function cancel_owned(snap, reason)
-  if not snap then return end
-  for co, seq in pairs(snap) do
-    if waiting[co] == seq then cancel_wait(co, reason) end
-  end
-end
-
-local function current(name)
-  local co, main = co_running()
-  if main or not driven[co] then
-    error(name .. ": must be called from a coroutine run by luasip " ..
-          "(wrap the code in sip.run(function() ... end) or sip.spawn)", 3)
-  end
-  return co
-end
-sip._current = current
-
--- park the running coroutine; `cancel(co, reason)`, when given, is how
--- to end this wait early (it must end it, through its waker or at once)
-local function wait(cancel)
-  if cancel then cancelers[co_running()] = cancel end
-  return co_yield(WAIT)
-end
-sip._wait = wait
+local log_levels = { error = true, warn = true, info = true, debug = true }
 
 --- Start fn(...) in a new coroutine driven by luasip; it runs at once until
 -- its first wait. Errors are logged with their traceback.
@@ -292,69 +55,7 @@ function sip.spawn(fn, ...)
   if type(fn) ~= "function" then
     error("bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")", 2)
   end
-  local co = co_create(fn)
-  driven[co] = true
-  -- a coroutine spawned by a call's coroutine belongs to that call too
-  local owner = owners[co_running()]
-  if owner then own(co, owner) end
-  resume(co, ...)
-  return co
-end
-
-local function spawn_with(on_exit, fn, ...)
-  local co = co_create(fn)
-  driven[co] = on_exit or true
-  resume(co, ...)
-  return co
-end
-
--- spawn_with, the coroutine belonging to `owner` (a call) from its start
-local function spawn_owned(on_exit, owner, fn, ...)
-  local co = co_create(fn)
-  driven[co] = on_exit or true
-  if owner then own(co, owner) end
-  resume(co, ...)
-  return co
-end
-sip._spawn_with = spawn_with
-
--- the next task for a pooled coroutine, taken as it starts
-local next_fn, next_arg
-
--- a tail call: neither the task's function nor its argument stays on the
--- coroutine's stack once it returns, so a request or call nobody keeps
--- is collected while its coroutine waits in the pool
-local function run_one()
-  local fn, a = next_fn, next_arg
-  next_fn, next_arg = nil, nil
-  return fn(a)
-end
-
-local function pooled_main()
-  while true do
-    co_yield(DONE, run_one())
-  end
-end
-
--- fn(a) in a pooled coroutine, then on_exit(ctx, ok, ...) (ctx not nil);
--- nothing outside keeps the coroutine, which is reused after
-local function spawn_task(on_exit, ctx, fn, a, owner)
-  local co
-  while pool_n > 0 do
-    local c = pool[pool_n]
-    pool[pool_n] = nil
-    pool_n = pool_n - 1
-    if co_status(c) == "suspended" then
-      co = c
-      break
-    end
-  end
-  co = co or co_create(pooled_main)
-  driven[co] = on_exit
-  task_ctx[co] = ctx
-  if owner then own(co, owner) end
-  next_fn, next_arg = fn, a
-  resume(co)
+  return sched.spawn(fn, ...)
 end
 
 --- Wait `seconds` (a coroutine-friendly sleep), letting everything else run.
@@ -412,7 +113,7 @@ function sip.first(...)
   end
   local co = current("sip.first")
   local state = { co = co, branches = {}, done = false, parked = false }
-  local owner = owners[co]
+  local owner = sched.owner_of(co)
   for i = 1, n do
     local f = select(i, ...)
     state.branches[i] = spawn_owned(function(ok, ...) return first_exit(state, i, ok, ...) end,
@@ -500,6 +201,7 @@ function sip.log(level, fn)
   end
   if fn == nil then return core.log(level) end
   sip._log_fn = fn or nil
+  sched.log_sink = sip._log_fn
   return core.log(level, fn)
 end
 
@@ -543,11 +245,12 @@ end
 ---------------------------------------------------------------------------
 -- User agents
 
-local UA = core.UA.__index          -- the C methods; Lua ones join them
-local handlers = setmetatable({}, { __mode = "k" })
-local proxies = setmetatable({}, { __mode = "k" })
-local ua_auth = setmetatable({}, { __mode = "k" })
-local event_queues = setmetatable({}, { __mode = "k" })  -- ua -> its ua:events() queue
+local state = require "sip.state"
+local class = require "sip.class"
+-- the C methods; the Lua ones join them through class.interpose
+local UA = class.methods(core.UA)
+local handlers, proxies, ua_auth, event_queues =
+  state.handlers, state.proxies, state.auth, state.event_queues
 local sip_auth = require "sip.auth"
 sip._handlers = handlers
 
@@ -568,9 +271,7 @@ local TLS_OPTIONS = {
   handshake_timeout = "number",
 }
 local MEDIA_OPTIONS = { addr = "string", ports = "string", codecs = "table" }
-local ua_media = setmetatable({}, { __mode = "k" })   -- ua -> its media settings
-local ua_contacts = setmetatable({}, { __mode = "k" })  -- ua -> sip.ua{contact}
-local ua_keepalive = setmetatable({}, { __mode = "k" })  -- ua -> sip.ua{keepalive}
+local ua_media, ua_contacts, ua_keepalive = state.media, state.contacts, state.keepalive
 
 --- Create a user agent: its listening sockets, handlers and client
 -- requests. Requests over TCP and TLS open a connection on demand (no
@@ -661,13 +362,7 @@ local function check_method(method, fname)
 end
 
 -- self must be an open sip.UA (a closed one has no handler table)
-local function check_ua(self, fname)
-  check.self(self, core.UA, "sip.UA", fname, 3)
-  if not handlers[self] then
-    error("bad self to '" .. fname .. "' (the user agent is closed)", 3)
-  end
-  return self
-end
+local check_ua = state.check_ua
 sip._check_ua = check_ua
 
 --- A user agent (`sip.UA`), made by `sip.ua`: it serves requests with
@@ -827,8 +522,8 @@ function UA:request(method, uri, opts)
   local creds = sip_auth.check_creds(opts.auth, "ua:request") or ua_auth[self]
   -- opts.auth_state: a state kept by the caller across requests (a
   -- registration's refreshes reuse its nonce with a growing nc)
-  local state = opts.auth_state or (creds and sip_auth.new_state(creds))
-  local pre = state and sip_auth.preempt(state, method, uri, opts.body)
+  local auth_state = opts.auth_state or (creds and sip_auth.new_state(creds))
+  local pre = auth_state and sip_auth.preempt(auth_state, method, uri, opts.body)
   if pre then opts = sip_auth.retry_opts(opts, pre, nil) end
   while true do
     local ok, err = self:_request(method, uri, opts, co, proxy)
@@ -841,7 +536,7 @@ function UA:request(method, uri, opts)
     local st = res.status
     -- 401/407: answer the challenge once per nonce (22.2, 22.3)
     local extra = (st == 401 or st == 407) and
-                  sip_auth.answer(state, res, method, uri, opts.body)
+                  sip_auth.answer(auth_state, res, method, uri, opts.body)
     if not extra then return res end
     opts = sip_auth.retry_opts(opts, extra, res)
   end
@@ -864,13 +559,6 @@ local function handler_exit(req, ok, a, b, c)
   end
 end
 
-local internal = {
-  current = current, wait = wait, wake_now = wake_now, spawn_with = spawn_with, log = log,
-  spawn_task = spawn_task, spawn_owned = spawn_owned, own = own, cancel_wait = cancel_wait,
-  owned_waits = owned_waits, cancel_owned = cancel_owned, check = check, check_ua = check_ua,
-  ua_media = ua_media, ua_contacts = ua_contacts, ua_keepalive = ua_keepalive,
-  proxies = proxies, ua_auth = ua_auth, auth = sip_auth,
-}
 
 --- A SIP request or response (`sip.Message`). Its fields are read-only
 -- properties (assigning one raises: use `set_header`). `tostring(msg)` is
@@ -919,15 +607,13 @@ local internal = {
 -- 407); `algorithms` (default `{ "MD5" }`); `expires` (nonce lifetime,
 -- default 300 s)
 -- @treturn ?string the user name; nil once the challenge was sent
-core.Message.methods.authenticate = function(req, opts)
+class.interpose(core.Message, "authenticate", function(req, opts)
   return sip_auth.authenticate(req, opts)
-end
-internal.is_driven = function(co) return driven[co] ~= nil end
+end)
 sip.sdp = require "sip.sdp"
-internal.media = require("sip.media")(sip, internal)
-require("sip.call")(sip, internal)
-require("sip.register")(sip, internal)
-sip_resolve.install(sip, internal)
+local calls = require "sip.call"              -- ua:invite and the sip.Call methods
+local registrations = require "sip.register"  -- ua:register
+sip_resolve.install(sip)
 
 local close_c = UA.close
 --- @type UA
@@ -941,7 +627,7 @@ local close_c = UA.close
 -- its sockets too, but neither removes registrations nor wakes anyone.
 function UA:close()
   check.self(self, core.UA, "sip.UA", "ua:close")
-  if internal.close_registrations then internal.close_registrations(self) end
+  registrations.close_all(self)
   handlers[self] = nil
   -- loops waiting in ua:events() end
   local evq = event_queues[self]
@@ -965,7 +651,7 @@ local function dispatch_now(ua, req)
   if getmetatable(req) == CallMT then
     local fn = hs and (hs.INVITE or hs["*"])
     if fn then
-      internal.incoming_call(ua, req, fn)
+      calls.incoming_call(ua, req, fn)
     else
       req:_reply(405)
       req:_end()
@@ -994,7 +680,7 @@ local function dispatch(a, b, c)
       if not ok then log("error", "callback failed: " .. tb) end
     end, a, b)
   elseif c ~= nil or type(b) == "string" then
-    queue(internal.call_event, a, b, c)
+    queue(calls.call_event, a, b, c)
   else
     queue(dispatch_now, a, b)
   end

@@ -1,6 +1,6 @@
 --- The luasip REPL: `luasip` with no script, or `luasip -i script.lua`.
 --
--- Lines are read on the loop that runs SIP (sip.core.edit: libedit on a
+-- Lines are read on the loop that runs SIP (sip.edit: libedit on a
 -- terminal, plain lines from a pipe), so handlers answer requests and
 -- timers run while the prompt waits. Each line, or each chunk continued
 -- over several lines like in the standard lua REPL, runs as a luasip
@@ -13,10 +13,7 @@
 
 local core = require "sip.core"
 
-local edit = core.edit
-if not edit then
-  error("sip.repl: this build of sip.core has no line editor (sip.core.edit)", 0)
-end
+local edit = require "sip.edit"
 
 local repl = {}
 
@@ -428,7 +425,7 @@ function repl.start(sip, chunks, opts)
     if running then
       local job = running
       -- a line inside a loop of its own (core.step ...) is stopped by
-      -- the hook sip.core.edit set on it: "interrupted!"
+      -- the hook sip.edit set on it: "interrupted!"
       if job.co and coroutine.status(job.co) ~= "suspended" then return end
       cancel(job)
       if tty then out:write("\n") end    -- after the terminal's ^C

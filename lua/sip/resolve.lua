@@ -37,8 +37,9 @@ end
 
 local RESOLVE_OPTIONS = { ua = "userdata", servers = "table", timeout = "number" }
 
-function M.install(sip, internal)
-  local current, wait = internal.current, internal.wait
+function M.install(sip)
+  local sched = require "sip.sched"
+  local current, wait = sched.current, sched.wait
   -- resolvers of their own for sip.resolve without a UA: a UA with no
   -- listener, one per settings, kept for the cache
   local resolvers = {}
