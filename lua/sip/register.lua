@@ -40,13 +40,14 @@ end
 
 -- the expiry the registrar granted our contact (10.2.4)
 local function granted(r, res, asked)
-  local ours = r.contact_uri
+  local ours = r.contact_uri and r.contact_uri:lower()
   for _, c in ipairs(res:headers("Contact")) do
-    for part in (c .. ","):gmatch("([^,]+),") do
-      local uri = part:match("<([^>]*)>") or part:match("^%s*([^;%s]+)")
-      if uri and ours and uri:lower() == ours:lower() then
-        local e = part:match(";%s*[Ee][Xx][Pp][Ii][Rr][Ee][Ss]%s*=%s*(%d+)")
-        if e then return tonumber(e) end
+    -- the core's name-addr parser: a comma inside quotes or <> does not
+    -- split, and a malformed value is skipped, not half read
+    for _, na in ipairs(core.name_addrs(c) or {}) do
+      if ours and na.uri:lower() == ours then
+        local e = tonumber(na.params.expires)
+        if e then return e end
       end
     end
   end
