@@ -2115,6 +2115,10 @@ local function render_dtmf(M0, load_end)
     out()
     return
   end
+  out("The machine was shared: other engineers' builds and test suites ran on both cores during the run " ..
+      "(see the load averages), so single figures move from run to run; what compares two set-ups was " ..
+      "measured in the same run, one right after the other.")
+  out()
   out(fmt("Each run: a fresh luasip IVR, bench/dtmf_uas.lua: a UA with `media = { ports = \"%s\", codecs = " ..
           "{ \"PCMU\", \"PCMA\", \"telephone-event\" } }` that answers and loops on `call:collect{ prompt = " ..
           "prompt, max = 1, terminators = \"\" }` (a 4 s 16-bit WAV played with barge-in; each digit stops it and " ..
@@ -2137,7 +2141,10 @@ local function render_dtmf(M0, load_end)
       "every prompt's frame each 20 ms), the engine's parse and the digit's way through the scheduler's " ..
       "queue to the coroutine. The engine does not expose its own receive time (SO_TIMESTAMP or the " ..
       "`ev_time()` it reads before recvfrom) to Lua, which would split the figure in two. Each digit is " ..
-      "matched with the last press of that key on its call's RTP port captured before it.")
+      "matched with the last press of that key on its call's RTP port captured before it. The loopback " ..
+      "delivery itself runs on the sender's CPU (CPU 0, SIPp's): when that CPU is busy the kernel defers it " ..
+      "to its ksoftirqd thread, which waits for the CPU like any thread, and that wait is in the figure " ..
+      "too; the ksoftirqd columns say how much of that work there was.")
   out()
   out("**Inband detection**: the same calls with `call.media:dtmf_config{ inband = true }` (spandsp's DTMF " ..
       "receiver on every decoded audio frame of the caller; by default it runs only when the peer " ..
@@ -2303,6 +2310,10 @@ local function render_network(M0, load_end)
     out()
     return
   end
+  out("The machine was shared: other engineers' builds and test suites ran on both cores during the run " ..
+      "(see the load averages), so single figures move from run to run; what compares two set-ups was " ..
+      "measured in the same run, one right after the other.")
+  out()
   out(fmt("**Workers.** The same UAS (bench/uas.lua) run as `luasip -w 1` and `luasip -w 2` (a supervisor and " ..
           "N worker processes sharing the listen port with SO_REUSEPORT), each step on a fresh server, " ..
           "SIPp `-sn uac -t un` at the rate for %g s, the ladder rules of section 1 (clean: SIPp exited 0, " ..
