@@ -413,31 +413,18 @@ static int push_hdr(lua_State *L, struct sip_msg *m, const char *name)
 	return 1;
 }
 
-/* The URI of a From/To value as it was written: <...> or the addr-spec
- * before its parameters. libosip2 unescapes URIs (%00 would cut them), so
- * scripts get the text itself. */
+/* The URI of a From/To value as it was written (uri.c's reading of it,
+ * never unescaped: %00 would cut it) */
 static int push_hdr_uri(lua_State *L, struct sip_msg *m, const char *name)
 {
 	size_t n;
-	const char *v = sip_msg_header(m, name, 0, &n), *lt, *gt, *end;
+	const char *v = sip_msg_header(m, name, 0, &n);
+	struct sip_name_addr na;
 
-	if (!v) {
+	if (v && sip_name_addr_parse(v, v + n, 0, &na))
+		lua_pushlstring(L, na.uri.p, na.uri.n);
+	else
 		lua_pushnil(L);
-		return 1;
-	}
-	lt = memchr(v, '<', n);
-	if (lt) {
-		gt = memchr(lt, '>', n - (size_t)(lt - v));
-		end = gt ? gt : v + n;
-		lua_pushlstring(L, lt + 1, (size_t)(end - lt - 1));
-		return 1;
-	}
-	end = memchr(v, ';', n);
-	if (!end)
-		end = v + n;
-	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-		end--;
-	lua_pushlstring(L, v, (size_t)(end - v));
 	return 1;
 }
 

@@ -8,7 +8,6 @@
 
 #include "sip_core.h"
 #include "uri.h"
-#include <osipparser2/osip_parser.h>
 
 /* one header line of the index built at parse time */
 struct sip_hdr {
@@ -24,7 +23,7 @@ struct sip_hdr {
  * and the fields transactions and dialogs match on, as NUL-terminated
  * copies, with the syntax checks that decide 400 (From/To name-addr, URI,
  * CSeq, Via). libosip2's message parser turned every header into small
- * allocations and is not used for messages (its URI and SDP parsers are).
+ * allocations and is not used for messages (its SDP parser is, in l_sdp.c).
  */
 struct sip_msg {
 	int refs;

@@ -836,48 +836,48 @@ void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct
 
 int sip_uri_target(const char *text, struct sip_target *t, char *err, size_t errlen)
 {
-	osip_uri_t *u = NULL;
-	osip_uri_param_t *tp = NULL;
-	int rc = -EINVAL;
+	struct sip_uri u;
+	struct sip_span tp;
+	char port[16];
 
 	memset(t, 0, sizeof *t);
-	if (osip_uri_init(&u) || osip_uri_parse(u, text) || !u->host || !u->scheme) {
+	/* only sip: and sips: have a host to send to; a scheme that is not
+	 * even sip-like is no URI of ours at all */
+	if (sip_uri_parse(text, strlen(text), &u) || u.scheme.n < 3 || strncasecmp(u.scheme.p, "sip", 3)) {
 		snprintf(err, errlen, "bad URI '%s'", text);
-		goto out;
+		return -EINVAL;
 	}
-	if (strcasecmp(u->scheme, "sip") && strcasecmp(u->scheme, "sips")) {
-		snprintf(err, errlen, "unsupported URI scheme '%s'", u->scheme);
-		goto out;
+	if (!(u.scheme.n == 3 || (u.scheme.n == 4 && (u.scheme.p[3] | 0x20) == 's'))) {
+		snprintf(err, errlen, "unsupported URI scheme '%.*s'", (int)u.scheme.n, u.scheme.p);
+		return -EINVAL;
 	}
-	t->sips = !strcasecmp(u->scheme, "sips");
-	if (strlen(u->host) >= sizeof t->host) {
+	t->sips = u.scheme.n == 4;
+	if (u.host.n >= sizeof t->host) {
 		snprintf(err, errlen, "bad URI '%s'", text);
-		goto out;
+		return -EINVAL;
 	}
-	snprintf(t->host, sizeof t->host, "%s", u->host);
+	memcpy(t->host, u.host.p, u.host.n);
+	t->host[u.host.n] = '\0';
 	t->proto = t->sips ? SIP_TLS : SIP_UDP;
-	osip_uri_uparam_get_byname(u, "transport", &tp);
-	if (tp && tp->gvalue) {
+	if (sip_uri_param(&u, "transport", &tp) && tp.n) {
 		t->proto_given = 1;
-		if (!strcasecmp(tp->gvalue, "tcp"))
+		if (tp.n == 3 && !strncasecmp(tp.p, "tcp", 3))
 			t->proto = t->sips ? SIP_TLS : SIP_TCP;
-		else if (!strcasecmp(tp->gvalue, "tls"))
+		else if (tp.n == 3 && !strncasecmp(tp.p, "tls", 3))
 			t->proto = SIP_TLS;
-		else if (strcasecmp(tp->gvalue, "udp")) {
-			snprintf(err, errlen, "unsupported transport '%s'", tp->gvalue);
-			goto out;
+		else if (!(tp.n == 3 && !strncasecmp(tp.p, "udp", 3))) {
+			snprintf(err, errlen, "unsupported transport '%.*s'", (int)tp.n, tp.p);
+			return -EINVAL;
 		}
 	}
-	t->port_given = u->port && *u->port;
-	t->port = t->port_given ? atoi(u->port) : (t->proto == SIP_TLS ? 5061 : 5060);
+	t->port_given = u.port.n > 0;
+	snprintf(port, sizeof port, "%.*s", (int)(u.port.n < 15 ? u.port.n : 15), u.port.p ? u.port.p : "");
+	t->port = t->port_given ? atoi(port) : (t->proto == SIP_TLS ? 5061 : 5060);
 	if (t->port <= 0 || t->port > 65535) {
 		snprintf(err, errlen, "bad port in '%s'", text);
-		goto out;
+		return -EINVAL;
 	}
-	rc = 0;
-out:
-	osip_uri_free(u);
-	return rc;
+	return 0;
 }
 
 struct sip_dns *sip_ua_dns(struct sip_ua *ua, char *err, size_t errlen)

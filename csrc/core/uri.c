@@ -240,6 +240,8 @@ int sip_uri_parse(const char *s, size_t n, struct sip_uri *u)
 			p++;
 		u->port.p = q;
 		u->port.n = (size_t)(p - q);
+		if (!u->port.n)
+			return -EINVAL;
 	}
 	if (p < e && *p != ';')
 		return -EINVAL;

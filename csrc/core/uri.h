@@ -80,7 +80,8 @@ struct sip_uri {
 	struct sip_span params;         /* ";..." up to the headers */
 	struct sip_span headers;        /* after '?' */
 };
-/* 0, or -EINVAL: no scheme, no host, an unclosed IPv6 bracket */
+/* 0, or -EINVAL: no scheme, no host, an unclosed IPv6 bracket, a ':'
+ * without a port */
 int sip_uri_parse(const char *s, size_t n, struct sip_uri *u);
 /* a uri-parameter by name (any case): 1 and its value (empty without
  * one), 0 when absent */
