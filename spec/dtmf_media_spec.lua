@@ -9,7 +9,7 @@ local core = require "sip.core"
 local helper = require "helper"
 local socket = require "socket"
 
-local media = require("sip.media")(sip, { current = sip._current, wait = sip._wait })
+local media = require "sip.media"
 
 local DIR = helper.tmp .. "/dtmf"
 os.execute("mkdir -p '" .. DIR .. "'")

@@ -7,7 +7,7 @@ local sip = require "sip"
 local core = require "sip.core"
 local helper = require "helper"
 
-local media = require("sip.media")(sip, { current = sip._current, wait = sip._wait })
+local media = require "sip.media"
 
 local DIR = helper.tmp .. "/media"
 os.execute("mkdir -p '" .. DIR .. "'")
