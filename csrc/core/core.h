@@ -136,7 +136,19 @@ struct sip_ua {
 	struct sip_dns *dns;            /* the resolver, once a name is looked up */
 };
 
-/* ua.c: the receive path, shared by every transport */
+/* ua.c: the methods handlers serve ("*": all but ACK and CANCEL) */
+int sip_ua_served(const struct sip_ua *ua, const char *method);
+
+/* reply.c: a response's text for req (our To tag: to_tag) */
+int sip_response_build(struct sip_ua *ua, struct sip_msg *req, const char *to_tag,
+                       const struct sip_reply *r, char **text, size_t *len);
+/* a response outside any transaction, back the way req came */
+void sip_ua_reply_stateless(struct sip_ua *ua, struct sip_msg *req, int proto,
+                            struct sip_listener *l, struct sip_conn *c, const struct sip_reply *r);
+/* "OPTIONS, INVITE, ..." what we allow, in buf */
+const char *sip_ua_allow_list(struct sip_ua *ua, char *buf, size_t n);
+
+/* receive.c: the receive path, shared by every transport */
 void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct sip_conn *c,
                     const struct sip_addr *src, const char *buf, size_t len);
 void sip_ua_drop(struct sip_ua *ua, const struct sip_addr *src, const char *why);
@@ -164,7 +176,7 @@ int sip_conn_send(struct sip_conn *c, const char *buf, size_t len);
 void sip_conn_close(struct sip_conn *c, const char *why);
 void sip_conn_close_all(struct sip_ua *ua);
 
-/* ua.c: a request's text for target t (t->addr.len 0: not known yet,
+/* build.c: a request's text for target t (t->addr.len 0: not known yet,
  * the text is provisional); branch NULL: a new one */
 int sip_ua_build_for(struct sip_ua *ua, const struct sip_request *rq, const struct sip_target *t,
                      int sips, const char *branch, struct sip_outreq *o, char *err, size_t errlen);
@@ -239,6 +251,9 @@ int sip_txn_respond(struct sip_txn *st, int status, char *text, size_t len);
 void sip_txn_trying_owed(struct sip_txn *st);
 void sip_txn_trying_done(struct sip_txn *st);
 void sip_txn_linger_init(struct sip_ua *ua);
+/* the prepare watcher that sends the 100s owed and retires transactions */
+void sip_txn_trying_init(struct sip_ua *ua);
+void sip_txn_trying_stop(struct sip_ua *ua);
 void sip_txn_linger_stop(struct sip_ua *ua);
 /* IST in Accepted: the dialog saw the ACK, stop retransmitting the 2xx */
 void sip_txn_ack_seen(struct sip_txn *st);

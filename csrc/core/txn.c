@@ -582,6 +582,102 @@ static void life_expired(struct sip_txn *t)
 	terminate(t);           /* Timers D, I, J, K, L, M */
 }
 
+/* ---- the 100 Trying owed and the transactions to retire ---- */
+
+/* The two lists of server transactions the prepare watcher below serves
+ * (linked by tnext/tprev; a transaction is in one at most): INVITEs owed
+ * a 100, and answered transactions to retire. */
+static void tlist_push(struct sip_txn **head, struct sip_txn *st)
+{
+	struct sip_ua *ua = st->ua;
+
+	st->tprev = NULL;
+	st->tnext = *head;
+	if (*head)
+		(*head)->tprev = st;
+	*head = st;
+	if (!ev_is_active(&ua->trying_w))
+		ev_prepare_start(ua->env->loop, &ua->trying_w);
+}
+
+static void tlist_unlink(struct sip_txn **head, struct sip_txn *st)
+{
+	if (st->tprev)
+		st->tprev->tnext = st->tnext;
+	else
+		*head = st->tnext;
+	if (st->tnext)
+		st->tnext->tprev = st->tprev;
+	st->tnext = st->tprev = NULL;
+}
+
+void sip_txn_trying_done(struct sip_txn *st)
+{
+	if (!st->trying)
+		return;
+	st->trying = 0;
+	tlist_unlink(&st->ua->trying, st);
+}
+
+void sip_txn_trying_owed(struct sip_txn *st)
+{
+	if (st->trying)
+		return;
+	st->trying = 1;
+	tlist_push(&st->ua->trying, st);
+}
+
+void sip_txn_retire(struct sip_txn *st)
+{
+	if (st->retiring || st->trying)
+		return;
+	st->retiring = 1;
+	tlist_push(&st->ua->retiring, st);
+}
+
+void sip_txn_retire_done(struct sip_txn *st)
+{
+	if (!st->retiring)
+		return;
+	st->retiring = 0;
+	tlist_unlink(&st->ua->retiring, st);
+}
+
+/* The loop is about to wait: every INVITE not answered by now (the Lua
+ * handlers ran first, at a higher priority) gets its 100. A handler that
+ * rings or answers at once saves the datagram; one that waits for
+ * something first still stops the caller's retransmissions in time. */
+static void trying_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+	struct sip_ua *ua = w->data;
+
+	(void)revents;
+	ev_prepare_stop(loop, w);
+	while (ua->trying) {
+		struct sip_txn *st = ua->trying;
+		struct sip_reply r = { .status = 100 };
+		char *text;
+		size_t len;
+		sip_txn_trying_done(st);
+		if (st->state == TS_PROCEEDING && !st->out &&
+		    !sip_response_build(ua, st->req, st->to_tag, &r, &text, &len))
+			sip_txn_respond(st, 100, text, len);
+	}
+	sip_txn_retire_pending(ua);
+}
+
+void sip_txn_trying_init(struct sip_ua *ua)
+{
+	ev_prepare_init(&ua->trying_w, trying_cb);
+	ev_set_priority(&ua->trying_w, EV_MINPRI);
+	ua->trying_w.data = ua;
+}
+
+void sip_txn_trying_stop(struct sip_ua *ua)
+{
+	ev_prepare_stop(ua->env->loop, &ua->trying_w);
+}
+
 /* ---- keys and matching ---- */
 
 static int is_rfc3261_branch(const char *b)
@@ -815,14 +911,39 @@ void sip_txn_set_owner(struct sip_txn *st, sip_txn_gone_cb gone, void *arg)
 
 /* ---- client transactions ---- */
 
+/* a client transaction for req and its text, not sent yet: in the table,
+ * in Calling/Trying, with its TU. NULL when out of memory (req and text
+ * are freed then) */
+static struct sip_txn *client_init(struct sip_ua *ua, struct sip_msg *req, char *text, size_t len,
+                                   sip_response_cb cb, void *arg)
+{
+	char key[300];
+	const char *method = sip_msg_method(req);
+	const char *p[] = { "c", sip_msg_branch(req), ";", method };
+	struct sip_txn *t;
+
+	key_join(key, sizeof key, p, 4);
+	t = txn_alloc(ua, !strcmp(method, "INVITE") ? TXN_ICT : TXN_NICT, key);
+	if (!t) {
+		free(text);
+		sip_msg_unref(req);
+		return NULL;
+	}
+	t->req = req;
+	t->cseq = (unsigned)req->cseq;
+	t->out = text;
+	t->outlen = len;
+	t->cb = cb;
+	t->cb_arg = arg;
+	t->state = t->kind == TXN_ICT ? TS_CALLING : TS_TRYING;
+	t->interval = T1(t);
+	return t;
+}
+
 int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_t len,
                        int proto, const struct sip_addr *dst, struct sip_listener *l,
                        const char *tls_name, sip_response_cb cb, void *arg, struct sip_txn **out)
 {
-	char key[300];
-	const char *branch = sip_msg_branch(req);
-	const char *method = sip_msg_method(req);
-	const char *p[] = { "c", branch, ";", method };
 	struct sip_txn *t;
 	int rc;
 
@@ -830,26 +951,14 @@ int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_
 	 * Timer A/E already due */
 	ev_now_update(ua->env->loop);
 	*out = NULL;
-	key_join(key, sizeof key, p, 4);
-	t = txn_alloc(ua, !strcmp(method, "INVITE") ? TXN_ICT : TXN_NICT, key);
-	if (!t) {
-		free(text);
-		sip_msg_unref(req);
+	t = client_init(ua, req, text, len, cb, arg);
+	if (!t)
 		return -ENOMEM;
-	}
-	t->req = req;
-	t->cseq = (unsigned)req->cseq;
-	t->out = text;
-	t->outlen = len;
 	t->proto = proto;
 	t->dst = *dst;
 	t->lst = l;
-	t->cb = cb;
-	t->cb_arg = arg;
 	if (proto == SIP_TLS && tls_name)
 		t->tls_name = strdup(tls_name);
-	t->state = t->kind == TXN_ICT ? TS_CALLING : TS_TRYING;
-	t->interval = T1(t);
 	rc = sip_txn_send(t, text, len);
 	if (rc) {
 		/* the caller learns of the failure from the return value and
@@ -870,31 +979,10 @@ int sip_txn_new_client(struct sip_ua *ua, struct sip_msg *req, char *text, size_
 int sip_txn_new_waiting(struct sip_ua *ua, struct sip_msg *req, char *text, size_t len,
                         sip_response_cb cb, void *arg, struct sip_txn **out)
 {
-	char key[300];
-	const char *method = sip_msg_method(req);
-	const char *p[] = { "c", sip_msg_branch(req), ";", method };
-	struct sip_txn *t;
-
-	*out = NULL;
-	key_join(key, sizeof key, p, 4);
-	t = txn_alloc(ua, !strcmp(method, "INVITE") ? TXN_ICT : TXN_NICT, key);
-	if (!t) {
-		free(text);
-		sip_msg_unref(req);
-		return -ENOMEM;
-	}
 	/* the provisional request: what the caller sees of it until the
 	 * first target takes it */
-	t->req = req;
-	t->cseq = (unsigned)req->cseq;
-	t->out = text;
-	t->outlen = len;
-	t->cb = cb;
-	t->cb_arg = arg;
-	t->state = t->kind == TXN_ICT ? TS_CALLING : TS_TRYING;
-	t->interval = T1(t);
-	*out = t;
-	return 0;
+	*out = client_init(ua, req, text, len, cb, arg);
+	return *out ? 0 : -ENOMEM;
 }
 
 int sip_txn_start_client(struct sip_txn *t, struct sip_msg *req, char *text, size_t len, int proto,
