@@ -270,6 +270,34 @@ int lsip_call_cancelled(struct sip_txn *ist)
 	return 1;
 }
 
+/* the handler chain's INVITE and CANCEL: an incoming call, and the end
+ * of one with 487 (9.2) */
+static void on_invite(void *arg, struct sip_ua *ua, struct sip_txn *ist, struct sip_msg *req)
+{
+	struct lua_ua *lu = arg;
+
+	(void)ua;
+	if (lu->e->L)
+		lsip_call_incoming(lu, ist, req);
+}
+
+static void on_cancel(void *arg, struct sip_ua *ua, struct sip_txn *ist, struct sip_msg *req)
+{
+	struct lua_ua *lu = arg;
+
+	(void)ua; (void)req;
+	if (lu->e->L && !lsip_call_cancelled(ist)) {
+		struct sip_reply r = { .status = 487 };
+		sip_txn_reply(ist, &r);
+	}
+}
+
+void lsip_calls_listen(struct lua_ua *lu)
+{
+	sip_ua_handler(lu->ua, "INVITE", on_invite, lu);
+	sip_ua_handler(lu->ua, "CANCEL", on_cancel, lu);
+}
+
 /* ---- UAS ---- */
 
 /* call:_reply(status, reason, headers_text, body, content_type) */

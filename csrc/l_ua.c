@@ -149,28 +149,17 @@ struct pending *lsip_pending_new(lua_State *L, struct lua_ua *lu, int co_idx, in
 	return p;
 }
 
+/* the fallback of the handler chain: every served method without a
+ * handler of its own goes to the script's ua:on handlers */
 static void on_request(void *arg, struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req)
 {
 	struct lua_ua *lu = arg;
 	struct lsip_env *e = lu->e;
 	lua_State *L = e->L;
-	const char *method = sip_msg_method(req);
 
 	(void)ua;
 	if (!L)
 		return;
-	if (st && !strcmp(method, "CANCEL")) {
-		/* the INVITE's transaction: the call ends with 487 (9.2) */
-		if (!lsip_call_cancelled(st)) {
-			struct sip_reply r = { .status = 487 };
-			sip_txn_reply(st, &r);
-		}
-		return;
-	}
-	if (st && !strcmp(method, "INVITE")) {
-		lsip_call_incoming(lu, st, req);
-		return;
-	}
 	lsip_queued(e);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, e->dispatch_ref);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, lu->self_ref);
@@ -324,7 +313,8 @@ static int l_ua_new(lua_State *L)
 		return luaL_error(L, "sip.ua: out of memory");
 	ua_config(L, 1, sip_ua_config(lu->ua));
 	ua_dns(L, 1, sip_ua_config(lu->ua));
-	sip_ua_set_tu(lu->ua, on_request, lu);
+	sip_ua_handler(lu->ua, NULL, on_request, lu);
+	lsip_calls_listen(lu);
 	if (sip_ua_config(lu->ua)->dns_servers[0] && !sip_ua_dns(lu->ua, err, sizeof err)) {
 		/* servers that do not parse (the Lua side checked their form) */
 		sip_ua_free(lu->ua);

@@ -67,6 +67,8 @@ int lsip_open_pcap(lua_State *L);        /* l_pcap.c: sip.core.pcap */
 int lsip_open_socket(lua_State *L);      /* l_sock.c: sip.core.socket */
 int lsip_open_proc(lua_State *L);        /* l_proc.c: sip.core.proc */
 void lsip_call_incoming(struct lua_ua *lu, struct sip_txn *ist, struct sip_msg *req);
+/* the calls register their methods (INVITE, CANCEL) in the UA's chain */
+void lsip_calls_listen(struct lua_ua *lu);
 int lsip_call_cancelled(struct sip_txn *ist);
 void lsip_calls_close(lua_State *L, struct lua_ua *lu, int from_gc);
 int lsip_ua_invite(lua_State *L);

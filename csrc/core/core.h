@@ -127,8 +127,13 @@ struct sip_ua {
 	struct sip_tomb_chunk *tchunk, *tspare; /* tombs are carved from these (txn.c) */
 	size_t ntombs;
 	ev_timer tomb_w;
-	sip_request_cb on_request;
-	void *tu_arg;
+	/* the handler chain (sip_ua_handler): per method, and the fallback */
+	struct sip_handler {
+		char method[32];
+		sip_request_cb fn;
+		void *arg;
+	} handlers[SIP_UA_MAX_HANDLERS], fallback;
+	size_t nhandlers;
 	char **served;
 	size_t nserved;
 	uint64_t rx, tx, dropped, retransmits;
@@ -147,6 +152,10 @@ void sip_ua_reply_stateless(struct sip_ua *ua, struct sip_msg *req, int proto,
                             struct sip_listener *l, struct sip_conn *c, const struct sip_reply *r);
 /* "OPTIONS, INVITE, ..." what we allow, in buf */
 const char *sip_ua_allow_list(struct sip_ua *ua, char *buf, size_t n);
+
+/* ua.c: the handler for a request of this method, or NULL; "CANCEL"
+ * has no fallback */
+const struct sip_handler *sip_ua_handler_for(const struct sip_ua *ua, const char *method);
 
 /* receive.c: the receive path, shared by every transport */
 void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct sip_conn *c,

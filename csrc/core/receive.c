@@ -114,6 +114,7 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
                             struct sip_listener *l, struct sip_conn *c)
 {
 	const char *method = req->method;
+	const struct sip_handler *h;
 	struct sip_txn *st;
 	int rc, retired;
 
@@ -176,8 +177,8 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		struct sip_reply r = { .status = ist || retired ? 200 : 481 };
 		sip_txn_reply(st, &r);
 		if (ist && !sip_txn_final_sent(ist)) {
-			if (ua->on_request)
-				ua->on_request(ua->tu_arg, ua, ist, req);
+			if ((h = sip_ua_handler_for(ua, "CANCEL")))
+				h->fn(h->arg, ua, ist, req);
 			else {
 				struct sip_reply t = { .status = 487 };
 				sip_txn_reply(ist, &t);
@@ -185,11 +186,11 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		}
 		return;
 	}
-	if (!sip_ua_served(ua, method) || !ua->on_request) {
+	if (!sip_ua_served(ua, method) || !(h = sip_ua_handler_for(ua, method))) {
 		default_answer(ua, st, method);
 		return;
 	}
-	ua->on_request(ua->tu_arg, ua, st, req);
+	h->fn(h->arg, ua, st, req);
 }
 
 static int method_known(const char *m, size_t n)

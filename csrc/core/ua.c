@@ -92,10 +92,47 @@ struct sip_ua_cfg *sip_ua_config(struct sip_ua *ua)
 	return &ua->cfg;
 }
 
+int sip_ua_handler(struct sip_ua *ua, const char *method, sip_request_cb fn, void *arg)
+{
+	struct sip_handler *h = NULL;
+	size_t i;
+
+	if (!method) {
+		ua->fallback.fn = fn;
+		ua->fallback.arg = arg;
+		return 0;
+	}
+	if (strlen(method) >= sizeof h->method)
+		return -EINVAL;
+	for (i = 0; i < ua->nhandlers && !h; i++)
+		if (!strcmp(ua->handlers[i].method, method))
+			h = &ua->handlers[i];
+	if (!h) {
+		if (ua->nhandlers == SIP_UA_MAX_HANDLERS)
+			return -ENOSPC;
+		h = &ua->handlers[ua->nhandlers++];
+		memcpy(h->method, method, strlen(method) + 1);
+	}
+	h->fn = fn;
+	h->arg = arg;
+	return 0;
+}
+
 void sip_ua_set_tu(struct sip_ua *ua, sip_request_cb on_request, void *arg)
 {
-	ua->on_request = on_request;
-	ua->tu_arg = arg;
+	sip_ua_handler(ua, NULL, on_request, arg);
+}
+
+const struct sip_handler *sip_ua_handler_for(const struct sip_ua *ua, const char *method)
+{
+	size_t i;
+
+	for (i = 0; i < ua->nhandlers; i++)
+		if (ua->handlers[i].fn && !strcmp(ua->handlers[i].method, method))
+			return &ua->handlers[i];
+	if (!strcmp(method, "CANCEL"))
+		return NULL;
+	return ua->fallback.fn ? &ua->fallback : NULL;
 }
 
 int sip_ua_served(const struct sip_ua *ua, const char *method)

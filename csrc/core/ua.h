@@ -33,8 +33,8 @@ struct sip_ua_cfg {
 	double dns_blacklist;           /* seconds a dead target goes last */
 };
 
-/* a request that starts a server transaction (or an ACK/CANCEL that the
- * UA core hands to the TU); st is NULL for an ACK to a 2xx */
+/* a request that starts a server transaction st; for CANCEL, st is the
+ * INVITE's transaction (not answered yet) and req the CANCEL */
 typedef void (*sip_request_cb)(void *arg, struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req);
 /* a response (1xx or final) or an error for a client transaction: res is
  * NULL and err says what failed ("timeout", "transport: ...") */
@@ -45,8 +45,21 @@ typedef void (*sip_txn_gone_cb)(void *arg, struct sip_txn *st);
 int sip_ua_new(struct sip_env *env, struct sip_ua **out);
 void sip_ua_free(struct sip_ua *ua);
 struct sip_ua_cfg *sip_ua_config(struct sip_ua *ua);
+/* The chain of request handlers (libre's sip_listen): a usage or a
+ * transaction user registers, at set-up, the handler of each method it
+ * serves; method NULL sets the fallback, which gets the served methods
+ * no handler of their own takes. A request of a method that is served
+ * (sip_ua_serve) goes to its handler; one that is not gets the core's
+ * answer (OPTIONS 200, else 405 or 501). CANCEL goes to a "CANCEL"
+ * handler only (never the fallback), with the INVITE's transaction;
+ * without one the INVITE gets 487. A second registration of a method
+ * replaces the first. -ENOSPC beyond SIP_UA_MAX_HANDLERS methods. */
+#define SIP_UA_MAX_HANDLERS 16
+int sip_ua_handler(struct sip_ua *ua, const char *method, sip_request_cb fn, void *arg);
+/* the fallback handler: sip_ua_handler(ua, NULL, ...) */
 void sip_ua_set_tu(struct sip_ua *ua, sip_request_cb on_request, void *arg);
-/* handlers exist for these methods; others get 405/501 from the core */
+/* the script serves these methods ("*": all but ACK and CANCEL); others
+ * get 405/501 from the core */
 int sip_ua_serve(struct sip_ua *ua, const char *method);
 /* "udp:127.0.0.1:5060"; errbuf gets the reason on failure */
 int sip_ua_listen(struct sip_ua *ua, const char *spec, char *errbuf, size_t errlen);
