@@ -72,7 +72,6 @@ static void inband_digits(void *user, const char *digits, int len)
 
 void media_dtmf_audio_in(struct media_session *s, const struct rtp_packet *p, double now)
 {
-	g711_state_t *law = p->pt == MEDIA_PCMA ? s->alaw : s->ulaw;
 	int16_t pcm[DECODE_CHUNK];
 	size_t off;
 
@@ -89,7 +88,7 @@ void media_dtmf_audio_in(struct media_session *s, const struct rtp_packet *p, do
 		size_t n = p->payload_len - off;
 		if (n > DECODE_CHUNK)
 			n = DECODE_CHUNK;
-		g711_decode(law, pcm, p->payload + off, (int)n);
+		media_g711_decode(&s->m->law, p->pt == MEDIA_PCMA, pcm, p->payload + off, (int)n);
 		dtmf_rx(s->din.det, pcm, (int)n);
 	}
 }

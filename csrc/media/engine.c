@@ -160,6 +160,7 @@ int media_engine_new(struct media_engine **out, struct ev_loop *loop)
 	if (!m)
 		return -ENOMEM;
 	m->loop = loop;
+	media_g711_init(&m->law);
 	ev_timer_init(&m->tick, tick_cb, 0., MEDIA_TICK);
 	m->tick.data = m;
 	/* reports are due at whole multiples of the interval after a

@@ -21,6 +21,7 @@
 #include "player.h"
 #include "tone.h"
 #include "recorder.h"
+#include "g711.h"
 
 #define MEDIA_RATE 8000
 #define MEDIA_TICK 0.020                /* the pacing period, seconds */
@@ -39,6 +40,7 @@ struct media_engine {
 	ev_timer rtcp_w;                /* runs while sessions exist */
 	struct media_session *rhead, *rtail;    /* by report time: same interval, so FIFO */
 	int nsessions;
+	struct media_g711 law;          /* G.711 tables, shared by its sessions */
 };
 
 struct media_addr {
@@ -112,7 +114,6 @@ struct media_session {
 	struct media_addr peer_rtp, peer_rtcp;  /* learned from what arrives */
 	int learned_rtp, learned_rtcp;
 	int codec, pt, ptime, frame, te_pt, dir;
-	g711_state_t *ulaw, *alaw;
 
 	/* sending */
 	uint32_t ssrc;

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <sndfile.h>
 #include <spandsp/telephony.h>
-#include <spandsp/g711.h>
+#include "g711.h"
 
 #define RATE 8000
 #define SLOTS 16
@@ -50,7 +50,7 @@ struct recorder {
 	int full;
 	int failed;
 	struct recorder_stats st;
-	g711_state_t *ulaw, *alaw;
+	const struct media_g711 *law;
 	int16_t pcm[SLOT_BYTES];
 	int16_t out[OUT_CAP];
 	int out_len;
@@ -69,13 +69,7 @@ int recorder_open(struct recorder **out, const char *path, const struct recorder
 		snprintf(err, errlen, "file: out of memory");
 		return -ENOMEM;
 	}
-	r->ulaw = g711_init(NULL, G711_ULAW);
-	r->alaw = g711_init(NULL, G711_ALAW);
-	if (!r->ulaw || !r->alaw) {
-		snprintf(err, errlen, "file: out of memory");
-		recorder_close(r);
-		return -ENOMEM;
-	}
+	r->law = o->law;
 	memset(&info, 0, sizeof info);
 	info.samplerate = RATE;
 	info.channels = 1;
@@ -140,7 +134,8 @@ static void write_slot(struct recorder *r, struct slot *sl, double now)
 		put(r, NULL, (uint64_t)gap);
 		r->st.gaps++;
 	}
-	n = g711_decode(sl->pt == 0 ? r->ulaw : r->alaw, r->pcm, sl->data, sl->len);
+	n = (int)sl->len;
+	media_g711_decode(r->law, sl->pt != 0, r->pcm, sl->data, n);
 	for (int i = 0; i < n; i++)
 		sum += r->pcm[i] < 0 ? -r->pcm[i] : r->pcm[i];
 	if (n > 0 && sum / n >= r->threshold)
@@ -254,10 +249,6 @@ double recorder_close(struct recorder *r)
 			r->failed = 1;
 	}
 	dur = r->failed ? -1 : recorder_duration(r);
-	if (r->ulaw)
-		g711_free(r->ulaw);
-	if (r->alaw)
-		g711_free(r->alaw);
 	free(r);
 	return dur;
 }

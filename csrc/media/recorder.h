@@ -14,7 +14,10 @@
 
 enum recorder_format { REC_PCM16 = 0, REC_ULAW, REC_ALAW };
 
+struct media_g711;
+
 struct recorder_opts {
+	const struct media_g711 *law;   /* the engine's G.711 tables (decoding) */
 	int format;
 	double max;             /* seconds of audio at most; <= 0: no limit */
 	int threshold;          /* mean absolute amplitude that counts as voice */

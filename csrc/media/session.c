@@ -238,13 +238,6 @@ int media_session_new(struct media_session **out, struct media_engine *m,
 		free(s);
 		return -EINVAL;
 	}
-	s->ulaw = g711_init(NULL, G711_ULAW);
-	s->alaw = g711_init(NULL, G711_ALAW);
-	if (!s->ulaw || !s->alaw) {
-		snprintf(err, errlen, "out of memory");
-		rc = -ENOMEM;
-		goto out;
-	}
 	rc = open_ports(s, cfg->port_lo, cfg->port_hi, err, errlen);
 	if (rc)
 		goto out;
@@ -272,10 +265,6 @@ int media_session_new(struct media_session **out, struct media_engine *m,
 	*out = s;
 	return 0;
 out:
-	if (s->ulaw)
-		g711_free(s->ulaw);
-	if (s->alaw)
-		g711_free(s->alaw);
 	free(s);
 	return rc;
 }
@@ -324,8 +313,6 @@ void media_session_free(struct media_session *s)
 	for (int i = 0; i < 2; i++)
 		if (s->fd[i] >= 0)
 			close(s->fd[i]);
-	g711_free(s->ulaw);
-	g711_free(s->alaw);
 	if (s->din.det)
 		dtmf_rx_free(s->din.det);
 	if (s->dout.gen)
@@ -447,7 +434,7 @@ void media_send_pcm(struct media_session *s, int n, double now)
 		p.ts = s->ts;
 		p.ssrc = s->ssrc;
 		rtp_write_header(s->pkt, &p);
-		g711_encode(s->codec == MEDIA_PCMA ? s->alaw : s->ulaw, s->pkt + RTP_HDR_LEN, s->pcm, n);
+		media_g711_encode(&s->m->law, s->codec == MEDIA_PCMA, s->pkt + RTP_HDR_LEN, s->pcm, n);
 		media_send_packet(s, RTP_HDR_LEN + (size_t)n, (size_t)n);
 		s->spurt = 0;
 	} else {
@@ -691,6 +678,7 @@ int media_session_record(struct media_session *s, const char *path,
 	ro.format = o->format;
 	ro.max = o->max;
 	ro.threshold = o->threshold;
+	ro.law = &s->m->law;
 	if (o->beep) {
 		struct tone_spec t;
 		tone_named("beep", &t);
