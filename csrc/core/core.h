@@ -99,8 +99,35 @@ struct sip_txn {
 	char key[];                     /* the hash key, in the same allocation */
 };
 
+/* What the layers above register with the ones below at set-up (the
+ * lower layers call up only through these): the transports hand their
+ * messages and failures to the receive path; the transaction layer tells
+ * the dialog layer of the transactions a dialog watches, and the receive
+ * path hands it ACKs for 2xx and requests within dialogs. */
+struct sip_transport_user {
+	/* a message arrived: a datagram, or one framed from a stream */
+	void (*recv)(struct sip_ua *ua, int proto, struct sip_listener *l, struct sip_conn *c,
+	             const struct sip_addr *src, const char *buf, size_t len);
+	/* an ICMP error came back with this datagram of ours */
+	void (*icmp_error)(struct sip_ua *ua, const char *buf, size_t len, const char *why);
+	/* a connection closed: what went over it learns why */
+	void (*conn_closed)(struct sip_conn *c, const char *why);
+};
+struct sip_dialog_layer {
+	/* the dialog of a request with a To tag, or NULL (a hash lookup) */
+	struct sip_dialog *(*match)(struct sip_ua *ua, struct sip_msg *req);
+	/* the ACK for a 2xx of the dialog's (RFC 6026: never a transaction's) */
+	void (*ack)(struct sip_dialog *d, struct sip_msg *ack);
+	/* a request within the dialog, in its server transaction */
+	void (*request)(struct sip_dialog *d, struct sip_txn *st, struct sip_msg *req);
+	/* a transaction the dialog watches (t->dlg) ends */
+	void (*txn_gone)(struct sip_dialog *d, struct sip_txn *t);
+};
+
 struct sip_ua {
 	struct sip_env *env;
+	const struct sip_transport_user *tpu;   /* receive.c's, set by sip_ua_new */
+	const struct sip_dialog_layer *dl;      /* dialog.c's, set by sip_ua_new */
 	struct sip_ua_cfg cfg;
 	struct sip_listener *listeners;
 	struct sip_htab txns;
@@ -157,6 +184,10 @@ const char *sip_ua_allow_list(struct sip_ua *ua, char *buf, size_t n);
  * has no fallback */
 const struct sip_handler *sip_ua_handler_for(const struct sip_ua *ua, const char *method);
 
+/* receive.c: what the transports call up to (ua->tpu) */
+extern const struct sip_transport_user sip_receive_user;
+/* dialog.c: what the transaction layer and the receive path call up to (ua->dl) */
+extern const struct sip_dialog_layer sip_dialog_layer;
 /* receive.c: the receive path, shared by every transport */
 void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct sip_conn *c,
                     const struct sip_addr *src, const char *buf, size_t len);

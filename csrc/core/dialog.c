@@ -663,3 +663,10 @@ void sip_dialog_free_all(struct sip_ua *ua)
 		while (ua->dialogs.b[i])
 			sip_dialog_terminate((struct sip_dialog *)ua->dialogs.b[i]);
 }
+
+const struct sip_dialog_layer sip_dialog_layer = {
+	.match = sip_dialog_match,
+	.ack = sip_dialog_ack_received,
+	.request = sip_dialog_receive,
+	.txn_gone = sip_dialog_txn_gone,
+};

@@ -132,9 +132,9 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 			return;
 		}
 		/* ACK for a 2xx: the dialog's business, never a transaction's */
-		d = sip_dialog_match(ua, req);
+		d = ua->dl->match(ua, req);
 		if (d)
-			sip_dialog_ack_received(d, req);
+			ua->dl->ack(d, req);
 		else if (!st && !retired)
 			sip_ua_drop(ua, &req->src, "ACK matches no dialog");
 		return;
@@ -158,9 +158,9 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		return;
 	if (req->to_tag && strcmp(method, "CANCEL")) {
 		/* a To tag: a request within a dialog (12.2.2) */
-		struct sip_dialog *d = sip_dialog_match(ua, req);
+		struct sip_dialog *d = ua->dl->match(ua, req);
 		if (d) {
-			sip_dialog_receive(d, st, req);
+			ua->dl->request(d, st, req);
 		} else {
 			struct sip_reply r = { .status = 481 };
 			sip_txn_reply(st, &r);
@@ -323,3 +323,9 @@ void sip_ua_receive(struct sip_ua *ua, int proto, struct sip_listener *l, struct
 	}
 	sip_msg_unref(m);
 }
+
+const struct sip_transport_user sip_receive_user = {
+	.recv = sip_ua_receive,
+	.icmp_error = sip_ua_icmp_error,
+	.conn_closed = sip_txn_conn_closed,
+};

@@ -103,7 +103,7 @@ void sip_conn_close(struct sip_conn *c, const char *why)
 	ev_ref(loop);
 	ev_timer_stop(loop, &c->idle);
 	/* transactions on this connection fail or forget it */
-	sip_txn_conn_closed(c, why ? why : "connection closed");
+	ua->tpu->conn_closed(c, why ? why : "connection closed");
 	sip_tls_conn_free(c);
 	close(c->fd);
 	free(c->in);
@@ -337,7 +337,7 @@ static int conn_frame(struct sip_conn *c)
 		}
 		if (avail < hlen + (size_t)cl)
 			break;
-		sip_ua_receive(ua, c->proto, c->lst, c, &c->peer, p, hlen + (size_t)cl);
+		ua->tpu->recv(ua, c->proto, c->lst, c, &c->peer, p, hlen + (size_t)cl);
 		off += hlen + (size_t)cl;
 		delivered++;
 	}

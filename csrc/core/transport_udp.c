@@ -46,7 +46,7 @@ static void udp_errqueue(struct sip_listener *l)
 			ee = (struct sock_extended_err *)CMSG_DATA(cm);
 			char why[96];
 			sip_transport_error(why, sizeof why, (int)ee->ee_errno);
-			sip_ua_icmp_error(l->ua, data, (size_t)n, why);
+			l->ua->tpu->icmp_error(l->ua, data, (size_t)n, why);
 		}
 	}
 }
@@ -103,7 +103,7 @@ static void udp_cb(struct ev_loop *loop, ev_io *w, int revents)
 			if (len > l->ua->cfg.max_udp || (mm[i].msg_hdr.msg_flags & MSG_TRUNC))
 				sip_ua_drop(l->ua, &src[i], "datagram larger than max_udp");
 			else
-				sip_ua_receive(l->ua, SIP_UDP, l, NULL, &src[i], iov[i].iov_base, len);
+				l->ua->tpu->recv(l->ua, SIP_UDP, l, NULL, &src[i], iov[i].iov_base, len);
 		}
 		if (n < UDP_BATCH)
 			return;

@@ -370,7 +370,7 @@ static void txn_free(struct sip_txn *t)
 	sip_txn_trying_done(t);
 	sip_txn_retire_done(t);
 	if (t->dlg)
-		sip_dialog_txn_gone(t->dlg, t);
+		ua->dl->txn_gone(t->dlg, t);
 	sip_htab_remove(&ua->txns, &t->hn);
 	if (t->kind == TXN_ICT || t->kind == TXN_NICT)
 		ua->nclient--;

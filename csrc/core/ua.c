@@ -23,6 +23,8 @@ int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 	if (!ua)
 		return -ENOMEM;
 	ua->env = env;
+	ua->tpu = &sip_receive_user;
+	ua->dl = &sip_dialog_layer;
 	ua->cfg.t1 = 0.5;
 	ua->cfg.t2 = 4.0;
 	ua->cfg.t4 = 5.0;
