@@ -32,7 +32,7 @@ struct player {
 	int16_t in[BLOCK * 2];          /* interleaved, at most stereo */
 	int16_t mono[BLOCK];
 	int16_t fifo[FIFO_CAP];
-	int fifo_len;
+	int fifo_off, fifo_len;         /* the samples waiting: fifo[off .. off+len) */
 };
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, const char *path,
@@ -167,6 +167,16 @@ int player_open(struct player **out, const char *const *files, int nfiles, int l
 	return 0;
 }
 
+/* what still waits goes to the front before more is added: a move of
+ * less than a frame once a block, not of the whole FIFO every frame */
+static void compact(struct player *p)
+{
+	if (p->fifo_off) {
+		memmove(p->fifo, p->fifo + p->fifo_off, (size_t)p->fifo_len * sizeof *p->fifo);
+		p->fifo_off = 0;
+	}
+}
+
 /* one block of the current file into the FIFO; 0 at its end */
 static int fill_block(struct player *p)
 {
@@ -175,6 +185,7 @@ static int fill_block(struct player *p)
 
 	if (got <= 0)
 		return 0;
+	compact(p);
 	if (p->channels == 2) {
 		for (sf_count_t i = 0; i < got; i++)
 			p->mono[i] = (int16_t)(((int)p->in[2 * i] + p->in[2 * i + 1]) / 2);
@@ -200,6 +211,7 @@ static void drain_resampler(struct player *p)
 	if (p->rate == RATE || !p->rs)
 		return;
 	lat = speex_resampler_get_input_latency(p->rs);
+	compact(p);
 	memset(p->mono, 0, sizeof p->mono);
 	while (lat > 0) {
 		spx_uint32_t in_len = (spx_uint32_t)(lat < BLOCK ? lat : BLOCK);
@@ -250,9 +262,9 @@ int player_read(struct player *p, int16_t *out, int n, char *err, size_t errlen)
 		}
 	}
 	got = p->fifo_len < n ? p->fifo_len : n;
-	memcpy(out, p->fifo, (size_t)got * sizeof *out);
+	memcpy(out, p->fifo + p->fifo_off, (size_t)got * sizeof *out);
 	p->fifo_len -= got;
-	memmove(p->fifo, p->fifo + got, (size_t)p->fifo_len * sizeof *out);
+	p->fifo_off = p->fifo_len ? p->fifo_off + got : 0;
 	return got;
 }
 
