@@ -1,6 +1,7 @@
 /*
- * engine.c - the loop's media clock: one 20 ms timer sends the next frame
- * of every session that plays, and one RTCP schedule reports for all
+ * engine.c - the loop's media clock: one timer sends the next frame of
+ * every session that plays, a quarter of them every 5 ms (each session
+ * every 20 ms), and one RTCP schedule reports for all
  * sessions. A session that only listens is on neither's hot path: its
  * sockets wake it when something arrives.
  */
@@ -44,54 +45,64 @@ void media_timer_stop(struct media_engine *m, ev_timer *w)
 }
 
 /*
- * Frames are due every 20 ms of `due`. A late tick sends the frame it
- * owes and at most one more; further behind, the clock restarts from now
- * instead of bursting (the receiver sees one long gap, not a flood). An
- * early or doubled callback (libev re-arms a late repeating timer at
- * once) finds nothing due.
+ * Phases are due every MEDIA_SLOT of `due`, in turn. A late tick sends
+ * for the phases it owes, each at most twice (the frame it owes and one
+ * more); further behind, the clock restarts from now instead of bursting
+ * (the receiver sees one long gap, not a flood). An early or doubled
+ * callback (libev re-arms a late repeating timer at once) finds nothing
+ * due.
  */
 static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	struct media_engine *m = w->data;
 	double now = ev_now(loop);
-	int frames = 0;
+	int slots = 0;
 
 	(void)revents;
-	while (frames < 2 && m->due <= now + MEDIA_TICK / 2) {
-		frames++;
-		m->due += MEDIA_TICK;
-	}
-	if (now - m->due > MEDIA_TICK)
-		m->due = now + MEDIA_TICK;
-	for (int f = 0; f < frames; f++) {
+	while (slots < MEDIA_PHASES + 1 && m->due <= now + MEDIA_SLOT / 2) {
 		struct media_session *s, *next;
-		for (s = m->playing; s; s = next) {
+		for (s = m->playing[m->phase]; s; s = next) {
 			next = s->pnext;        /* s may leave the list */
 			media_session_tick(s, now);
 		}
+		m->phase = (m->phase + 1) % MEDIA_PHASES;
+		m->due += MEDIA_SLOT;
+		slots++;
 	}
-	if (!m->playing)
+	if (now - m->due > MEDIA_TICK)
+		m->due = now + MEDIA_SLOT;
+	if (!m->nplaying)
 		media_timer_stop(m, &m->tick);
 }
 
 void media_engine_play_add(struct media_engine *m, struct media_session *s)
 {
+	int p = 0;
+
 	if (s->on_tick)
 		return;
-	s->on_tick = 1;
-	s->pprev = NULL;
-	s->pnext = m->playing;
-	if (s->pnext)
-		s->pnext->pprev = s;
-	m->playing = s;
-	m->nplaying++;
 	if (m->loop && !ev_is_active(&m->tick)) {
 		/* the first frame goes out on the next loop turn */
 		ev_now_update(m->loop);
 		m->due = ev_now(m->loop);
-		ev_timer_set(&m->tick, 0., MEDIA_TICK);
+		ev_timer_set(&m->tick, 0., MEDIA_SLOT);
 		media_timer_start(m, &m->tick);
+		p = m->phase;
+	} else {
+		/* the lightest phase keeps the bursts even */
+		for (int i = 1; i < MEDIA_PHASES; i++)
+			if (m->nphase[i] < m->nphase[p])
+				p = i;
 	}
+	s->on_tick = 1;
+	s->phase = p;
+	s->pprev = NULL;
+	s->pnext = m->playing[p];
+	if (s->pnext)
+		s->pnext->pprev = s;
+	m->playing[p] = s;
+	m->nphase[p]++;
+	m->nplaying++;
 }
 
 void media_engine_play_remove(struct media_engine *m, struct media_session *s)
@@ -101,11 +112,12 @@ void media_engine_play_remove(struct media_engine *m, struct media_session *s)
 	if (s->pprev)
 		s->pprev->pnext = s->pnext;
 	else
-		m->playing = s->pnext;
+		m->playing[s->phase] = s->pnext;
 	if (s->pnext)
 		s->pnext->pprev = s->pprev;
 	s->pnext = s->pprev = NULL;
 	s->on_tick = 0;
+	m->nphase[s->phase]--;
 	m->nplaying--;
 	/* the tick stops itself once the list is empty */
 }

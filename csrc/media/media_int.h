@@ -26,6 +26,12 @@
 #define MEDIA_RATE 8000
 #define MEDIA_TICK 0.020                /* the pacing period, seconds */
 #define MEDIA_TICK_MS 20
+/* The period is cut in phases, every session in one: the timer fires
+ * every MEDIA_TICK / MEDIA_PHASES and sends for one phase's sessions, so
+ * a thousand streams go out as four bursts of 250, 5 ms apart, and what
+ * arrives meanwhile (a digit) waits for a quarter of the burst. */
+#define MEDIA_PHASES 4
+#define MEDIA_SLOT (MEDIA_TICK / MEDIA_PHASES)
 #define MEDIA_MAX_PTIME 120
 #define MEDIA_MAX_FRAME (MEDIA_MAX_PTIME * MEDIA_RATE / 1000)
 #define MEDIA_RTCP_INTERVAL 5.0
@@ -34,8 +40,10 @@
 struct media_engine {
 	struct ev_loop *loop;           /* NULL once detached */
 	ev_timer tick;                  /* runs while a session plays */
-	double due;                     /* when the next frame is due */
-	struct media_session *playing;  /* sessions the tick sends for */
+	double due;                     /* when the next phase is due */
+	int phase;                      /* the next phase to send for */
+	struct media_session *playing[MEDIA_PHASES];    /* sessions the tick sends for */
+	int nphase[MEDIA_PHASES];
 	int nplaying;
 	ev_timer rtcp_w;                /* runs while sessions exist */
 	struct media_session *rhead, *rtail;    /* by report time: same interval, so FIFO */
@@ -124,6 +132,7 @@ struct media_session {
 	int credit;                     /* ms the ticks allowed, not yet sent */
 	struct media_session *pnext, *pprev;
 	int on_tick;
+	int phase;                      /* its list on the tick, while on it */
 
 	/* the output: a player or a tone (a beep before a recording) */
 	int out;
