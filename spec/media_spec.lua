@@ -323,6 +323,45 @@ describe("sip.MediaSession", function()
     end
   end)
 
+  it("plays a short prompt from the copy it decoded once, and hears a file rewritten on disk anew", function()
+    local a, b = pair("PCMU")
+    local path = DIR .. "/rewritten.wav"
+    finally(function() a:close(); b:close(); os.remove(path) end)
+    local function play_and_record(n)
+      local rec = DIR .. "/rec-rewritten-" .. n .. ".wav"
+      local got = {}
+      helper.run(function()
+        sip.spawn(function() got.rec = media.record(b, rec, { max = 3, silence = 0.6 }) end)
+        got.play = { media.play(a, path) }
+        while not got.rec do sip.sleep(0.05) end
+      end)
+      assert.are.same({ true }, got.play)
+      local d, rms, freq = sound(rec)
+      os.remove(rec)
+      return d, rms, freq
+    end
+    sox("-n -r 16000 -c 1 -b 16 " .. path .. " synth 1 sine 1000 vol 0.5")
+    core.now()
+    for n = 1, 2 do       -- the second play is the shared copy's
+      local d, rms, freq = play_and_record(n)
+      assert.is_true(d > 0.95 and d < 1.1, "duration " .. d)
+      assert.is_true(rms > 0.2, "rms " .. rms)
+      assert.is_true(math.abs(freq - 1000) < 30, "frequency " .. freq)
+    end
+    -- the same name, other content (and length): the new sound
+    sox("-n -r 8000 -c 1 -b 16 " .. path .. " synth 1.5 sine 400 vol 0.5")
+    core.now()
+    local d, _, freq = play_and_record(3)
+    assert.is_true(d > 1.45 and d < 1.6, "duration " .. d)
+    assert.is_true(math.abs(freq - 400) < 30, "frequency " .. freq)
+    -- gone from the disk: the error a missing file gives, not the old copy
+    os.remove(path)
+    local res
+    helper.run(function() res = { media.play(a, path) } end)
+    assert.is_nil(res[1])
+    assert.matches("^file: .*No such file", res[2])
+  end)
+
   it("streams a 10-minute file from disk: it starts at once and is never loaded whole", function()
     local long = DIR .. "/ten-minutes.wav"
     sox("-n -r 8000 -c 1 -b 16 " .. long .. " synth 600 sine 1000 vol 0.5")   -- 9.6 MB

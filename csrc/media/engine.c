@@ -199,5 +199,6 @@ void media_engine_free(struct media_engine *m)
 		return;
 	media_timer_stop(m, &m->tick);
 	media_timer_stop(m, &m->rtcp_w);
+	prompt_cache_free(&m->prompts);
 	free(m);
 }

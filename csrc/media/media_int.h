@@ -22,6 +22,7 @@
 #include "tone.h"
 #include "recorder.h"
 #include "g711.h"
+#include "prompt.h"
 
 #define MEDIA_RATE 8000
 #define MEDIA_TICK 0.020                /* the pacing period, seconds */
@@ -49,6 +50,7 @@ struct media_engine {
 	struct media_session *rhead, *rtail;    /* by report time: same interval, so FIFO */
 	int nsessions;
 	struct media_g711 law;          /* G.711 tables, shared by its sessions */
+	struct prompt_cache prompts;    /* short files, decoded once for all sessions */
 };
 
 struct media_addr {
@@ -137,6 +139,7 @@ struct media_session {
 	/* the output: a player or a tone (a beep before a recording) */
 	int out;
 	struct player *player;
+	struct prompt_play *prompt;     /* instead of player: a short file, from memory */
 	struct tone *tone;
 	int barge;
 

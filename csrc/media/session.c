@@ -273,6 +273,8 @@ static void release_output(struct media_session *s)
 {
 	player_free(s->player);
 	s->player = NULL;
+	prompt_play_free(&s->m->prompts, s->prompt);
+	s->prompt = NULL;
 	tone_free(s->tone);
 	s->tone = NULL;
 	s->out = OUT_NONE;
@@ -423,7 +425,8 @@ void media_send_packet(struct media_session *s, size_t len, size_t payload_len)
 	s->seq++;
 }
 
-void media_send_pcm(struct media_session *s, int n, double now)
+/* n samples of payload are in s->pkt after the header's room: send */
+static void send_payload(struct media_session *s, int n, double now)
 {
 	if (media_can_send(s)) {
 		struct rtp_packet p;
@@ -434,7 +437,6 @@ void media_send_pcm(struct media_session *s, int n, double now)
 		p.ts = s->ts;
 		p.ssrc = s->ssrc;
 		rtp_write_header(s->pkt, &p);
-		media_g711_encode(&s->m->law, s->codec == MEDIA_PCMA, s->pkt + RTP_HDR_LEN, s->pcm, n);
 		media_send_packet(s, RTP_HDR_LEN + (size_t)n, (size_t)n);
 		s->spurt = 0;
 	} else {
@@ -443,6 +445,13 @@ void media_send_pcm(struct media_session *s, int n, double now)
 	}
 	s->ts += (uint32_t)n;
 	s->last_sent = now;
+}
+
+void media_send_pcm(struct media_session *s, int n, double now)
+{
+	if (media_can_send(s))
+		media_g711_encode(&s->m->law, s->codec == MEDIA_PCMA, s->pkt + RTP_HDR_LEN, s->pcm, n);
+	send_payload(s, n, now);
 }
 
 static void finish_output(struct media_session *s, int ok, const char *reason, char digit);
@@ -454,6 +463,25 @@ static int send_frame(struct media_session *s, double now)
 	char err[256];
 	int n = s->frame, got;
 
+	if (s->out == OUT_PLAY && s->prompt) {
+		/* the payload straight from the shared copy */
+		int alaw = s->codec == MEDIA_PCMA;
+		uint8_t *pl = s->pkt + RTP_HDR_LEN;
+		got = prompt_play_read(s->prompt, alaw, pl, n);
+		if (got > 0) {
+			int16_t zero = 0;
+			uint8_t silence;
+			media_g711_encode(&s->m->law, alaw, &silence, &zero, 1);
+			if (got < n)
+				memset(pl + got, silence, (size_t)(n - got));
+			send_payload(s, n, now);
+		}
+		if (got < n) {
+			finish_output(s, 1, NULL, 0);
+			return 0;
+		}
+		return 1;
+	}
 	if (s->out == OUT_PLAY)
 		got = player_read(s->player, s->pcm, n, err, sizeof err);
 	else if (s->tone)
@@ -562,19 +590,25 @@ static void finish_record(struct media_session *s, const char *end)
 int media_session_play(struct media_session *s, const char *const *files, int nfiles,
                        const struct media_play_opts *o, char *err, size_t errlen)
 {
-	struct player *p;
-	int rc = player_open(&p, files, nfiles, o && o->loop, err, errlen);
+	struct player *p = NULL;
+	struct prompt_play *pp = NULL;
+	int rc;
 
-	if (rc)
-		return rc;
 	if (s->out == OUT_BEEP) {
 		/* a recording's beep is not to be cut by a prompt */
-		player_free(p);
 		snprintf(err, errlen, "busy: a recording's beep is playing");
 		return -EBUSY;
 	}
+	/* short files from the engine's shared copies; others (or any that
+	 * cannot be read: player_open says why) streamed from disk */
+	if (prompt_play_open(&s->m->prompts, &s->m->law, &pp, files, nfiles, o && o->loop)) {
+		rc = player_open(&p, files, nfiles, o && o->loop, err, errlen);
+		if (rc)
+			return rc;
+	}
 	finish_output(s, 0, "stopped", 0);
 	s->player = p;
+	s->prompt = pp;
 	s->out = OUT_PLAY;
 	s->barge = o && o->barge;
 	media_tick_begin(s);
