@@ -1597,12 +1597,11 @@ local function section_media()
   local steps = media_steps()
   local res = { lua = { steps = {} }, sipp = { steps = {} }, list = steps }
   -- a ladder stops at its first step that lost packets, did not get all
-  -- its streams up, or saturated its core, or whose p99 left 20 +- 2 ms
-  -- after its first step was inside (a side that is never inside goes on
-  -- until one of the others, so that CPU per stream is compared)
-  local function broken(l, r)
-    if not r.complete or (r.rx.lost or 0) > 0 or r.server_load >= 0.95 then return true end
-    return l.steps[1].paced and not r.paced
+  -- its streams up, or saturated its core; a p99 outside 20 +- 2 ms is
+  -- reported, not a stop (this machine's own floor is outside it at 1,000
+  -- streams, and CPU per stream is compared at every count)
+  local function broken(_, r)
+    return not r.complete or (r.rx.lost or 0) > 0 or r.server_load >= 0.95
   end
   for _, n in ipairs(steps) do
     for _, side in ipairs{ "lua", "sipp" } do
@@ -1646,7 +1645,8 @@ local function render_media(M0, load_end)
           "500) offering PCMU, holds them and sends no RTP (no `-rtp_echo`). The luasip server is " ..
           "bench/media_uas.lua: a UA with `media = { addr, ports = \"%s\", codecs }` that answers and " ..
           "runs `call:play(prompt, { loop = true })`, the prompt a %d s 16-bit 8 kHz WAV (a sweep), " ..
-          "so every stream reopens it every %d s. SIPp's server is bench/media_uas.xml: `<exec " ..
+          "which the engine decodes once and every stream sends from (files up to 60 s are shared that " ..
+          "way, %d s of it here; longer ones stream from disk). SIPp's server is bench/media_uas.xml: `<exec " ..
           "rtp_stream=\"media.ulaw,-1,0\"/>` on the ACK, the same sweep as raw mu-law (rtp_stream sends " ..
           "a file's bytes as they are, from memory; SIPp 3.6 skips no WAV header), from threads of 20 " ..
           "calls each (its default `-rtp_threadtasks`). %g s after the last call was placed, a " ..
@@ -1671,7 +1671,7 @@ local function render_media(M0, load_end)
           "share over the window (/proc/stat) less the server's own; a step where they took more than a " ..
           "quarter of it runs again, twice at most, and the try with the least is kept. A ladder stops " ..
           "at its first step that lost packets, did not get all its streams up or used 95%% of its " ..
-          "core, or, if its first step was inside 20 +- 2 ms, whose p99 left it.", NPROC,
+          "core.", NPROC,
           PIN and "the server is pinned to CPU 1 and the caller and the receiver to CPU 0 (taskset), so " ..
           "\"streams on one core\" is what the server does with one core." or
           "nothing is pinned (no taskset or a single core)."))
@@ -1788,9 +1788,9 @@ local function render_media(M0, load_end)
   if lg and lg.allocs then
     out(fmt("**Allocations on luasip's send path: %s for %s packets (%d streams whose %d s prompt does not " ..
             "end in the window: %s allocations, against %s in the same window with no call, the script's " ..
-            "once-a-second loop).** With the looping %d s prompt each stream reopens its file when it ends " ..
-            "(player.c start_file: sf_open, and its close), about %s allocations a reopen: per loop of the prompt, " ..
-            "not per packet. SIPp's rtp_stream reads the file once, into memory, and sends from there.",
+            "once-a-second loop).** With the looping %d s prompt, %s allocations a loop of a stream: a " ..
+            "loop of a shared prompt goes back to the start of the same copy. SIPp's rtp_stream also reads " ..
+            "the file once, into memory, and sends from there.",
             extra and thousands(math.max(0, extra)) or "-", thousands(lg.rx.packets or 0), lg.n, MEDIA_LONG_SECS,
             thousands(lg.allocs), lg.idle_allocs and thousands(lg.idle_allocs) or "?", MEDIA_WAV_SECS,
             per_reopen and fmt("%.1f", per_reopen) or "-"))
