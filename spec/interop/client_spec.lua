@@ -71,8 +71,9 @@ describe("a Lua UA sending to a SIPp UAS", function()
     assert.is_nil(err)
     assert.are.equal(200, res.status)
     assert.are.equal("third", res:header("X-Answered"))
-    -- sent at 0, T1, 3T1: answered right after the third
-    assert.is_near(3 * T1, elapsed, 0.05)
+    -- sent at 0, T1, 3T1: answered after the third (never before 3T1;
+    -- the upper bound is loose, as a loaded machine or valgrind is late)
+    assert.is_true(elapsed >= 3 * T1 - 0.01 and elapsed < 7 * T1, "answered after " .. elapsed .. " s")
     assert.are.equal(3, #sent)
     -- three copies of the same request
     assert.are.equal(sent[1].text, sent[2].text)
