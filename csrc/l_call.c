@@ -541,10 +541,8 @@ int lsip_ua_invite(lua_State *L)
 	c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	ev_init(&c->tmo, invite_timeout);
 	c->tmo.data = c;
-	if (timeout > 0) {
-		ev_timer_set(&c->tmo, timeout, 0.);
-		ev_timer_start(lu->e->env.loop, &c->tmo);
-	}
+	if (timeout > 0)
+		lsip_timer_in(lu->e->env.loop, &c->tmo, timeout);
 	lua_pushvalue(L, 8);
 	return 1;
 }

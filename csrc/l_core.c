@@ -187,8 +187,8 @@ static int run_once(struct lsip_env *e, lua_State *L, double timeout)
 	ev_timer t;
 	int alive;
 
-	ev_timer_init(&t, step_timeout, timeout, 0.);
-	ev_timer_start(e->env.loop, &t);
+	ev_init(&t, step_timeout);
+	lsip_timer_in(e->env.loop, &t, timeout);
 	ev_unref(e->env.loop);
 	e->L = L;
 	alive = ev_run(e->env.loop, EVRUN_ONCE);
@@ -308,9 +308,8 @@ static int l_timer(lua_State *L)
 	t->e = e;
 	lua_pushvalue(L, 2);
 	t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	ev_timer_init(&t->w, sleep_cb, secs, 0.);
-	ev_now_update(e->env.loop);     /* from now, not from the loop's last wake */
-	ev_timer_start(e->env.loop, &t->w);
+	ev_init(&t->w, sleep_cb);
+	lsip_timer_in(e->env.loop, &t->w, secs);
 	/* the timer must live while armed: the scheduler keeps the object */
 	return 1;
 }

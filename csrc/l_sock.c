@@ -362,8 +362,7 @@ static int l_sock_wait(lua_State *L)
 		wake(s, 1);
 		return 0;
 	}
-	ev_timer_set(&s->tmo, t < 0 ? 0 : t, 0.);
-	ev_timer_start(s->e->env.loop, &s->tmo);
+	lsip_timer_in(s->e->env.loop, &s->tmo, t < 0 ? 0 : t);
 	return 0;
 }
 

@@ -142,10 +142,8 @@ struct pending *lsip_pending_new(lua_State *L, struct lua_ua *lu, int co_idx, in
 	lu->pendings = p;
 	ev_init(&p->tmo, pending_timeout);
 	p->tmo.data = p;
-	if (timeout > 0) {
-		ev_timer_set(&p->tmo, timeout, 0.);
-		ev_timer_start(lu->e->env.loop, &p->tmo);
-	}
+	if (timeout > 0)
+		lsip_timer_in(lu->e->env.loop, &p->tmo, timeout);
 	return p;
 }
 

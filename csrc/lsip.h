@@ -85,6 +85,16 @@ void lsip_queued(struct lsip_env *e);
 lua_State *lsip_wake_begin(struct lsip_env *e, int co_ref);
 void lsip_call(struct lsip_env *e, lua_State *L, int nargs);
 
+/* Start a one-shot timer `seconds` from now, not from when the loop last
+ * woke: a script that ran a while without waiting (a long computation, a
+ * blocking io.popen) would otherwise see its timeout expire at once. */
+static inline void lsip_timer_in(struct ev_loop *loop, ev_timer *w, double seconds)
+{
+	ev_now_update(loop);
+	ev_timer_set(w, seconds, 0.);
+	ev_timer_start(loop, w);
+}
+
 /* What sip/core.so lends the modules built beside it (sip/edit.so,
  * which links libedit so that the core does not): a constant table of
  * functions, a light userdata in the registry under LSIP_API. */

@@ -441,3 +441,37 @@ describe("sip.log", function()
     assert.matches("dropped message", table.concat(lines, "\n"))
   end)
 end)
+
+describe("timeouts after a script ran without waiting", function()
+  -- the loop's clock stands still while Lua runs: a timeout armed after
+  -- a second of blocking work used to count from the loop's last wake,
+  -- and expired at once (a TLS request timed out before its handshake)
+  local function block(seconds)
+    os.execute("sleep " .. seconds)
+  end
+
+  it("count from the call: ua:request, ua:invite and sip.sleep", function()
+    local server = ua()
+    server:on("OPTIONS", function() sip.sleep(0.3); return 200 end)
+    server:on("INVITE", function(call) sip.sleep(0.3); call:answer() end)
+    local client = ua()
+    local got = {}
+    helper.run(function()
+      block(1.5)
+      local res, err = client:request("OPTIONS", server:uri(), { timeout = 1 })
+      got.request = res and res.status or err
+      block(1.5)
+      local call
+      call, err = client:invite(server:uri(), { timeout = 1, sdp = sip.sdp.offer{ addr = "127.0.0.1", port = 4030 } })
+      got.invite = call and "answered" or err
+      if call then call:hangup() end
+      block(1.5)
+      local t0 = sip.now()
+      sip.sleep(0.5)
+      got.slept = sip.now() - t0
+    end, 20)
+    assert.are.equal(200, got.request)
+    assert.are.equal("answered", got.invite)
+    assert.is_true(got.slept >= 0.49, "slept " .. got.slept)
+  end)
+end)

@@ -524,6 +524,9 @@ static struct sip_conn *conn_new(struct sip_ua *ua, int proto, int fd, const str
 	c->idle.data = c;
 	ev_io_start(loop, &c->rio);
 	ev_unref(loop);
+	/* from now, not from when the loop last woke: a script that ran a
+	 * while without waiting would find its new connection timed out */
+	ev_now_update(loop);
 	ev_timer_again(loop, &c->idle);
 	ev_unref(loop);
 	return c;

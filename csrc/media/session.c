@@ -667,7 +667,14 @@ static void rec_arm(struct media_session *s, double now)
 
 static void start_recording(struct media_session *s)
 {
-	double now = s->m->loop ? ev_now(s->m->loop) : 0;
+	double now = 0;
+
+	/* from now, not from the loop's last wake (a script may have run a
+	 * while without waiting): max and silence count from here */
+	if (s->m->loop) {
+		ev_now_update(s->m->loop);
+		now = ev_now(s->m->loop);
+	}
 
 	s->rec_running = 1;
 	s->rec_start = now;
