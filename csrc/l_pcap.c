@@ -29,7 +29,8 @@
 
 #define PCAP_MT "sip.Pcap"
 #define SNAPLEN 262144
-#define FLOWS 256               /* TCP sequence state: a direct-mapped cache */
+#define FLOWS 256               /* TCP sequence state: an open-addressed cache */
+#define PROBES 16               /* slots a flow may sit in, from its hash on */
 #define SEG_MAX 65000           /* the largest payload of one frame */
 
 /* an endpoint: family, address bytes (4 or 16), port */
@@ -44,6 +45,7 @@ struct flow {
 	struct ep src, dst;
 	uint32_t seq;
 	int used;
+	unsigned long last;             /* frames written when it was last used */
 };
 
 struct lpcap {
@@ -190,22 +192,33 @@ static int ep_eq(const struct ep *a, const struct ep *b)
 	return a->family == b->family && a->port == b->port && memcmp(a->a, b->a, 16) == 0;
 }
 
-/* the flow src -> dst, created (its first sequence number from the hash)
- * or taken over from another flow that had the same slot */
+/* the flow src -> dst, found in the PROBES slots from its hash on, or
+ * created (its first sequence number from the hash) in a free one, else
+ * in place of the one least recently used there: two live connections
+ * never share a sequence space (that made tshark drop messages) */
 static struct flow *flow_get(struct lpcap *pc, const struct ep *src, const struct ep *dst,
                              int create)
 {
 	uint32_t h = ep_hash(src, dst);
-	struct flow *f = &pc->flows[h % FLOWS];
+	struct flow *f, *victim = NULL;
 
-	if (f->used && ep_eq(&f->src, src) && ep_eq(&f->dst, dst))
-		return f;
+	for (int i = 0; i < PROBES; i++) {
+		f = &pc->flows[(h + (uint32_t)i) % FLOWS];
+		if (f->used && ep_eq(&f->src, src) && ep_eq(&f->dst, dst)) {
+			f->last = pc->frames;
+			return f;
+		}
+		if (!victim || (victim->used && (!f->used || f->last < victim->last)))
+			victim = f;
+	}
 	if (!create)
 		return NULL;
+	f = victim;
 	f->used = 1;
 	f->src = *src;
 	f->dst = *dst;
 	f->seq = h;
+	f->last = pc->frames;
 	return f;
 }
 
