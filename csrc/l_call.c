@@ -569,46 +569,8 @@ static int call_cancel(lua_State *L)
 static int call_request(lua_State *L)
 {
 	struct lcall *c = check_call(L, 1);
-	struct sip_dialog_req r = { 0 };
-	struct pending *p;
-	char err[160];
-	size_t blen = 0;
-	int rc;
 
-	r.method = luaL_checkstring(L, 2);
-	if (!lua_isnoneornil(L, 3))
-		luaL_checktype(L, 3, LUA_TTABLE);
-	luaL_checktype(L, 4, LUA_TTHREAD);
-	r.headers = luaL_optstring(L, 5, NULL);
-	lua_settop(L, 5);
-	if (!c->d || !c->lu || !c->lu->ua) {
-		lua_pushnil(L);
-		lua_pushstring(L, "no dialog");
-		return 2;
-	}
-	if (!lua_isnil(L, 3)) {
-		lua_getfield(L, 3, "body");
-		if (!lua_isnil(L, -1)) {
-			r.body = luaL_checklstring(L, -1, &blen);
-			r.body_len = blen;
-		}
-		r.content_type = lsip_opt_string(L, 3, "content_type", "opts");
-		if (r.body_len && !r.content_type)
-			r.content_type = "text/plain";
-		r.contact = lsip_opt_string(L, 3, "contact", "opts");
-		if (r.contact && sip_header_value_bad(r.contact, strlen(r.contact)))
-			return luaL_error(L, "opts.contact contains CR or LF");
-	}
-	p = lsip_pending_new(L, c->lu, 4, 3);
-	rc = sip_dialog_request(c->d, &r, lsip_pending_cb, p, &p->ct, err, sizeof err);
-	if (rc) {
-		lsip_pending_drop(L, p);
-		lua_pushnil(L);
-		lua_pushstring(L, err);
-		return 2;
-	}
-	lua_pushboolean(L, 1);
-	return 1;
+	return lsip_dialog_send(L, c->lu, c->d && c->lu && c->lu->ua ? c->d : NULL);
 }
 
 /* call:_end(): the dialog is over (BYE done either way) */

@@ -489,6 +489,7 @@ int luaopen_sip_core(lua_State *L)
 	lua_setfield(L, -2, "UA");
 	lsip_open_call(L);
 	lua_setfield(L, -2, "Call");
+	lsip_open_dialog(L);
 	lsip_open_sdp(L);
 	lua_setfield(L, -2, "sdp_parse");
 	lsip_open_auth(L);

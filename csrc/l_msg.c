@@ -58,6 +58,11 @@ struct sip_msg *lsip_check_msg(lua_State *L, int idx)
 	return check_lmsg(L, idx)->m;
 }
 
+struct sip_txn *lsip_msg_txn(lua_State *L, int idx)
+{
+	return check_lmsg(L, idx)->st;
+}
+
 static int msg_gc(lua_State *L)
 {
 	struct lmsg *lm = luaL_checkudata(L, 1, "sip.Message");

@@ -313,6 +313,7 @@ static int l_ua_new(lua_State *L)
 	ua_dns(L, 1, sip_ua_config(lu->ua));
 	sip_ua_handler(lu->ua, NULL, on_request, lu);
 	lsip_calls_listen(lu);
+	lsip_dialogs_listen(lu);
 	if (sip_ua_config(lu->ua)->dns_servers[0] && !sip_ua_dns(lu->ua, err, sizeof err)) {
 		/* servers that do not parse (the Lua side checked their form) */
 		sip_ua_free(lu->ua);
@@ -392,6 +393,7 @@ static int l_ua_close(lua_State *L)
 		}
 	}
 	lsip_calls_close(L, lu, from_gc || !lu->e->L);
+	lsip_dialogs_close(L, lu, from_gc || !lu->e->L);
 	if (lu->prev)
 		lu->prev->next = lu->next;
 	else if (lu->e->uas == lu)
@@ -711,6 +713,7 @@ static const luaL_Reg ua_methods[] = {
 	{ "_resolve", l_ua_resolve },
 	{ "_keepalive", l_ua_keepalive },
 	{ "_set_contact", l_ua_set_contact },
+	{ "_subscribing", lsip_ua_subscribing },
 	{ "address", l_ua_address },
 	{ "stats", l_ua_stats },
 	{ NULL, NULL }

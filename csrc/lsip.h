@@ -29,6 +29,8 @@ struct lsip_env {
 
 struct pending;
 struct lcall;
+struct ldialog;
+struct sip_dialog;
 
 struct lua_ua {
 	struct sip_ua *ua;
@@ -37,6 +39,8 @@ struct lua_ua {
 	int serving;            /* holds a loop reference while it serves */
 	struct pending *pendings;       /* client requests coroutines wait on */
 	struct lcall *calls;            /* calls that may still call back */
+	struct ldialog *dialogs;        /* dialogs of the other usages (l_dialog.c) */
+	int subscribing;                /* our SUBSCRIBEs that wait for a first NOTIFY */
 	struct lua_ua *next, *prev;     /* e->uas */
 };
 
@@ -73,6 +77,15 @@ int lsip_call_cancelled(struct sip_txn *ist);
 void lsip_calls_close(lua_State *L, struct lua_ua *lu, int from_gc);
 int lsip_ua_invite(lua_State *L);
 int lsip_calls_count(const struct lua_ua *lu);
+/* l_dialog.c: dialogs for the usages other than calls (sip.core.dialog
+ * on the core table at the top of the stack) */
+int lsip_open_dialog(lua_State *L);
+void lsip_dialogs_listen(struct lua_ua *lu);
+void lsip_dialogs_close(lua_State *L, struct lua_ua *lu, int from_gc);
+int lsip_ua_subscribing(lua_State *L);
+/* a request within d, for call:_request and dialog:request (args 2..5:
+ * method, opts, co, headers_text); d NULL answers "no dialog" */
+int lsip_dialog_send(lua_State *L, struct lua_ua *lu, struct sip_dialog *d);
 /* queue dispatch(obj, name, msg) for the Lua side */
 void lsip_event(struct lsip_env *e, int obj_ref, const char *name, struct sip_msg *m, struct sip_txn *st);
 
@@ -107,6 +120,8 @@ struct lsip_api {
 
 void lsip_push_msg(lua_State *L, struct sip_msg *m, struct sip_txn *st);
 struct sip_msg *lsip_check_msg(lua_State *L, int idx);
+/* the server transaction of a received request, NULL once it went */
+struct sip_txn *lsip_msg_txn(lua_State *L, int idx);
 /* pushes the "Name: value\r\n" lines of a table of headers at idx */
 void lsip_headers_text(lua_State *L, int idx, const char *what);
 /* raises "bad argument #argn to 'fname' (unknown option 'x')" for a key

@@ -159,7 +159,7 @@ struct sip_ua {
 		char method[32];
 		sip_request_cb fn;
 		void *arg;
-	} handlers[SIP_UA_MAX_HANDLERS], fallback;
+	} handlers[SIP_UA_MAX_HANDLERS], fallback, orphans;
 	size_t nhandlers;
 	char **served;
 	size_t nserved;

@@ -183,7 +183,15 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 	*out = NULL;
 	if (!d)
 		return -ENOMEM;
-	if (!ist->to_tag[0])
+	/* a request that has our tag already (a NOTIFY making the dialog
+	 * of our SUBSCRIBE) keeps it; a new one gets the tag we answer with */
+	if (m->to_tag) {
+		if (strlen(m->to_tag) >= sizeof ist->to_tag) {
+			free(d);
+			return -EINVAL;
+		}
+		snprintf(ist->to_tag, sizeof ist->to_tag, "%s", m->to_tag);
+	} else if (!ist->to_tag[0])
 		sip_env_token(ist->ua->env, ist->to_tag, 12);
 	d->ua = ist->ua;
 	d->uas = 1;
@@ -308,6 +316,12 @@ void sip_dialog_free(struct sip_dialog *d)
 	free(d);
 }
 
+void sip_dialog_set_local_cseq(struct sip_dialog *d, unsigned cseq)
+{
+	if (cseq > d->local_cseq)
+		d->local_cseq = cseq;
+}
+
 int sip_dialog_state(const struct sip_dialog *d) { return d->state; }
 const char *sip_dialog_call_id(const struct sip_dialog *d) { return d->call_id; }
 const char *sip_dialog_local_tag(const struct sip_dialog *d) { return d->local_tag; }
@@ -369,7 +383,9 @@ static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
 			d->contact = c;
 		}
 		rq.contact = r->contact;
-	} else if (!strcmp(method, "INVITE") || !strcmp(method, "UPDATE")) {
+	} else if (!strcmp(method, "INVITE") || !strcmp(method, "UPDATE") || !strcmp(method, "SUBSCRIBE") ||
+	           !strcmp(method, "NOTIFY") || !strcmp(method, "REFER")) {
+		/* target refresh requests carry our Contact (RFC 6665 4.1.2.1, 4.2.2) */
 		rq.contact = d->contact;
 	}
 	if (r) {
@@ -625,8 +641,8 @@ void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg
 		d->reinvite_st = st;
 		st->dlg = d;
 		contact_target(d, req);
-	} else if (!strcmp(method, "UPDATE")) {
-		contact_target(d, req);
+	} else if (!strcmp(method, "UPDATE") || !strcmp(method, "SUBSCRIBE") || !strcmp(method, "NOTIFY")) {
+		contact_target(d, req);         /* target refresh requests */
 	}
 	if (d->cb)
 		d->cb(d->cb_arg, d, SIP_DLG_REQUEST, st, req);

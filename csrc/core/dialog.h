@@ -20,10 +20,14 @@ enum sip_dialog_state { SIP_DLG_EARLY, SIP_DLG_CONFIRMED, SIP_DLG_TERMINATED };
 typedef void (*sip_dialog_cb)(void *arg, struct sip_dialog *d, int ev, struct sip_txn *st,
                               struct sip_msg *m);
 
-/* UAS: from the INVITE's server transaction, before its 2xx is sent */
+/* UAS: from the INVITE's (or SUBSCRIBE's) server transaction, before
+ * its 2xx is sent; from a NOTIFY that carries our tag, the dialog of our
+ * SUBSCRIBE (then set the CSeq we are at with sip_dialog_set_local_cseq) */
 int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out);
 /* UAC: from our INVITE's client transaction and the 2xx that answered it */
 int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dialog **out);
+/* our CSeq is at least cseq: the next request of ours goes past it */
+void sip_dialog_set_local_cseq(struct sip_dialog *d, unsigned cseq);
 void sip_dialog_set_tu(struct sip_dialog *d, sip_dialog_cb cb, void *arg);
 /* later requests in this dialog get 481; the object stays until freed */
 void sip_dialog_terminate(struct sip_dialog *d);

@@ -161,6 +161,8 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		struct sip_dialog *d = ua->dl->match(ua, req);
 		if (d) {
 			ua->dl->request(d, st, req);
+		} else if (ua->orphans.fn && !strcmp(method, "NOTIFY")) {
+			ua->orphans.fn(ua->orphans.arg, ua, st, req);
 		} else {
 			struct sip_reply r = { .status = 481 };
 			sip_txn_reply(st, &r);

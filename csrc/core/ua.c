@@ -125,6 +125,12 @@ void sip_ua_set_tu(struct sip_ua *ua, sip_request_cb on_request, void *arg)
 	sip_ua_handler(ua, NULL, on_request, arg);
 }
 
+void sip_ua_orphans(struct sip_ua *ua, sip_request_cb fn, void *arg)
+{
+	ua->orphans.fn = fn;
+	ua->orphans.arg = arg;
+}
+
 const struct sip_handler *sip_ua_handler_for(const struct sip_ua *ua, const char *method)
 {
 	size_t i;

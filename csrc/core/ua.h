@@ -58,6 +58,10 @@ struct sip_ua_cfg *sip_ua_config(struct sip_ua *ua);
 int sip_ua_handler(struct sip_ua *ua, const char *method, sip_request_cb fn, void *arg);
 /* the fallback handler: sip_ua_handler(ua, NULL, ...) */
 void sip_ua_set_tu(struct sip_ua *ua, sip_request_cb on_request, void *arg);
+/* who takes a NOTIFY with a To tag that no dialog matches: it may come
+ * before the 2xx of its SUBSCRIBE, or from a fork, and then creates the
+ * dialog (RFC 6665 4.1.2.4); without a taker it gets 481 */
+void sip_ua_orphans(struct sip_ua *ua, sip_request_cb fn, void *arg);
 /* the script serves these methods ("*": all but ACK and CANCEL); others
  * get 405/501 from the core */
 int sip_ua_serve(struct sip_ua *ua, const char *method);

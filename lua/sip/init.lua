@@ -256,6 +256,7 @@ sip._handlers = handlers
 
 local check = require "sip.check"
 local sip_resolve = require "sip.resolve"
+local subscriptions = require "sip.subscription"  -- ua:subscribe, sip.Subscription
 
 local ua_options = {
   listen = "string|table", proxy = "string", user_agent = "string", t1 = "number",
@@ -264,6 +265,7 @@ local ua_options = {
   auth = "table|function", tls = "table", header_timeout = "number",
   max_connections_per_ip = "number", max_headers = "number", max_header_line = "number",
   contact = "string", media = "table", dns = "table", keepalive = "number",
+  max_subscriptions = "number",
 }
 local TLS_OPTIONS = {
   cert = "string", key = "string", cafile = "string", capath = "string", verify = "boolean",
@@ -308,7 +310,9 @@ local ua_media, ua_contacts, ua_keepalive = state.media, state.contacts, state.k
 -- - `t1`, `t2`, `t4`: the RFC 3261 timers in seconds (0.5, 4, 5).
 -- - limits: `max_udp`, `max_message`, `idle_timeout`, `header_timeout`,
 --   `max_headers`, `max_header_line`, `max_connections`,
---   `max_connections_per_ip`, `max_server_transactions`.
+--   `max_connections_per_ip`, `max_server_transactions`,
+--   `max_subscriptions` (subscriptions to us at once; past it a
+--   SUBSCRIBE gets 503, default 10000).
 -- @tab[opt] opts the options above
 -- @treturn UA the user agent
 -- @return[2] nil
@@ -351,6 +355,7 @@ function sip.ua(opts)
   ua_contacts[ua] = opts.contact
   ua_keepalive[ua] = opts.keepalive
   ua_auth[ua] = auth
+  if opts.max_subscriptions then subscriptions.set_limit(ua, opts.max_subscriptions) end
   return ua
 end
 
@@ -644,6 +649,7 @@ core.UA.__close = UA.close
 
 
 local CallMT = core.Call
+local SubMT, UAMT = subscriptions.Subscription, core.UA
 
 -- Called from the queue for each new request a handler serves.
 local function dispatch_now(ua, req)
@@ -656,6 +662,10 @@ local function dispatch_now(ua, req)
       req:_reply(405)
       req:_end()
     end
+    return
+  end
+  if req.method == "SUBSCRIBE" and hs and hs.SUBSCRIBE then
+    subscriptions.incoming(ua, req, hs.SUBSCRIBE)
     return
   end
   local fn = hs and (hs[req.method] or hs["*"])
@@ -680,7 +690,10 @@ local function dispatch(a, b, c)
       if not ok then log("error", "callback failed: " .. tb) end
     end, a, b)
   elseif c ~= nil or type(b) == "string" then
-    queue(calls.call_event, a, b, c)
+    -- an event of a call, of a subscription, or a NOTIFY for none (the UA's)
+    local mt = getmetatable(a)
+    queue(mt == SubMT and subscriptions.event or mt == UAMT and subscriptions.orphan or calls.call_event,
+          a, b == "orphan" and c or b, c)
   else
     queue(dispatch_now, a, b)
   end
