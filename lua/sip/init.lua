@@ -387,7 +387,8 @@ sip._check_ua = check_ua
 -- The coroutines are pooled, so a handler may block (send requests of its
 -- own, sleep). A handler that raises is logged with its traceback and its
 -- request gets 500 if nothing was sent yet. An INVITE handler gets a
--- `Call`, not a request.
+-- `Call`, not a request; a SUBSCRIBE handler a `Subscription` (accept it
+-- with `sub:accept`, or return a status to refuse it).
 -- @string method a method name, or `"*"`
 -- @func fn `fn(req)`, or `fn(call)` for INVITE
 -- @treturn UA the UA

@@ -144,8 +144,7 @@ local function dialog_request(sub, method, headers, body, content_type)
   return wait()
 end
 
----------------------------------------------------------------------------
--- Subscriber
+-- Subscriber -------------------------------------------------------------
 
 local function deliver(sub, n, quiet)
   sub.last = n
@@ -272,7 +271,7 @@ local function attach_dialog(sub, req)
   return true
 end
 
---- A NOTIFY no dialog matched (from C, "orphan"): the first of a
+-- A NOTIFY no dialog matched (from C, "orphan"): the first of a
 -- subscription of ours, or a fork's; else 481.
 function M.orphan(ua, req)
   local sub = pending[ua] and pending[ua][req.call_id]
@@ -491,8 +490,7 @@ function Subscription:wait(timeout)
   return self.reason
 end
 
----------------------------------------------------------------------------
--- Notifier
+-- Notifier ---------------------------------------------------------------
 
 -- one NOTIFY at a time per subscription: the next waits for the last's
 -- final response (RFC 6665 4.2.2 orders them by CSeq anyway)
@@ -704,7 +702,7 @@ local function handler_done(sub, ok, a, b)
   end
 end
 
---- A new SUBSCRIBE for ua's handler (from init.lua's dispatch).
+-- A new SUBSCRIBE for ua's handler (from init.lua's dispatch).
 function M.incoming(ua, req, fn)
   local pkg, id = parse_event(req:header("Event"))
   if not pkg then
@@ -724,7 +722,7 @@ function M.incoming(ua, req, fn)
   spawn_task(handler_done, sub, fn, sub)
 end
 
---- The events of a subscription's dialog (from init.lua's dispatch).
+-- The events of a subscription's dialog (from init.lua's dispatch).
 function M.event(sub, name, msg)
   if name == "closed" then
     ended(sub, "closed")
@@ -734,7 +732,7 @@ function M.event(sub, name, msg)
   end
 end
 
---- sip.ua's max_subscriptions for this UA
+-- sip.ua's max_subscriptions for this UA
 function M.set_limit(ua, n)
   limits[ua] = n
 end
