@@ -42,7 +42,7 @@ LUADIR ?= /usr/local/share/lua/$(LUA_VERSION)
 BINDIR ?= /usr/local/bin
 
 DEB_PKGS = liblua5.4-dev lua5.4 libosip2-dev libev-dev libssl-dev luarocks lua-busted \
-           lua-check lua-socket sip-tester kamailio kamailio-tls-modules pkg-config gcc make openssl \
+           lua-check lua-socket sip-tester kamailio kamailio-tls-modules kamailio-presence-modules pkg-config gcc make openssl \
            libedit-dev tmux clang libclang-rt-14-dev iproute2 util-linux valgrind nftables \
            libspandsp-dev libsndfile1-dev libspeexdsp-dev sox espeak-ng \
            libpcap-dev tshark sngrep lua-ldoc lua-markdown baresip \

@@ -257,6 +257,7 @@ sip._handlers = handlers
 local check = require "sip.check"
 local sip_resolve = require "sip.resolve"
 local subscriptions = require "sip.subscription"  -- ua:subscribe, sip.Subscription
+sip.publications = require("sip.publish").publications  -- and ua:publish
 
 local ua_options = {
   listen = "string|table", proxy = "string", user_agent = "string", t1 = "number",
