@@ -42,11 +42,16 @@ local function send(p, body, expires, etag)
     local h = { Event = p.event, Expires = tostring(expires) }
     if etag then h["SIP-If-Match"] = etag end
     for k, v in pairs(p._headers or {}) do h[k] = h[k] or v end
+    -- one Call-ID and From tag for the life of the publication, as a
+    -- registration's: a server (or SIPp) sees one conversation
+    p._cseq = p._cseq + 1
     local res, err = p.ua:request("PUBLISH", p.uri, {
       headers = h, body = body, content_type = body and p.content_type or nil,
       auth = p._auth, proxy = p._proxy, timeout = p._timeout,
+      from = p._from, to = p._to, call_id = p._call_id, cseq = p._cseq,
     })
     if not res then return nil, err end
+    p._cseq = math.max(p._cseq, res.cseq or p._cseq)
     if res.status == 423 and expires > 0 then
       local min = tonumber(res:header("Min-Expires") or "")
       if not min or min <= expires then return nil, "423 Interval Too Brief", res end
@@ -133,8 +138,12 @@ function UA:publish(opts)
     ua = self, uri = opts.uri, event = opts.event, body = opts.body,
     content_type = opts.content_type or "application/pidf+xml", refreshes = 0,
     _asked = opts.expires or DEFAULT_EXPIRES, _headers = opts.headers, _auth = opts.auth,
-    _proxy = opts.proxy, _timeout = opts.timeout,
+    _proxy = opts.proxy, _timeout = opts.timeout, _call_id = core.token(20), _cseq = 0,
   }, PubMT)
+  -- From and To name the presentity (its URI without parameters)
+  local aor = opts.uri:match("^([^;?]*)")
+  p._from = "<" .. aor .. ">;tag=" .. core.token(10)
+  p._to = "<" .. aor .. ">"
   local res, err, r = send(p, p.body, p._asked, nil)
   if not res then return nil, err, r end
   p.state = "published"
