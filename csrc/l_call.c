@@ -734,6 +734,23 @@ int lsip_open_call(lua_State *L)
 	return 1;
 }
 
+/* ua:_find_call(call_id, local_tag, remote_tag) -> the confirmed call
+ * whose dialog these name (an INVITE with Replaces), or nil */
+int lsip_ua_find_call(lua_State *L)
+{
+	struct lua_ua *lu = luaL_checkudata(L, 1, "sip.UA");
+	const char *cid = luaL_checkstring(L, 2), *lt = luaL_checkstring(L, 3), *rt = luaL_checkstring(L, 4);
+	struct sip_dialog *d = lu->ua ? sip_dialog_find(lu->ua, cid, lt, rt) : NULL;
+	struct lcall *c = d ? sip_dialog_tu(d, dialog_cb) : NULL;
+
+	if (!c || c->self_ref == LUA_NOREF || sip_dialog_state(d) != SIP_DLG_CONFIRMED) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->self_ref);
+	return 1;
+}
+
 int lsip_calls_count(const struct lua_ua *lu)
 {
 	int n = 0;

@@ -714,6 +714,7 @@ static const luaL_Reg ua_methods[] = {
 	{ "_keepalive", l_ua_keepalive },
 	{ "_set_contact", l_ua_set_contact },
 	{ "_subscribing", lsip_ua_subscribing },
+	{ "_find_call", lsip_ua_find_call },
 	{ "address", l_ua_address },
 	{ "stats", l_ua_stats },
 	{ NULL, NULL }

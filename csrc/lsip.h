@@ -77,6 +77,7 @@ int lsip_call_cancelled(struct sip_txn *ist);
 void lsip_calls_close(lua_State *L, struct lua_ua *lu, int from_gc);
 int lsip_ua_invite(lua_State *L);
 int lsip_calls_count(const struct lua_ua *lu);
+int lsip_ua_find_call(lua_State *L);
 /* l_dialog.c: dialogs for the usages other than calls (sip.core.dialog
  * on the core table at the top of the stack) */
 int lsip_open_dialog(lua_State *L);

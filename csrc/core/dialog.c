@@ -332,21 +332,28 @@ const char *sip_dialog_remote_uri(const struct sip_dialog *d) { return d->remote
 const char *sip_dialog_contact(const struct sip_dialog *d) { return d->contact; }
 const char *sip_dialog_routes(const struct sip_dialog *d) { return d->routes ? d->routes : ""; }
 
-struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req)
+struct sip_dialog *sip_dialog_find(struct sip_ua *ua, const char *call_id, const char *ltag,
+                                   const char *rtag)
 {
 	char key[512];
-	const char *lt = req->to_tag, *rt = nz(req->from_tag);
-	size_t cl, ll, rl;
+	size_t cl = strlen(call_id), ll = strlen(ltag), rl = strlen(rtag);
 
-	if (!lt)
-		return NULL;
-	cl = strlen(req->call_id);
-	ll = strlen(lt);
-	rl = strlen(rt);
 	if (cl + ll + rl + 4 > sizeof key)
 		return NULL;
-	put_key(key, req->call_id, cl, lt, ll, rt, rl);
+	put_key(key, call_id, cl, ltag, ll, rtag, rl);
 	return (struct sip_dialog *)sip_htab_find(&ua->dialogs, key);
+}
+
+struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req)
+{
+	if (!req->to_tag)
+		return NULL;
+	return sip_dialog_find(ua, req->call_id, req->to_tag, nz(req->from_tag));
+}
+
+void *sip_dialog_tu(const struct sip_dialog *d, sip_dialog_cb cb)
+{
+	return d->cb == cb ? d->cb_arg : NULL;
 }
 
 /* where a request to a host name that is not in the DNS cache goes: its

@@ -29,6 +29,11 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 /* our CSeq is at least cseq: the next request of ours goes past it */
 void sip_dialog_set_local_cseq(struct sip_dialog *d, unsigned cseq);
 void sip_dialog_set_tu(struct sip_dialog *d, sip_dialog_cb cb, void *arg);
+/* the TU's arg when cb is the dialog's TU, else NULL (whose is it?) */
+void *sip_dialog_tu(const struct sip_dialog *d, sip_dialog_cb cb);
+/* the dialog with these ids (Replaces, RFC 3891), or NULL */
+struct sip_dialog *sip_dialog_find(struct sip_ua *ua, const char *call_id, const char *ltag,
+                                   const char *rtag);
 /* later requests in this dialog get 481; the object stays until freed */
 void sip_dialog_terminate(struct sip_dialog *d);
 void sip_dialog_free(struct sip_dialog *d);

@@ -76,6 +76,41 @@ static int accepts_sdp(const char *v, size_t n)
 	       strcasestr(buf, "application/*");
 }
 
+/* the option tags we support (RFC 3891 replaces, RFC 4488 norefersub) */
+static int supported_tag(const char *t, size_t n)
+{
+	return (n == 8 && !strncasecmp(t, "replaces", 8)) || (n == 10 && !strncasecmp(t, "norefersub", 10));
+}
+
+/* 1 with "Unsupported: ...\r\n" in out when a Require tag is not ours */
+static int unsupported(const char *v, size_t n, char *out, size_t outlen)
+{
+	size_t i = 0, len = 0;
+	int any = 0;
+
+	while (i < n) {
+		size_t s, e;
+		while (i < n && (v[i] == ',' || v[i] == ' ' || v[i] == '\t'))
+			i++;
+		s = i;
+		while (i < n && v[i] != ',' && v[i] != ' ' && v[i] != '\t')
+			i++;
+		e = i;
+		if (e > s && !supported_tag(v + s, e - s)) {
+			/* a tag is named up to 100 bytes: the first always fits */
+			int w = snprintf(out + len, outlen - len, "%s%.*s", any ? ", " : "Unsupported: ",
+			                 (int)(e - s > 100 ? 100 : e - s), v + s);
+			if (w < 0 || (size_t)w >= outlen - len - 2)
+				break;          /* the tags that fit are named */
+			len += (size_t)w;
+			any = 1;
+		}
+	}
+	if (any)
+		snprintf(out + len, outlen - len, "\r\n");
+	return any;
+}
+
 /* The UAS checks of 8.2.2 and 8.2.3: URI scheme (416), Require (420),
  * and for INVITE the body type (415) and Accept (406). 1 when answered. */
 static int uas_checks(struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req)
@@ -89,10 +124,8 @@ static int uas_checks(struct sip_ua *ua, struct sip_txn *st, struct sip_msg *req
 	if (strncasecmp(req->uri, "sip:", 4) && strncasecmp(req->uri, "sips:", 5) &&
 	    strncasecmp(req->uri, "tel:", 4)) {
 		r.status = 416;
-	} else if ((v = sip_msg_hdr(req, SIP_H_REQUIRE, 0, &n)) && n > 0) {
-		/* no extension is supported: every option required is unknown */
+	} else if ((v = sip_msg_hdr(req, SIP_H_REQUIRE, 0, &n)) && n > 0 && unsupported(v, n, hdr, sizeof hdr)) {
 		r.status = 420;
-		snprintf(hdr, sizeof hdr, "Unsupported: %.*s\r\n", (int)(n < 500 ? n : 500), v);
 		r.headers = hdr;
 	} else if (!strcmp(req->method, "INVITE") && req->body_len &&
 	           (v = sip_msg_hdr(req, SIP_H_CONTENT_TYPE, 0, &n)) &&

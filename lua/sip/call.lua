@@ -85,7 +85,8 @@ end
 -- script's BYE would leave the call "confirmed", so it raises
 local internal_bye = false
 -- the kinds of waiters an event wakes (constant: no table per event)
-local ANSWER, END = { answer = true }, { ["end"] = true }
+-- a call's end wakes call:wait and a transfer waiting for its NOTIFYs
+local ANSWER, END = { answer = true }, { ["end"] = true, refer = true }
 
 -- The peer's SDP is kept as text where it already is (the INVITE, the
 -- 2xx) and parsed only when a script reads remote_sdp: a call that
@@ -694,13 +695,20 @@ end
 -- @return[2] nil
 -- @treturn[2] string why the BYE got no response (the call is ended all
 -- the same)
+local hangup
+
 function Call:hangup()
   check.self(self, CallMT, "sip.Call", "call:hangup")
+  return hangup(self, "hangup")
+end
+
+-- why: what ended_why says ("hangup"; "transferred", "replaced")
+function hangup(self, why)
   local st = self.state
   if st == "ended" then return true end
   if self.uas and (st == "incoming" or st == "early") then
     self:_reply(480)
-    finish(self, "hangup")
+    finish(self, why)
     return true
   end
   if not self.uas and st == "calling" then
@@ -714,7 +722,7 @@ function Call:hangup()
   if m then m:close("hangup") end
   internal_bye = true
   local res, err = self:request("BYE")
-  finish(self, "hangup")
+  finish(self, why)
   if not res then return nil, err end
   return true
 end
@@ -914,8 +922,15 @@ local function default_reoffer(call, req)
   return (sdp.update(s, {}))
 end
 
+-- the usages other than the call's own that serve requests in its
+-- dialog (sip.refer: REFER, and the NOTIFYs of a transfer of ours):
+-- method -> fn(call, req), true when it took the request
+M.usages = {}
+
 local function in_dialog_request(call, req)
   local method = req.method
+  local usage = M.usages[method]
+  if usage and usage(call, req) then return end
   if method == "INFO" then
     local digit = info_digit(req)
     if digit then
@@ -969,6 +984,11 @@ function M.call_event(call, name, msg)
     end
     call._acked = true
     if call.state == "answered" then call.state = "confirmed" end
+    -- an INVITE with Replaces: the call it replaces ends now (RFC 3891 3)
+    local old = call.replaces
+    if old and old.state ~= "ended" and old.state ~= "terminating" then
+      spawn_with(nil, hangup, old, "replaced")
+    end
     notify(call, ANSWER, "ack")
   elseif name == "no_ack" then
     -- 13.3.1.4: no ACK for our 2xx: the session is over, say so
@@ -1019,10 +1039,19 @@ local function handler_done(call, ok, a, b)
 end
 
 -- a new incoming call for ua's INVITE handler
+-- set by sip.refer: an INVITE's admission (Replaces): a status refuses it
+M.admit = nil
+
 function M.incoming_call(ua, call, fn)
   call.ua = ua
   call.state = "incoming"
   call_started()
+  local refused = M.admit and M.admit(ua, call)
+  if refused then
+    call:_reply(refused)
+    finish(call, "rejected")
+    return
+  end
   spawn_task(handler_done, call, fn, call, call)
 end
 
@@ -1156,5 +1185,7 @@ function UA:invite(uri, opts)
   end
   return call
 end
+
+M.hangup, M.wait_for, M.notify = hangup, wait_for, notify
 
 return M

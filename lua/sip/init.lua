@@ -620,6 +620,7 @@ end)
 sip.sdp = require "sip.sdp"
 local calls = require "sip.call"              -- ua:invite and the sip.Call methods
 local registrations = require "sip.register"  -- ua:register
+require "sip.refer"                           -- call:refer, call:on("refer"), Replaces
 sip_resolve.install(sip)
 
 local close_c = UA.close
