@@ -159,9 +159,12 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 		char allow[256];
 		sip_buf_printf(&h, "Allow: %s\r\n", sip_ua_allow_list(st->ua, allow, sizeof allow));
 	}
-	/* 18x and 2xx to an INVITE carry our Contact (12.1.1) */
-	if (st->kind == TXN_IST && r->status > 100 && r->status < 300 &&
-	    !sip_headers_have(r->headers, "Contact", 'm')) {
+	/* 18x and 2xx to an INVITE carry our Contact (12.1.1), and so does
+	 * a 2xx to a request that makes or refreshes a dialog: SUBSCRIBE
+	 * (RFC 6665 4.2.1.1), REFER, a NOTIFY that made our subscription's */
+	if (r->status > 100 && r->status < 300 && !sip_headers_have(r->headers, "Contact", 'm') &&
+	    (st->kind == TXN_IST || (r->status >= 200 && (!strcmp(st->req->method, "SUBSCRIBE") ||
+	     !strcmp(st->req->method, "REFER") || !strcmp(st->req->method, "NOTIFY"))))) {
 		char contact[200];
 		const char *ct = contact;
 		if (st->dlg)
