@@ -2,7 +2,6 @@
 -- transfers between luasip UAs, SIPp as the transferor and as the
 -- transferee, refusals, a failed new call, norefersub, and INVITEs with
 -- Replaces that match nothing.
-local sip = require "sip"
 local helper = require "helper"
 
 describe("call transfer", function()

@@ -8,6 +8,7 @@
 #include <ev.h>
 #include "ua.h"
 #include "dialog.h"
+#include "dialog_invite.h"
 #include "tls.h"
 #include "dns.h"
 
@@ -128,6 +129,7 @@ struct sip_ua {
 	struct sip_env *env;
 	const struct sip_transport_user *tpu;   /* receive.c's, set by sip_ua_new */
 	const struct sip_dialog_layer *dl;      /* dialog.c's, set by sip_ua_new */
+	const struct sip_invite_usage *inv;     /* dialog_invite.c's, set by sip_ua_new */
 	struct sip_ua_cfg cfg;
 	struct sip_listener *listeners;
 	struct sip_htab txns;
@@ -273,8 +275,6 @@ int sip_txn_send(struct sip_txn *t, const char *buf, size_t len);
 /* dialog.c, called by ua.c and txn.c */
 struct sip_dialog *sip_dialog_match(struct sip_ua *ua, struct sip_msg *req);
 void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg *req);
-void sip_dialog_ack_received(struct sip_dialog *d, struct sip_msg *ack);
-void sip_dialog_txn_gone(struct sip_dialog *d, struct sip_txn *t);
 void sip_dialog_bye_all(struct sip_ua *ua);
 void sip_dialog_free_all(struct sip_ua *ua);
 

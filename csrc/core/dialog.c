@@ -1,8 +1,10 @@
 /*
- * dialog.c - dialogs: created by a 2xx to an INVITE (as UAS when we send
- * it, as UAC when it arrives), found by Call-ID and both tags through the
- * UA's hash table, and doing what RFC 6026 gives the TU: the UAC ACKs
- * every 2xx (retransmitted or forked), the UAS matches the ACK to its 2xx.
+ * dialog.c - dialogs (RFC 3261 section 12): identity, route set, remote
+ * target, CSeq spaces, found by Call-ID and both tags through the UA's
+ * hash table. Made by a 2xx to an INVITE (as UAS when we send it, as UAC
+ * when it arrives), by a SUBSCRIBE we accept or the NOTIFY that answers
+ * ours. What is particular to INVITE (2xx/ACK, re-INVITE glare, RFC 6026)
+ * is the INVITE usage's, in dialog_invite.c, reached through ua->inv.
  */
 #define _GNU_SOURCE
 #include "core.h"
@@ -34,18 +36,7 @@ struct sip_dialog {
 	int remote_cseq_set;
 	int proto;
 	struct sip_addr peer;           /* where the dialog's INVITE came from / went */
-	struct sip_txn *invite_st;      /* UAS: 2xx sent, ACK awaited */
-	unsigned ack_cseq;              /* UAC: CSeq of the last ACKed INVITE */
-	char *ack;                      /* UAC: that ACK's text, resent per 2xx */
-	size_t acklen;
-	int ack_proto;
-	struct sip_addr ack_dst;
-	struct sip_listener *ack_lst;
-	struct sip_txn *reinvite_ct;    /* our re-INVITE in progress */
-	struct sip_txn *old_reinvite_ct; /* the one before, in Accepted: its 2xx copies get ACKs */
-	struct sip_txn *reinvite_st;    /* their re-INVITE, until answered */
-	sip_response_cb ri_cb;
-	void *ri_arg;
+	struct sip_invite *inv;         /* the INVITE usage's state (dialog_invite.c), once used */
 	sip_dialog_cb cb;
 	void *cb_arg;
 };
@@ -295,24 +286,13 @@ void sip_dialog_free(struct sip_dialog *d)
 	if (!d)
 		return;
 	sip_dialog_terminate(d);
-	if (d->invite_st)
-		d->invite_st->dlg = NULL;
-	if (d->reinvite_ct) {
-		d->reinvite_ct->dlg = NULL;
-		sip_txn_detach(d->reinvite_ct);
-	}
-	if (d->old_reinvite_ct) {
-		d->old_reinvite_ct->dlg = NULL;
-		sip_txn_detach(d->old_reinvite_ct);
-	}
-	if (d->reinvite_st)
-		d->reinvite_st->dlg = NULL;
+	if (d->inv)
+		d->ua->inv->free(d);
 	free(d->strs);
 	free(d->contact);
 	free(d->remote_target);
 	free(d->routes);
 	free(d->first_route);
-	free(d->ack);
 	free(d);
 }
 
@@ -434,76 +414,31 @@ static int dialog_build(struct sip_dialog *d, const char *method, unsigned cseq,
 	return 0;
 }
 
-int sip_dialog_ack(struct sip_dialog *d, struct sip_msg *res, const char *body, size_t blen,
-                   const char *ctype)
+/* the next request of the dialog (CSeq + 1): 0 with o built, 1 when its
+ * transaction exists already (its target is being looked up: *out set,
+ * with cb/arg), or an error */
+int sip_dialog_next(struct sip_dialog *d, const struct sip_dialog_req *r, sip_response_cb cb,
+                    void *arg, struct sip_txn **out, struct sip_outreq *o, char *err, size_t errlen)
 {
-	unsigned cseq = (unsigned)res->cseq;
-	struct sip_dialog_req r = { .method = "ACK", .body = body, .body_len = blen,
-	                            .content_type = ctype };
-	struct sip_outreq o;
-	char err[128];
+	const struct dialog_async as = { cb, arg, out };
 	int rc;
 
-	if (!d->ack || d->ack_cseq != cseq) {
-		rc = dialog_build(d, "ACK", cseq, &r, &o, NULL, err, sizeof err);
-		if (rc == -EWOULDBLOCK) {
-			/* its target is being looked up: the 2xx comes again
-			 * (13.3.1.4) and finds the answer in the cache */
-			SIP_LOGD(d->ua->env, "ACK waits for the 2xx again: %s", err);
-			return 0;
-		}
-		if (rc)
-			return rc;
-		sip_msg_unref(o.msg);
-		free(d->ack);
-		d->ack = o.text;
-		d->acklen = o.len;
-		d->ack_cseq = cseq;
-		d->ack_proto = o.proto;
-		d->ack_dst = o.dst;
-		d->ack_lst = o.lst;
+	if (d->state == SIP_DLG_TERMINATED) {
+		snprintf(err, errlen, "dialog terminated");
+		return -ENOTCONN;
 	}
-	return sip_ua_send_stateless(d->ua, d->ack_proto, &d->ack_dst, d->ack_lst, NULL, d->ack, d->acklen);
+	rc = dialog_build(d, r->method, d->local_cseq + 1, r, o, &as, err, errlen);
+	if (rc >= 0)
+		d->local_cseq++;
+	return rc;
 }
 
-/* responses to our re-INVITE: the dialog ACKs each 2xx */
-static void reinvite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)
+/* an ACK (its own CSeq) built for the INVITE usage; -EWOULDBLOCK while
+ * its target is looked up */
+int sip_dialog_build_ack(struct sip_dialog *d, unsigned cseq, const struct sip_dialog_req *r,
+                         struct sip_outreq *o, char *err, size_t errlen)
 {
-	struct sip_dialog *d = arg;
-	sip_response_cb cb = d->ri_cb;
-	void *cbarg = d->ri_arg;
-
-	if (res && sip_msg_status(res) >= 200 && sip_msg_status(res) < 300) {
-		contact_target(d, res);         /* target refresh (12.2.1.2) */
-		sip_dialog_ack(d, res, NULL, 0, NULL);
-	}
-	if (!res || sip_msg_status(res) >= 200) {
-		d->ri_cb = NULL;
-		d->ri_arg = NULL;
-		if (!res || sip_msg_status(res) >= 300) {
-			ct->dlg = NULL;
-			d->reinvite_ct = NULL;
-		}
-	}
-	if (cb)
-		cb(cbarg, ct, res, err);
-	/* the TU, whose wait is over, may have detached the transaction; the
-	 * copies of this 2xx still need the dialog's ACK (13.2.2.4) */
-	if (res && sip_msg_status(res) >= 200 && sip_msg_status(res) < 300 && ct->dlg == d && !ct->cb) {
-		ct->cb = reinvite_cb;
-		ct->cb_arg = d;
-	}
-}
-
-/* a copy of an older re-INVITE's 2xx, after the next one went out: it is
- * ACKed again all the same (13.2.2.4), and nobody else hears of it */
-static void old_reinvite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)
-{
-	struct sip_dialog *d = arg;
-
-	(void)ct; (void)err;
-	if (res && sip_msg_status(res) >= 200 && sip_msg_status(res) < 300)
-		sip_dialog_ack(d, res, NULL, 0, NULL);
+	return dialog_build(d, "ACK", cseq, r, o, NULL, err, errlen);
 }
 
 int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
@@ -511,108 +446,48 @@ int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
                        char *err, size_t errlen)
 {
 	struct sip_outreq o;
-	int rc, invite = !strcmp(r->method, "INVITE");
-	const struct dialog_async as = { invite ? reinvite_cb : cb, invite ? (void *)d : arg, out };
+	int rc;
 
 	*out = NULL;
-	if (d->state == SIP_DLG_TERMINATED) {
-		snprintf(err, errlen, "dialog terminated");
-		return -ENOTCONN;
-	}
-	if (invite && d->ri_cb) {
-		snprintf(err, errlen, "491 Request Pending");
-		return -EBUSY;
-	}
-	rc = dialog_build(d, r->method, d->local_cseq + 1, r, &o, &as, err, errlen);
+	if (!strcmp(r->method, "INVITE"))
+		return d->ua->inv->request(d, r, cb, arg, out, err, errlen);
+	rc = sip_dialog_next(d, r, cb, arg, out, &o, err, errlen);
 	if (rc < 0)
 		return rc;
-	d->local_cseq++;
-	/* rc 1: the transaction is made (*out), waiting for a DNS lookup */
-	if (invite) {
-		if (d->reinvite_ct) {
-			/* an older re-INVITE lingers in Accepted: copies of its 2xx
-			 * still get their ACK; the one before it is forgotten */
-			if (d->old_reinvite_ct) {
-				d->old_reinvite_ct->dlg = NULL;
-				sip_txn_detach(d->old_reinvite_ct);
-			}
-			d->old_reinvite_ct = d->reinvite_ct;
-			d->old_reinvite_ct->cb = old_reinvite_cb;
-			d->old_reinvite_ct->cb_arg = d;
-			d->reinvite_ct = NULL;
-		}
-		d->ri_cb = cb;
-		d->ri_arg = arg;
-		if (rc != 1)
-			rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst,
-			                        o.tls_name, reinvite_cb, d, out);
-		else
-			rc = 0;
-		if (rc) {
-			d->ri_cb = NULL;
-			d->ri_arg = NULL;
-		} else {
-			d->reinvite_ct = *out;
-			(*out)->dlg = d;
-		}
-	} else if (rc == 1) {
-		rc = 0;
-	} else {
-		rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, o.tls_name,
-		                        cb, arg, out);
-	}
+	if (rc == 1)
+		return 0;
+	rc = sip_txn_new_client(d->ua, o.msg, o.text, o.len, o.proto, &o.dst, o.lst, o.tls_name,
+	                        cb, arg, out);
 	if (rc)
 		sip_send_error(err, errlen, rc, o.tls_name);
 	return rc;
 }
 
-int sip_dialog_reinvite_pending(const struct sip_dialog *d)
+struct sip_invite **sip_dialog_invite(struct sip_dialog *d) { return &d->inv; }
+struct sip_ua *sip_dialog_ua(const struct sip_dialog *d) { return d->ua; }
+
+int sip_dialog_target_refresh(struct sip_dialog *d, struct sip_msg *m)
 {
-	return d->ri_cb != NULL;
+	return contact_target(d, m);
 }
 
-void sip_dialog_answered(struct sip_dialog *d, struct sip_txn *st)
+void sip_dialog_tell(struct sip_dialog *d, int ev, struct sip_txn *st, struct sip_msg *m)
 {
-	if (d->invite_st && d->invite_st != st)
-		d->invite_st->dlg = NULL;
-	if (d->reinvite_st == st)
-		d->reinvite_st = NULL;
-	d->invite_st = st;
-	st->dlg = d;
+	if (d->cb)
+		d->cb(d->cb_arg, d, ev, st, m);
 }
 
-void sip_dialog_ack_received(struct sip_dialog *d, struct sip_msg *ack)
+static void dialog_ack(struct sip_dialog *d, struct sip_msg *ack)
 {
-	struct sip_txn *st = d->invite_st;
-
-	if (st && st->cseq == (unsigned)ack->cseq) {
-		sip_txn_ack_seen(st);
-		st->dlg = NULL;
-		d->invite_st = NULL;
-		sip_txn_retire(st);     /* it only absorbs INVITE retransmissions now */
-		if (d->cb)
-			d->cb(d->cb_arg, d, SIP_DLG_ACK, NULL, ack);
-		return;
-	}
-	/* a retransmitted ACK, or one for a 2xx we never sent: absorbed */
+	if (d->inv)
+		d->ua->inv->ack(d, ack);
+	/* else an ACK for a 2xx we never sent: absorbed */
 }
 
-void sip_dialog_txn_gone(struct sip_dialog *d, struct sip_txn *t)
+static void dialog_txn_gone(struct sip_dialog *d, struct sip_txn *t)
 {
-	if (t == d->invite_st) {
-		d->invite_st = NULL;
-		/* Timer L ran out with the 2xx still unacknowledged (13.3.1.4) */
-		if (t->last_status >= 200 && t->last_status < 300 && d->cb)
-			d->cb(d->cb_arg, d, SIP_DLG_NO_ACK, NULL, NULL);
-	}
-	if (t == d->reinvite_ct)
-		d->reinvite_ct = NULL;
-	if (t == d->old_reinvite_ct)
-		d->old_reinvite_ct = NULL;
-	if (t == d->reinvite_st) {
-		d->reinvite_st = NULL;
-		t->dlg = NULL;
-	}
+	if (d->inv)
+		d->ua->inv->txn_gone(d, t);
 }
 
 void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg *req)
@@ -633,20 +508,9 @@ void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg
 		sip_txn_reply(st, &r);
 		sip_dialog_terminate(d);
 	} else if (!strcmp(method, "INVITE")) {
-		if (d->ri_cb) {
-			/* glare: both sides re-INVITE at once (14.1) */
-			struct sip_reply r = { .status = 491 };
-			sip_txn_reply(st, &r);
+		/* glare, or one re-INVITE at a time: answered by the usage */
+		if (d->ua->inv->receive(d, st, req))
 			return;
-		}
-		if (d->reinvite_st) {
-			/* 14.2: one re-INVITE at a time */
-			struct sip_reply r = { .status = 500, .headers = "Retry-After: 1\r\n" };
-			sip_txn_reply(st, &r);
-			return;
-		}
-		d->reinvite_st = st;
-		st->dlg = d;
 		contact_target(d, req);
 	} else if (!strcmp(method, "UPDATE") || !strcmp(method, "SUBSCRIBE") || !strcmp(method, "NOTIFY")) {
 		contact_target(d, req);         /* target refresh requests */
@@ -689,7 +553,7 @@ void sip_dialog_free_all(struct sip_ua *ua)
 
 const struct sip_dialog_layer sip_dialog_layer = {
 	.match = sip_dialog_match,
-	.ack = sip_dialog_ack_received,
+	.ack = dialog_ack,
 	.request = sip_dialog_receive,
-	.txn_gone = sip_dialog_txn_gone,
+	.txn_gone = dialog_txn_gone,
 };

@@ -1,7 +1,7 @@
 /*
  * dialog.h - dialogs (RFC 3261 section 12): identity, route set, remote
- * target, CSeq spaces, and the INVITE-specific duties the transactions
- * leave to them since RFC 6026 (ACK for 2xx, matching ACKs to 2xx).
+ * target, CSeq spaces, matching; their usages sit on top (the INVITE
+ * usage: dialog_invite.h).
  */
 #ifndef SIP_DIALOG_H
 #define SIP_DIALOG_H
@@ -49,14 +49,9 @@ const char *sip_dialog_contact(const struct sip_dialog *d);
 /* the route set as "Route: ...\r\n" lines, empty when none */
 const char *sip_dialog_routes(const struct sip_dialog *d);
 
-/* UAS: a 2xx to an INVITE of this dialog was sent on st; wait for ACK */
-void sip_dialog_answered(struct sip_dialog *d, struct sip_txn *st);
-/* UAC: ACK the 2xx res (again for a retransmission of it) */
-int sip_dialog_ack(struct sip_dialog *d, struct sip_msg *res, const char *body, size_t blen,
-                   const char *ctype);
-
-/* a request within the dialog; INVITE (re-INVITE) 2xx are ACKed here.
- * cb gets provisional and final responses like sip_ua_request's. */
+/* a request within the dialog; an INVITE (re-INVITE) goes to the INVITE
+ * usage, which ACKs its 2xx. cb gets provisional and final responses
+ * like sip_ua_request's. */
 struct sip_dialog_req {
 	const char *method;
 	const char *headers;
@@ -68,10 +63,26 @@ struct sip_dialog_req {
 int sip_dialog_request(struct sip_dialog *d, const struct sip_dialog_req *r,
                        sip_response_cb cb, void *arg, struct sip_txn **out,
                        char *err, size_t errlen);
-/* 1 while our re-INVITE waits for its final response */
-int sip_dialog_reinvite_pending(const struct sip_dialog *d);
 
 /* CANCEL for a pending INVITE (sent once a provisional has arrived) */
 int sip_txn_cancel(struct sip_txn *ict);
+
+/* For the usages (dialog_invite.c) */
+struct sip_outreq;
+struct sip_invite;
+/* the next request (CSeq + 1): 0 with o built, 1 when its transaction
+ * exists already (its target is looked up first: *out set, cb/arg its TU) */
+int sip_dialog_next(struct sip_dialog *d, const struct sip_dialog_req *r, sip_response_cb cb,
+                    void *arg, struct sip_txn **out, struct sip_outreq *o, char *err, size_t errlen);
+/* an ACK with the given CSeq; -EWOULDBLOCK while its target is looked up */
+int sip_dialog_build_ack(struct sip_dialog *d, unsigned cseq, const struct sip_dialog_req *r,
+                         struct sip_outreq *o, char *err, size_t errlen);
+/* the INVITE usage's slot in the dialog (NULL until it is used) */
+struct sip_invite **sip_dialog_invite(struct sip_dialog *d);
+struct sip_ua *sip_dialog_ua(const struct sip_dialog *d);
+/* the remote target from m's Contact (12.2.1.2, 12.2.2) */
+int sip_dialog_target_refresh(struct sip_dialog *d, struct sip_msg *m);
+/* tell the dialog's TU (sip_dialog_set_tu) of ev */
+void sip_dialog_tell(struct sip_dialog *d, int ev, struct sip_txn *st, struct sip_msg *m);
 
 #endif

@@ -184,7 +184,7 @@ int sip_txn_reply(struct sip_txn *st, const struct sip_reply *r)
 	if (st->kind == TXN_IST && st->dlg && r->status >= 200 && r->status < 300)
 		sip_dialog_answered(st->dlg, st);
 	else if (st->kind == TXN_IST && st->dlg && r->status >= 300)
-		sip_dialog_txn_gone(st->dlg, st);      /* a refused re-INVITE frees its slot */
+		st->ua->dl->txn_gone(st->dlg, st);     /* a refused re-INVITE frees its slot */
 	return sip_txn_respond(st, r->status, text, len);
 }
 

@@ -25,6 +25,7 @@ int sip_ua_new(struct sip_env *env, struct sip_ua **out)
 	ua->env = env;
 	ua->tpu = &sip_receive_user;
 	ua->dl = &sip_dialog_layer;
+	ua->inv = &sip_invite_usage;
 	ua->cfg.t1 = 0.5;
 	ua->cfg.t2 = 4.0;
 	ua->cfg.t4 = 5.0;
