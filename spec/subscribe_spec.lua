@@ -190,6 +190,32 @@ describe("subscriptions", function()
     assert.are.equal(0, sipp:wait(15), sipp.log())
   end)
 
+  it("keeps a forked NOTIFY as a subscription of its own with on_fork, else 481s it", function()
+    for _, keep in ipairs{ true, false } do
+      local port = helper.free_port()
+      local sipp = helper.sipp{ sf = "uas_notifier_forked.xml", port = port, args = { "-m", "1" } }
+      local forks = {}
+      helper.run(function()
+        local sub = assert(ua():subscribe("sip:bob@127.0.0.1:" .. port, {
+          event = "presence", on_fork = keep and function(s, fork)
+            assert.are.equal(s, fork.fork_of)
+            forks[#forks + 1] = fork
+          end or nil }))
+        local bodies = {}
+        for n in sub:notifies(10) do bodies[#bodies + 1] = n.body:gsub("%s", "") end
+        assert.are.same({ "A", "" }, bodies)
+        if keep then
+          assert.are.equal(1, #forks)
+          bodies = {}
+          for n in forks[1]:notifies(10) do bodies[#bodies + 1] = n.state .. n.body:gsub("%s", "") end
+          assert.are.same({ "activeB", "terminated" }, bodies)
+        end
+      end, 30)
+      assert.are.equal(keep and 1 or 0, #forks)
+      assert.are.equal(0, sipp:wait(15), sipp.log())
+    end
+  end)
+
   it("serves SIPp as the subscriber: refresh, then un-SUBSCRIBE", function()
     local got = {}
     local n = notifier(function(sub)

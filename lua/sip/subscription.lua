@@ -93,6 +93,7 @@ local function ended(sub, reason)
   sub.state = "terminated"
   sub.reason = sub.reason or reason
   if sub._dialog then sub._dialog:close() end
+  if sub._unpend then sub._unpend() end
   if sub.role == "notifier" and sub.ua and live[sub.ua] then
     live[sub.ua] = live[sub.ua] - 1
   end
@@ -273,8 +274,36 @@ end
 
 -- A NOTIFY no dialog matched (from C, "orphan"): the first of a
 -- subscription of ours, or a fork's; else 481.
+local function start_clock(sub)
+  local e = sub.expires
+  local at = core.now() + (e > 64 and e - 32 or e / 2)
+  if not sub._deadline or sub._deadline > at then sub._deadline = at end
+  spawn_with(nil, clock, sub, refresh)
+end
+
+-- a NOTIFY from another fork of our SUBSCRIBE: a subscription of its own
+-- for on_fork (RFC 6665 4.1.2.4)
+local function fork_of(sub, req)
+  local fork = setmetatable({
+    role = "subscriber", ua = sub.ua, uri = sub.uri, event = sub.event, id = sub.id,
+    state = "init", expires = sub.expires, fork_of = sub, _asked = sub._asked,
+    _accept = sub._accept, _headers = sub._headers, _queue = { head = 1, tail = 0 },
+    _cseq = sub._cseq, _expires_at = sub._expires_at,
+  }, SubMT)
+  if not attach_dialog(fork, req) then return end
+  subscriber_request(fork, req)             -- its first NOTIFY, queued
+  if fork.state ~= "terminated" then start_clock(fork) end
+  spawn_with(function(ok, tb)
+    if not ok then log("error", "on_fork failed: " .. tostring(tb)) end
+  end, sub._on_fork, sub, fork)
+end
+
 function M.orphan(ua, req)
   local sub = pending[ua] and pending[ua][req.call_id]
+  if sub and sub._dialog and sub._dialog_tag ~= req.from_tag and sub._on_fork and
+     sub.state ~= "terminated" then
+    return fork_of(sub, req)
+  end
   if not sub or (sub._dialog and sub._dialog_tag ~= req.from_tag) then
     -- unknown, or another fork of one that has its dialog: the notifier
     -- ends it on 481 (RFC 6665 4.1.2.4 lets the subscriber keep one)
@@ -291,6 +320,7 @@ local SUBSCRIBE_OPTS = {
   event = "string", accept = "string", expires = "number", headers = "table", body = "string",
   content_type = "string", timeout = "number", id = "string", proxy = "string",
   auth = "table|function", from = "string", to = "string", on_notify = "function",
+  on_fork = "function",
 }
 
 --- @type UA
@@ -300,7 +330,7 @@ local SUBSCRIBE_OPTS = {
 -- (with the Expires the notifier granted), answers each NOTIFY, and ends
 -- it on a terminated NOTIFY, a failed refresh or `sub:unsubscribe()`.
 -- A NOTIFY that comes before the 2xx is taken; NOTIFYs from other forks
--- get 481 (the first to arrive wins). A 401/407 is answered as in
+-- get 481 unless `on_fork` takes them (the first to arrive is `sub`). A 401/407 is answered as in
 -- `ua:request`. Options:
 --
 -- - `event` (required): the package, e.g. `"presence"`, `"dialog"`,
@@ -314,6 +344,11 @@ local SUBSCRIBE_OPTS = {
 --   (default: Timer F for the response, then 32 s for the NOTIFY)
 -- - `on_notify`: `function(sub, n)` for each NOTIFY, from the first (then
 --   `sub:notifies()` gets none)
+-- - `on_fork`: `function(sub, fork)`: a NOTIFY from another fork of the
+--   SUBSCRIBE (a proxy forked it, RFC 6665 4.1.2.4) makes a subscription
+--   of its own, `fork` (`fork.fork_of` is `sub`), refreshed like `sub`,
+--   with that NOTIFY first in `fork:notifies()`. Without it, such a
+--   NOTIFY gets 481 and the notifier ends that fork.
 -- @string uri the Request-URI
 -- @tab opts the options above
 -- @treturn Subscription the subscription; its `state` is the first
@@ -341,7 +376,7 @@ function UA:subscribe(uri, opts)
     role = "subscriber", ua = self, uri = uri, event = opts.event:lower(), id = opts.id,
     state = "init", expires = opts.expires or DEFAULT_EXPIRES, call_id = call_id,
     _asked = opts.expires or DEFAULT_EXPIRES, _accept = opts.accept, _headers = opts.headers,
-    _on_notify = opts.on_notify, _queue = { head = 1, tail = 0 },
+    _on_notify = opts.on_notify, _on_fork = opts.on_fork, _queue = { head = 1, tail = 0 },
   }, SubMT)
   local h = { Event = event_value(sub), Expires = tostring(sub._asked) }
   if opts.accept then h.Accept = opts.accept end
@@ -383,17 +418,16 @@ function UA:subscribe(uri, opts)
     local left = opts.timeout and math.max(opts.timeout - (core.now() - started), 0.001) or FIRST_NOTIFY
     park(sub, "ua:subscribe", left)
   end
-  stop_waiting()
   if not sub.got_notify then
     -- 2xx without a NOTIFY in time: failed (4.1.2.4)
     return give_up(sub.state == "terminated" and (sub.reason or "closed") or "timeout", res)
   end
-  if sub.state ~= "terminated" then
-    if not sub._deadline or sub._deadline > core.now() + (e > 64 and e - 32 or e / 2) then
-      sub._deadline = core.now() + (e > 64 and e - 32 or e / 2)
-    end
-    spawn_with(nil, clock, sub, refresh)
+  if sub._on_fork and sub.state ~= "terminated" then
+    sub._unpend = stop_waiting    -- forks may come while it lives
+  else
+    stop_waiting()
   end
+  if sub.state ~= "terminated" then start_clock(sub) end
   return sub
 end
 
