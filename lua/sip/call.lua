@@ -687,6 +687,8 @@ end
 -- -------------------------------------------------------------------------
 -- Both sides
 
+local hangup    -- below: hangup(call, why) is call:hangup with another ended_why
+
 --- Hang up: BYE (waits for its response), CANCEL before an answer as
 -- UAC, 480 before an answer as UAS.
 -- CANCEL and 480 do not wait (`ua:invite` then returns
@@ -695,8 +697,6 @@ end
 -- @return[2] nil
 -- @treturn[2] string why the BYE got no response (the call is ended all
 -- the same)
-local hangup
-
 function Call:hangup()
   check.self(self, CallMT, "sip.Call", "call:hangup")
   return hangup(self, "hangup")
