@@ -23,8 +23,8 @@ local M = {}
 --
 -- Fields: `uri`, `event`, `etag` (the entity tag the server gave it),
 -- `expires` (seconds granted), `state` (`"published"`, `"removed"`, or
--- `"failed"` after a refresh that could not be recovered), `error` (why
--- it failed), `refreshes`.
+-- `"failed"` after a refresh that could not be recovered, or once the UA
+-- was closed), `error` (why it failed: `"closed"`...), `refreshes`.
 -- @type Publication
 local Publication = {}
 local PubMT = { __index = Publication, __name = "sip.Publication" }
@@ -88,6 +88,10 @@ local function keeper(p)
     wait()
     p._sleeping = nil
     if p.state ~= "published" then break end
+    if not state.handlers[p.ua] then
+      p.state, p.error = "failed", "closed"       -- the UA was closed
+      break
+    end
     local res, err = update(p, nil)
     if p.state ~= "published" then break end
     if res then
