@@ -179,31 +179,6 @@ static int dialog_set_cseq(lua_State *L)
 	return 0;
 }
 
-static int push_s(lua_State *L, const char *s)
-{
-	if (s)
-		lua_pushstring(L, s);
-	else
-		lua_pushnil(L);
-	return 1;
-}
-
-/* dialog:info() -> call_id, local_tag, remote_tag, remote_target, local, remote */
-static int dialog_info(lua_State *L)
-{
-	struct sip_dialog *d = live(check_dialog(L, 1));
-
-	if (!d)
-		return 0;
-	push_s(L, sip_dialog_call_id(d));
-	push_s(L, sip_dialog_local_tag(d));
-	push_s(L, sip_dialog_remote_tag(d));
-	push_s(L, sip_dialog_remote_target(d));
-	push_s(L, sip_dialog_local_uri(d));
-	push_s(L, sip_dialog_remote_uri(d));
-	return 6;
-}
-
 /* The UA closes: its dialogs go with it (the engine frees its side), and
  * their owners hear "closed" unless this is __gc, where no Lua may run. */
 void lsip_dialogs_close(lua_State *L, struct lua_ua *lu, int from_gc)
@@ -261,7 +236,6 @@ static int dialog_gc(lua_State *L)
 static const luaL_Reg dialog_methods[] = {
 	{ "request", dialog_request },
 	{ "close", dialog_close },
-	{ "info", dialog_info },
 	{ "set_cseq", dialog_set_cseq },
 	{ NULL, NULL }
 };

@@ -561,6 +561,14 @@ local function send_notify(sub, st, reason, retry_after)
   return nil, why
 end
 
+-- the state a notifier sends from now on (refreshes send it again)
+local function keep_body(sub, opts)
+  if opts.body then
+    sub.body = opts.body
+    sub.content_type = opts.content_type or sub.content_type or "text/plain"
+  end
+end
+
 local function expire(sub)
   if sub.state == "terminated" then return end
   spawn_with(nil, function()
@@ -680,10 +688,7 @@ function Subscription:notify(opts)
   end
   if self.state == "init" then return nil, "not accepted" end
   if self.state == "terminated" then return nil, "terminated" end
-  if opts.body then
-    self.body = opts.body
-    self.content_type = opts.content_type or self.content_type or "text/plain"
-  end
+  keep_body(self, opts)
   if opts.state then self.state = opts.state end
   return send_notify(self, self.state)
 end
@@ -706,10 +711,7 @@ function Subscription:terminate(opts)
   end
   if self.state == "init" then return self:reject(403) end
   if self.state == "terminated" then return true end
-  if opts.body then
-    self.body = opts.body
-    self.content_type = opts.content_type or self.content_type or "text/plain"
-  end
+  keep_body(self, opts)
   self.reason = opts.reason or "noresource"
   local ok, why = send_notify(self, "terminated", self.reason, opts.retry_after)
   ended(self, self.reason)
