@@ -429,6 +429,32 @@ static int m_close(lua_State *L)
 	return 0;
 }
 
+/***
+ * Bridge this session with another (a B2BUA anchoring media): what
+ * either receives goes out of the other to its peer, re-encoded only
+ * between PCMU and PCMA. What either plays or records ends ("bridged").
+ * `nil` unbridges.
+ * @function relay
+ * @param[opt] other a sip.MediaSession, or nil
+ * @local
+ */
+static int m_relay(lua_State *L)
+{
+	struct lmedia *lm = check_open(L, "session:relay");
+
+	if (lua_isnoneornil(L, 2)) {
+		media_session_relay(lm->s, NULL);
+	} else {
+		struct lmedia *o = check_media(L, 2);
+		if (!o->s)
+			return luaL_argerror(L, 2, "the other media session is closed");
+		if (o->s == lm->s)
+			return luaL_argerror(L, 2, "a session cannot relay to itself");
+		media_session_relay(lm->s, o->s);
+	}
+	return 0;
+}
+
 static int m_tostring(lua_State *L)
 {
 	struct lmedia *lm = check_media(L, 1);
@@ -973,6 +999,8 @@ static int m_stats(lua_State *L)
 	SET_INT("dtmf_invalid", st->dtmf_invalid);
 	SET_INT("dtmf_dropped", st->dtmf_dropped);
 	SET_INT("dtmf_sent", st->dtmf_sent);
+	SET_INT("relayed", st->relayed);
+	SET_INT("relay_dropped", st->relay_dropped);
 	SET_INT("pt", st->pt);
 	SET_INT("ptime", st->ptime);
 	lua_pushstring(L, st->codec == MEDIA_PCMA ? "PCMA" : "PCMU");
@@ -1032,6 +1060,7 @@ static const luaL_Reg methods[] = {
 	{ "_send_dtmf", m_send_dtmf },
 	{ "stats", m_stats },
 	{ "close", m_close },
+	{ "relay", m_relay },
 	{ NULL, NULL }
 };
 

@@ -158,6 +158,10 @@ struct media_session {
 	struct dtmf_in din;
 	struct dtmf_out dout;
 
+	/* bridged: what arrives goes out of this other session (a B2BUA's
+	 * relay), re-encoded only when the two legs use different laws */
+	struct media_session *relay;
+
 	struct rx_state rx;
 	struct media_stats st;
 

@@ -303,6 +303,7 @@ void media_session_free(struct media_session *s)
 	if (!s)
 		return;
 	m = s->m;
+	media_session_relay(s, NULL);
 	media_session_report(s, m->loop ? ev_now(m->loop) : 0, 1);
 	s->dout.mode = DTMF_OUT_NONE;  /* a send ends without a word: off the tick too */
 	release_output(s);
@@ -841,6 +842,53 @@ static int pt_known(const struct media_session *s, unsigned pt)
 	       (int)pt == s->din.local_te_pt;
 }
 
+void media_session_relay(struct media_session *s, struct media_session *other)
+{
+	if (s->relay && s->relay != other)
+		s->relay->relay = NULL;
+	s->relay = other;
+	if (other) {
+		if (other->relay && other->relay != s)
+			other->relay->relay = NULL;
+		other->relay = s;
+		/* what they played or recorded ends, its waiter told why */
+		media_session_stop(s, -1, "bridged");
+		media_session_stop(other, -1, "bridged");
+	}
+}
+
+/* one packet of s's peer out of the bridged session o, in s->buf (n
+ * bytes, parsed as p): no copy, a payload re-encoded in place */
+static void relay_packet(struct media_session *s, struct media_session *o, const struct rtp_packet *p,
+                         size_t n)
+{
+	const struct media_addr *to = o->learned_rtp ? &o->peer_rtp : o->have_remote ? &o->sdp_rtp : NULL;
+	uint8_t *payload = s->buf + (p->payload - s->buf);
+
+	if (!to || !media_can_send(o)) {
+		s->st.relay_dropped++;
+		return;
+	}
+	if ((int)p->pt == s->te_pt || (int)p->pt == s->din.local_te_pt) {
+		if (o->te_pt < 0) {
+			s->st.relay_dropped++;  /* the other leg takes no events */
+			return;
+		}
+		s->buf[1] = (uint8_t)((s->buf[1] & 0x80) | o->te_pt);
+	} else if ((p->pt == 0 || p->pt == 8) && (p->pt == 8) != (o->codec == MEDIA_PCMA)) {
+		/* one law to the other, sample by sample through linear */
+		const int16_t *dec = p->pt == 8 ? s->m->law.alaw_dec : s->m->law.ulaw_dec;
+		const uint8_t *enc = p->pt == 8 ? s->m->law.ulaw : s->m->law.alaw;
+		for (size_t i = 0; i < p->payload_len; i++)
+			payload[i] = enc[(uint16_t)dec[payload[i]]];
+		s->buf[1] = (uint8_t)((s->buf[1] & 0x80) | (p->pt == 8 ? 0 : 8));
+	}
+	if (sendto(o->fd[0], s->buf, n, 0, &to->u.sa, to->len) < 0)
+		o->st.send_errors++;
+	else
+		s->st.relayed++;
+}
+
 static void rtp_packet_in(struct media_session *s, const struct sockaddr *src, socklen_t slen,
                           size_t n, double now)
 {
@@ -873,6 +921,10 @@ static void rtp_packet_in(struct media_session *s, const struct sockaddr *src, s
 	}
 	s->st.packets_received++;
 	s->st.octets_received += p.payload_len;
+	if (s->relay) {
+		relay_packet(s, s->relay, &p, n);
+		return;
+	}
 	if ((int)p.pt == s->te_pt || (int)p.pt == s->din.local_te_pt) {
 		if (media_can_receive(s))
 			media_dtmf_event_in(s, &p, now);

@@ -185,11 +185,20 @@ struct media_stats {
 	uint64_t dtmf_invalid;          /* telephone-event packets dropped as malformed */
 	uint64_t dtmf_dropped;          /* digits heard that the digit callback refused */
 	uint64_t dtmf_sent;             /* digits sent to their end */
+	uint64_t relayed;               /* packets passed on to the bridged session */
+	uint64_t relay_dropped;         /* ... that could not be (no address, no event type) */
 	int codec, pt, ptime;
 	int learned;                    /* the peer's RTP source is known */
 	char remote[64];                /* where RTP goes: "1.2.3.4:5000", "" if nowhere */
 };
 
 void media_session_stats(const struct media_session *s, struct media_stats *st);
+
+/* Bridge two sessions (a B2BUA anchoring media): the RTP each receives
+ * is sent on by the other to its peer, as it came (SSRC, sequence,
+ * timestamp), with the payload re-encoded between PCMU and PCMA when the
+ * legs differ and telephone-events given the other leg's payload type.
+ * Playing, recording and tones on either stop. other NULL unbridges. */
+void media_session_relay(struct media_session *s, struct media_session *other);
 
 #endif

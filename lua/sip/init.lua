@@ -621,6 +621,9 @@ sip.sdp = require "sip.sdp"
 local calls = require "sip.call"              -- ua:invite and the sip.Call methods
 local registrations = require "sip.register"  -- ua:register
 require "sip.refer"                           -- call:refer, call:on("refer"), Replaces
+require "sip.session"                         -- call:update
+local bridge = require "sip.bridge"
+sip.bridge, sip.b2bua = bridge.bridge, bridge.b2bua
 sip_resolve.install(sip)
 
 local close_c = UA.close
