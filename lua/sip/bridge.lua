@@ -84,9 +84,9 @@ local function relay_offer(br, from, req, method)
   local offer = offer_for(br, to, req)
   local res, err, r
   if method == "INVITE" then
-    res, err, r = to:reinvite{ sdp = offer, timeout = LEG_TIMEOUT }
+    res, err, r = to:reinvite{ sdp = offer, timeout = br.request_timeout }
   else
-    res, err, r = to:update{ sdp = offer, timeout = LEG_TIMEOUT }
+    res, err, r = to:update{ sdp = offer, timeout = br.request_timeout }
   end
   if not res then
     local status, fatal = failure(r, err)
@@ -109,18 +109,19 @@ end
 local function relay_info(br, from, req)
   local res, err = other(br, from):request("INFO", {
     body = req.body ~= "" and req.body or nil, content_type = req.content_type,
-    timeout = LEG_TIMEOUT })
+    timeout = br.request_timeout })
   if not res then return (failure(nil, err)) end
   return res.status
 end
 
-local BRIDGE_OPTS = { media = "string" }
+local BRIDGE_OPTS = { media = "string", request_timeout = "number" }
 
 --- Join two calls until one of them ends (then the other is hung up).
 -- What one leg asks of the session is asked of the other: a re-INVITE or
 -- an UPDATE (hold and resume included; 491 and other refusals answer the
 -- leg that asked), an INFO (DTMF relay); a leg that does not answer within
--- 32 s is taken for gone and both are hung up. `opts.media`:
+-- `opts.request_timeout` seconds (32) is taken for gone and both are hung
+-- up. `opts.media`:
 --
 -- - `"relay"` (the default when both calls have RTP sessions): media is
 --   anchored here, each packet passed from one session to the other (one
@@ -159,7 +160,8 @@ function M.bridge(a, b, opts)
               "(sip.ua{ media = ... })")
   end
   local br = setmetatable({ a = a, b = b, media = mode, state = "bridged", _saved = {},
-                            _watchers = {} }, BridgeMT)
+                            _watchers = {}, request_timeout = opts.request_timeout or LEG_TIMEOUT },
+                          BridgeMT)
   for _, call in ipairs{ a, b } do
     call._bridge = br
     local h = call._hooks or {}
@@ -228,7 +230,7 @@ local function failed_status(res, err)
 end
 
 local B2BUA_OPTS = { media = "string", timeout = "number", headers = "table", from = "string",
-                     ua = "userdata" }
+                     ua = "userdata", request_timeout = "number" }
 
 --- The common B2BUA: place the B leg (or legs: a list of URIs is
 -- called in parallel, the first to answer wins and the others are
@@ -240,7 +242,8 @@ local B2BUA_OPTS = { media = "string", timeout = "number", headers = "table", fr
 -- A gets B's answer, RTP end to end; `"relay"`, the default when the UA
 -- has media settings: each leg negotiates with us and RTP is anchored
 -- here), `timeout` (seconds for B to answer, default 60), `headers` (for
--- the B leg's INVITE), `from`, `ua` (the UA that places B, default A's).
+-- the B leg's INVITE), `from`, `ua` (the UA that places B, default A's),
+-- `request_timeout` (as `sip.bridge`'s).
 -- @tparam Call a an incoming call, not answered yet
 -- @param uri the B leg's URI, or a list of them
 -- @tab[opt] opts the options above
@@ -347,7 +350,7 @@ function M.b2bua(a, uri, opts)
     winner:hangup()
     return nil, err
   end
-  local br = M.bridge(a, winner, { media = mode })
+  local br = M.bridge(a, winner, { media = mode, request_timeout = opts.request_timeout })
   return br:wait()
 end
 
