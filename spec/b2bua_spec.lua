@@ -116,6 +116,40 @@ describe("B2BUA", function()
     assert.is_true(rms > 0.01, "rms " .. rms)
   end)
 
+  it("relays RFC 4733 key presses (its payload type mapped) and INFO to the B leg", function()
+    local callee = ua{ listen = "udp:127.0.0.1:0", media = { ports = "43000-43999" } }
+    local got, n = {}, 0
+    callee:on("INVITE", function(call)
+      assert(call:answer())
+      n = n + 1
+      if n == 1 then     -- SIPp's key presses
+        got.digits = { call:collect{ max = 12, terminators = "", timeout = 10, interdigit = 5 } }
+      else               -- INFOs from a luasip caller
+        got.info = { call:collect{ max = 2, terminators = "", timeout = 10 } }
+      end
+    end)
+    local mid = b2bua(callee:uri("ivr"), { media = "relay" },
+                      { listen = "udp:127.0.0.1:0", media = MEDIA })
+    local sipp = helper.sipp{ sf = "uac_dtmf_2833_pcaps.xml", port = helper.free_port(),
+                              remote = hostport(mid),
+                              args = { "-m", 1, "-s", "ivr", "-mp", helper.free_port(),
+                                       "-timeout", "60", "-timeout_error" } }
+    assert.are.equal(0, sipp:wait(60), sipp.log())
+    assert.are.same({ "0123456789*#" }, got.digits)
+    -- INFO (application/dtmf-relay) from a luasip caller
+    helper.run(function()
+      local call = assert(ua():invite(mid:uri("ivr"), { sdp = OFFER }))
+      for _, k in ipairs{ "4", "2" } do
+        local res = assert(call:request("INFO", { body = "Signal=" .. k .. "\r\nDuration=160\r\n",
+                                                  content_type = "application/dtmf-relay" }))
+        assert.are.equal(200, res.status)
+      end
+      sip.sleep(0.3)
+      call:hangup()
+    end, 30)
+    assert.are.same({ "42" }, got.info)
+  end)
+
   it("forks to several B legs: the first answer wins, failures reach A", function()
     local busy, answers = ua(), ua()
     busy:on("INVITE", function() return 486 end)
