@@ -9,13 +9,15 @@
 -- Calls: B2BUA-style forking, not a 302 redirect. A redirect would hand
 -- the contact list to the caller, and every caller would have to follow
 -- 3xx and fork by itself; as a B2BUA the PBX rings every contact in
--- parallel (one ua:invite per contact, each in its own coroutine), the
--- first to answer wins and its SDP answer goes back to the caller, the
--- other legs are cancelled (or hung up if they answer too late). Only
--- signalling is bridged: there is no media relay, the phones send RTP to
--- each other.
--- Limits: an INVITE without SDP is not supported (the offer would come in
--- the callee's 200).
+-- parallel (sip.b2bua with the list of contacts): their ringing reaches
+-- the caller, the first to answer wins and its SDP answer goes back to
+-- the caller, the other legs are cancelled (or hung up if they answer too
+-- late), and when either side hangs up the other is hung up too. When no
+-- contact answers, the caller gets their failure (486, 408...). Only
+-- signalling is bridged: there is no media relay (media = "direct"), the
+-- phones send RTP to each other.
+-- Limits: an INVITE without SDP is refused with 488 (the offer would come
+-- in the callee's 200, too late to pass through).
 --
 -- Callers authenticate too (407): only USERS may place calls. One domain:
 -- bindings are kept per user name, whatever the host of the AOR.
@@ -127,41 +129,16 @@ ua:on("INVITE", function(call)
   if not caller then return end                     -- the 407 was sent
   local callee = user_of(call.invite.uri)
   if not USERS[callee] then return 404 end
-  local targets = lookup(callee)
-  if #targets == 0 then return 480 end
-  call:ring()
-  print(caller .. " calls " .. callee .. " (" .. #targets .. " contacts)")
-  local offer = call.invite.body ~= "" and call.invite.body or nil
+  local contacts = {}
+  for i, b in ipairs(lookup(callee)) do contacts[i] = b.uri end
+  if #contacts == 0 then return 480 end
+  print(caller .. " calls " .. callee .. " (" .. #contacts .. " contacts)")
+  -- every contact rings; the phones see the caller's From (with a tag of ours)
   local from = call.invite.from:gsub(";%s*[Tt][Aa][Gg]=[^;]*", "")
-  local winner, failed, status = nil, 0, 480
-  local ringing = {}                                -- legs not answered yet
-  for _, b in ipairs(targets) do
-    sip.spawn(function()
-      local leg, _, res = ua:invite(b.uri, { sdp = offer, from = from, to = call.invite.to,
-                                             timeout = RING_TIME,
-                                             on_call = function(c) ringing[c] = true end })
-      if not leg then                               -- this contact said no
-        failed = failed + 1
-        if res and res.status ~= 487 then status = res.status end
-        if failed == #targets then call:reject(status) end
-        return
-      end
-      if winner or (call.state ~= "incoming" and call.state ~= "early") then
-        leg:hangup()                                -- too late: another leg won, or the caller left
-        return
-      end
-      winner = leg
-      ringing[leg] = nil
-      for other in pairs(ringing) do other:hangup() end   -- CANCEL the losers
-      if not call:answer{ sdp = leg.remote_sdp_text } then
-        leg:hangup()
-        return
-      end
-      leg:wait()                                    -- the callee hung up
-      call:hangup()
-    end)
+  local by, why = sip.b2bua(call, contacts, { media = "direct", timeout = RING_TIME, from = from })
+  if by then
+    print(caller .. " to " .. callee .. ": ended by " .. (by == "a" and caller or callee) .. " (" .. why .. ")")
+  else
+    print(caller .. " to " .. callee .. ": not connected (" .. why .. ")")
   end
-  call:wait()                                       -- the caller hung up (or gave up)
-  for other in pairs(ringing) do other:hangup() end
-  if winner then winner:hangup() end
 end)
