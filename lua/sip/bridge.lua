@@ -230,7 +230,7 @@ local function failed_status(res, err)
 end
 
 local B2BUA_OPTS = { media = "string", timeout = "number", headers = "table", from = "string",
-                     ua = "userdata", request_timeout = "number" }
+                     to = "string", ua = "userdata", request_timeout = "number", on_bridge = "function" }
 
 --- The common B2BUA: place the B leg (or legs: a list of URIs is
 -- called in parallel, the first to answer wins and the others are
@@ -242,8 +242,10 @@ local B2BUA_OPTS = { media = "string", timeout = "number", headers = "table", fr
 -- A gets B's answer, RTP end to end; `"relay"`, the default when the UA
 -- has media settings: each leg negotiates with us and RTP is anchored
 -- here), `timeout` (seconds for B to answer, default 60), `headers` (for
--- the B leg's INVITE), `from`, `ua` (the UA that places B, default A's),
--- `request_timeout` (as `sip.bridge`'s).
+-- the B leg's INVITE), `from` and `to` (the B leg's From and To values),
+-- `ua` (the UA that places B, default A's), `request_timeout` (as
+-- `sip.bridge`'s), `on_bridge` (`function(br)` once bridged: `br.b` is
+-- the B leg that answered).
 -- @tparam Call a an incoming call, not answered yet
 -- @param uri the B leg's URI, or a list of them
 -- @tab[opt] opts the options above
@@ -302,7 +304,7 @@ function M.b2bua(a, uri, opts)
       local this
       local call, err, res = ua:invite(u, {
         sdp = mode == "direct" and offer or nil, timeout = opts.timeout or 60,
-        headers = opts.headers, from = opts.from,
+        headers = opts.headers, from = opts.from, to = opts.to,
         on_call = function(c) this = c; legs[#legs + 1] = c end,
         on_provisional = function(prov) early(this, prov) end,
       })
@@ -351,6 +353,11 @@ function M.b2bua(a, uri, opts)
     return nil, err
   end
   local br = M.bridge(a, winner, { media = mode, request_timeout = opts.request_timeout })
+  if opts.on_bridge then
+    spawn_with(function(okb, tb)
+      if not okb then log("error", "on_bridge failed: " .. tostring(tb)) end
+    end, opts.on_bridge, br)
+  end
   return br:wait()
 end
 
