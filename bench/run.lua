@@ -11,6 +11,9 @@
 --                                   section 7 alone (DTMF digits while a prompt plays)
 --   lua5.4 bench/run.lua --only network
 --                                   section 8 alone (luasip -w 2 against -w 1; DNS lookups)
+--   lua5.4 bench/run.lua --only subscriptions
+--                                   section 9 alone (SUBSCRIBE/NOTIFY against SIPp; 10,000 live
+--                                   subscriptions; a NOTIFY's cost with 100 and with 10,000)
 --
 -- Run from the repository root after `make build` (make bench / make bench-smoke do both).
 -- Plain Lua 5.4: the peers are SIPp and the Lua scripts bench/uas.lua and bench/uac.lua
@@ -19,7 +22,7 @@
 -- See bench/README.md for what each figure means.
 
 local SMOKE = false
-local ONLY              -- --only media|dtmf|network: that section alone, spliced into RESULTS.md
+local ONLY              -- --only media|dtmf|network|subscriptions: that section alone, spliced into RESULTS.md
 local MEDIA_STEPS_ARG   -- --media-steps 100,1000: the media section's stream counts
 local DTMF_STEPS_ARG    -- --dtmf-steps 250,1000: the DTMF section's call counts
 do
@@ -28,7 +31,8 @@ do
     local a = arg[i]
     if a == "--smoke" then
       SMOKE = true
-    elseif a == "--only" and (arg[i + 1] == "media" or arg[i + 1] == "dtmf" or arg[i + 1] == "network") then
+    elseif a == "--only" and (arg[i + 1] == "media" or arg[i + 1] == "dtmf" or arg[i + 1] == "network" or
+                              arg[i + 1] == "subscriptions") then
       ONLY = arg[i + 1]
       i = i + 1
     elseif a == "--media-steps" and (arg[i + 1] or ""):match("^[%d,]+$") then
@@ -38,8 +42,8 @@ do
       DTMF_STEPS_ARG = arg[i + 1]
       i = i + 1
     elseif a == "-h" or a == "--help" then
-      print("usage: lua5.4 bench/run.lua [--smoke] [--only media|dtmf|network] [--media-steps N,N,...] " ..
-            "[--dtmf-steps N,N,...]")
+      print("usage: lua5.4 bench/run.lua [--smoke] [--only media|dtmf|network|subscriptions] " ..
+            "[--media-steps N,N,...] [--dtmf-steps N,N,...]")
       os.exit(0)
     else
       io.stderr:write("bench/run.lua: unknown argument ", a, "\n")
@@ -2407,6 +2411,444 @@ local function render_network(M0, load_end)
 end
 
 ---------------------------------------------------------------------------
+-- 9. Subscriptions: subscriptions a second through the luasip notifier
+-- (bench/sub_uas.lua) and through SIPp's (bench/subscribe_uas.xml), both
+-- under SIPp's subscriber (bench/subscribe_uac.xml); the memory of
+-- 10,000 live subscriptions; the CPU a NOTIFY costs with 100 and with
+-- 10,000 of them
+
+local SUB_RATES = SMOKE and { 50 } or { 500, 1000, 2000, 4000 }
+local SUB_FEW = SMOKE and 20 or 100          -- live subscriptions, the small case
+local SUB_MANY = SMOKE and 200 or 10000      -- and the large one
+local SUB_HOLD_RATE = SMOKE and 200 or 2000  -- new subscriptions a second while they are set up
+local SUB_NOTIFIES = SMOKE and 400 or 20000  -- NOTIFYs a phase
+local SUB_NOTIFY_RATE = SMOKE and 200 or 2000
+local SUB_ROUNDS = SMOKE and 1 or 4          -- NOTIFY phases a hold, alternating between the two
+local SUB_CG_RATE = SMOKE and 50 or 100      -- under callgrind: subscriptions set up a second
+local SUB_CG_NOTIFIES = SMOKE and 100 or 1000
+local SUB_CG_NOTIFY_RATE = 100
+local SUB_SETTLE = SMOKE and 2 or 45         -- at most this long for the set-up's transactions to end
+local SUB_UAC = "-sf " .. q(ROOT .. "/bench/subscribe_uac.xml") .. " -s bob"
+local SUB_UAS = "-sf " .. q(ROOT .. "/bench/subscribe_uas.xml")
+
+-- the luasip notifier, with its command file
+local function start_sub_uas()
+  local port = free_port()
+  local ctl = fmt("%s/sub-ctl-%d", TMP, port)
+  writefile(ctl, "")
+  local cmd = q(LUASIP) .. " " .. q(ROOT .. "/bench/sub_uas.lua") .. " " .. port .. " --ctl " .. q(ctl) ..
+              " --parent " .. SELF_PID
+  local p = spawn("lua-notifier", cmd)
+  p.port, p.ctl, p.cmds = port, ctl, 0
+  local deadline = now() + 10
+  while not (readfile(p.out) or ""):find("READY", 1, true) do
+    if rc_of(p) or now() > deadline then
+      error("the Lua notifier did not start (" .. cmd .. "):\n" .. tail(p.out, 10), 0)
+    end
+    sleep(0.05)
+  end
+  p.idle_rss = status_kb(p.pid, "VmRSS")
+  return p
+end
+
+-- a command to the notifier (bench/sub_uas.lua), its DONE line as a table
+local function sub_command(p, line, timeout)
+  p.cmds = p.cmds + 1
+  local f = assert(io.open(p.ctl, "a"))
+  f:write(line, "\n")
+  f:close()
+  local pat = "\nDONE " .. p.cmds .. " ([^\n]*)\n"
+  local deadline = now() + timeout
+  while true do
+    local m = (readfile(p.out) or ""):match(pat)
+    if m then
+      local t = {}
+      for k, v in m:gmatch("([%w_]+)=(%S+)") do t[k] = tonumber(v) or v end
+      return t
+    end
+    if rc_of(p) or now() > deadline then
+      error("the Lua notifier did not answer '" .. line .. "':\n" .. tail(p.out, 10), 0)
+    end
+    sleep(0.1)
+  end
+end
+
+local function last_csv(p)
+  local rows = sipp_rows(p.csv)
+  return rows and rows[#rows]
+end
+
+-- n subscriptions that SIPp sets up and holds in a fresh notifier of one
+-- side ("lua" or "sipp"); the memory once they are all up and the set-up's
+-- transactions ended. Returns the hold, still running (sub_stop ends it).
+local function sub_hold(side, n, hold)
+  local lua = side == "lua"
+  local r = { side = side, n = n, label = fmt("%s notifier, %s live", lua and "Lua" or "SIPp", thousands(n)),
+              rounds = {} }
+  local server = lua and start_sub_uas() or start_sipp_uas(SUB_UAS, "sipp-notifier")
+  r.server = server
+  sleep(0.3)
+  if lua then r.heap0 = sub_command(server, "gc", 10).heap_kb end
+  r.idle_rss = status_kb(server.pid, "VmRSS")
+  local setup = n / SUB_HOLD_RATE
+  local c = start_sipp_uac{ scen = SUB_UAC .. " -key expires 600 -aa", rate = SUB_HOLD_RATE, calls = n,
+                            limit = n + 10, duration = 600000, port = server.port,
+                            timeout = setup + SUB_SETTLE + hold + 30, name = "sipp-subscriber" }
+  r.client = c
+  -- every subscription up: the notifier counts them (luasip); SIPp's
+  -- notifier says nothing, so: all created, then a second for the last
+  -- NOTIFY and its 200
+  local deadline = now() + setup + 20
+  while now() < deadline do
+    if lua then
+      if (uas_stat(server).live or 0) >= n then break end
+    elseif csv_num(last_csv(c), "TotalCallCreated") >= n then
+      sleep(1)
+      break
+    end
+    if rc_of(c) or not alive(server.pid) then break end
+    sleep(0.2)
+  end
+  r.setup_s = now() - c.t0
+  -- the set-up's transactions end (SUBSCRIBE: Timer J, 32 s; NOTIFY:
+  -- Timer K, 5 s): what stays is what a live subscription holds
+  deadline = now() + SUB_SETTLE
+  if lua then
+    while now() < deadline and (uas_stat(server).txns or 1) > 0 do sleep(0.5) end
+    local g = sub_command(server, "gc", 10)
+    r.live, r.txns, r.dialogs, r.heap1 = g.live, g.txns, g.dialogs, g.heap_kb
+  else
+    sleep(math.min(SUB_SETTLE, 5))
+  end
+  r.rss = status_kb(server.pid, "VmRSS")
+  r.hwm = status_kb(server.pid, "VmHWM")
+  if not (r.rss and r.idle_rss) then
+    error(r.label .. ": the notifier died:\n" .. tail(server.out, 10), 0)
+  end
+  r.rss_per = (r.rss - r.idle_rss) / n
+  r.heap_per = r.heap1 and r.heap0 and (r.heap1 - r.heap0) / n or nil
+  local csv = last_csv(c)
+  r.failed = csv_num(csv, "FailedCall(C)")
+  r.up = lua and r.live or (csv_num(csv, "TotalCallCreated") - r.failed)
+  note(fmt("%-28s up %d of %d (%.1f s), %s transactions left, RSS %s -> %s kB (HWM %s): %.2f KiB/sub%s",
+           r.label, r.up, n, r.setup_s, r.txns and tostring(r.txns) or "-", tostring(r.idle_rss), tostring(r.rss),
+           tostring(r.hwm), r.rss_per, r.heap_per and fmt(", Lua heap %.2f KiB/sub", r.heap_per) or ""))
+  return r
+end
+
+-- the NOTIFYs of a luasip hold, round-robin at a fixed rate (bench/sub_uas.lua
+-- times them); one round more in r.rounds
+local function sub_notify(r)
+  local server, c = r.server, r.client
+  local u0, sd0, cd0 = cpu_of(c.pid), udp_drops(server.port) or 0, udp_drops(c.lport) or 0
+  local aa0 = csv_num(last_csv(c), "AutoAnswered(C)")
+  local t0 = now()
+  local d = sub_command(server, fmt("notify %d %d", SUB_NOTIFIES, SUB_NOTIFY_RATE),
+                        2 * SUB_NOTIFIES / SUB_NOTIFY_RATE + 70)
+  local u1 = cpu_of(c.pid)
+  d.uac_load = u0 and u1 and (u1 - u0) / math.max(1e-9, now() - t0) or nil
+  d.server_drops = (udp_drops(server.port) or 0) - sd0
+  d.client_drops = (udp_drops(c.lport) or 0) - cd0
+  sleep(1.2)   -- SIPp's next statistics row
+  d.auto_answered = csv_num(last_csv(c), "AutoAnswered(C)") - aa0
+  d.rate = d.send_s > 0 and d.sent / d.send_s or 0
+  d.per_answered = d.ok > 0 and d.clock_answered / d.ok or nil
+  d.per_drained = d.ok > 0 and d.clock_drained / d.ok or nil
+  d.per_ticks = d.ok > 0 and d.ticks_drained / CLK_TCK / d.ok or nil
+  d.load = d.answered_s > 0 and d.clock_answered / d.answered_s or nil
+  r.rounds[#r.rounds + 1] = d
+  -- the least disturbed round (the machine is shared) is the figure
+  if d.per_drained and d.failed == 0 and (not r.best or d.per_drained < r.best.per_drained) then r.best = d end
+  note(fmt("%-28s round %d: %d NOTIFYs at %.0f/s: %d ok, %d failed, %s us/NOTIFY answered, %s with Timer K " ..
+           "(%s from /proc ticks), SIPp %s CPU, drops %d/%d", r.label, #r.rounds, d.sent, d.rate, d.ok, d.failed,
+           us(d.per_answered), us(d.per_drained), us(d.per_ticks), d.uac_load and pct(d.uac_load) or "?",
+           d.server_drops, d.client_drops))
+end
+
+local function sub_stop(r)
+  kill(r.client)
+  kill(r.server)
+end
+
+-- the total Ir of a callgrind dump
+local function cg_total(file)
+  local s = sh("callgrind_annotate --auto=no --threshold=100 " .. q(file) .. " | grep 'PROGRAM TOTALS'")
+  return tonumber(((s:match("^%s*([%d,]+)") or ""):gsub(",", "")))
+end
+
+-- instructions per NOTIFY: the luasip notifier under callgrind holds n
+-- subscriptions; callgrind_control dumps (and zeroes) its counters at
+-- three points: once they are up and settled, after an idle window as
+-- long as the NOTIFY phase, after the phase. Phase minus idle, over the
+-- NOTIFYs answered.
+local function sub_callgrind(n, host, named)
+  local label = fmt("callgrind, %s live", thousands(n))
+  local outf = fmt("%s/sub-cg-%d.callgrind", TMP, n)
+  local port = free_port()
+  local ctl = fmt("%s/sub-ctl-%d", TMP, port)
+  writefile(ctl, "")
+  local cmd = "valgrind --tool=callgrind --callgrind-out-file=" .. q(outf) .. " " .. q(host) .. " " .. q(LUASIP) ..
+              " " .. q(ROOT .. "/bench/sub_uas.lua") .. " " .. port .. " --ctl " .. q(ctl) ..
+              " --parent " .. SELF_PID
+  local server = spawn("lua-notifier-cg", cmd)
+  server.port, server.ctl, server.cmds = port, ctl, 0
+  local deadline = now() + 120
+  while not (readfile(server.out) or ""):find("READY", 1, true) do
+    if rc_of(server) or now() > deadline then
+      error("the Lua notifier under callgrind did not start:\n" .. tail(server.out, 10), 0)
+    end
+    sleep(0.2)
+  end
+  local phase = SUB_CG_NOTIFIES / SUB_CG_NOTIFY_RATE + 5   -- and Timer K
+  local setup = n / SUB_CG_RATE
+  local c = start_sipp_uac{ scen = SUB_UAC .. " -key expires 600 -aa", rate = SUB_CG_RATE, calls = n,
+                            limit = n + 10, duration = 600000, port = port,
+                            timeout = 2 * setup + 2 * SUB_SETTLE + 2 * phase + 120, name = "sipp-subscriber-cg" }
+  deadline = now() + 2 * setup + 60
+  while now() < deadline and (uas_stat(server).live or 0) < n do
+    if rc_of(c) or rc_of(server) then break end
+    sleep(0.5)
+  end
+  deadline = now() + SUB_SETTLE
+  while now() < deadline and (uas_stat(server).txns or 1) > 0 do sleep(0.5) end
+  local st = uas_stat(server)
+  local r = { n = n, up = st.live or 0, txns = st.txns }
+  local function dump()
+    if os.execute("callgrind_control -d " .. server.pid .. " >/dev/null 2>&1") ~= true then
+      error(label .. ": callgrind_control failed", 0)
+    end
+  end
+  dump()                                  -- .1: start-up and set-up
+  local t0 = now()
+  sleep(phase + 0.5)
+  r.idle_s = now() - t0
+  dump()                                  -- .2: idle
+  t0 = now()
+  local d = sub_command(server, fmt("notify %d %d", SUB_CG_NOTIFIES, SUB_CG_NOTIFY_RATE), 2 * phase + 70)
+  r.phase_s = now() - t0
+  dump()                                  -- .3: the NOTIFYs
+  kill(c)
+  kill(server)
+  r.idle, r.phase = cg_total(outf .. ".2"), cg_total(outf .. ".3")
+  if not (r.idle and r.phase) then error(label .. ": no callgrind totals in " .. outf .. ".2/.3", 0) end
+  r.sent, r.ok, r.failed = d.sent, d.ok, d.failed
+  r.per = d.ok > 0 and (r.phase - r.idle * r.phase_s / r.idle_s) / d.ok or nil
+  -- the Lua collector's part (luaC_step and what it calls: the host keeps
+  -- the name, the stripped lua5.4 does not)
+  -- (absent from a dump with the names: it did not run)
+  local gi = annotate_inclusive(outf .. ".2", { { "luaC_step" } }).luaC_step or (named and 0)
+  local gp = annotate_inclusive(outf .. ".3", { { "luaC_step" } }).luaC_step or (named and 0)
+  r.gc_per = gp and gi and d.ok > 0 and (gp - gi * r.phase_s / r.idle_s) / d.ok or nil
+  note(fmt("%-28s up %d, %d NOTIFYs (%d ok): %s Ir each, Lua GC %s (phase %s Ir in %.1f s, idle %s Ir in %.1f s)",
+           label, r.up, d.sent, d.ok, r.per and thousands(r.per) or "-", r.gc_per and thousands(r.gc_per) or "-",
+           thousands(r.phase), r.phase_s, thousands(r.idle), r.idle_s))
+  return r
+end
+
+local function section_subscriptions()
+  note("9. subscriptions: SIPp's subscriber against the Lua notifier and SIPp's, rate by rate; " ..
+       thousands(SUB_MANY) .. " live subscriptions; NOTIFYs with " .. SUB_FEW .. " and " ..
+       thousands(SUB_MANY) .. " live")
+  local S = {}
+  local scen = SUB_UAC .. " -key expires 60"
+  S.lua, S.sipp = ladders{
+    { label = "SUBSCRIBE, Lua notifier", rates = SUB_RATES, scen = scen, unit = "sub",
+      server = start_sub_uas },
+    { label = "SUBSCRIBE, SIPp notifier", rates = SUB_RATES, scen = scen, unit = "sub",
+      server = function() return start_sipp_uas(SUB_UAS, "sipp-notifier") end } }
+  -- both luasip holds live at once, their NOTIFY rounds alternating, so a
+  -- drift of the machine's speed favours neither
+  local phase = 2 * SUB_NOTIFIES / SUB_NOTIFY_RATE + 20
+  S.few = sub_hold("lua", SUB_FEW, SUB_MANY / SUB_HOLD_RATE + SUB_SETTLE + 20 + 2 * SUB_ROUNDS * phase)
+  S.many = sub_hold("lua", SUB_MANY, 2 * SUB_ROUNDS * phase)
+  for i = 1, SUB_ROUNDS do
+    -- few, many; then many, few: neither always goes first
+    local a, b = S.few, S.many
+    if i % 2 == 0 then a, b = b, a end
+    sub_notify(a)
+    sub_notify(b)
+  end
+  sub_stop(S.few)
+  sub_stop(S.many)
+  S.sipp_many = sub_hold("sipp", SUB_MANY, 0)
+  sub_stop(S.sipp_many)
+  -- instructions per NOTIFY: repeatable where CPU time on this machine is not
+  if have("valgrind") and have("callgrind_control") and have("callgrind_annotate") then
+    local host = build_host()
+    S.cg_host = host and "a Lua host linked with liblua5.4.a, as in section 3" or "lua5.4"
+    S.cg_few = sub_callgrind(SUB_FEW, host or sh("command -v lua5.4"), host ~= nil)
+    S.cg_many = sub_callgrind(SUB_MANY, host or sh("command -v lua5.4"), host ~= nil)
+  else
+    S.cg_na = "valgrind (callgrind) is not installed"
+    note("subscriptions under callgrind: not available (" .. S.cg_na .. ")")
+  end
+  R.sub = S
+end
+
+local function render_subscriptions(M0, load_end)
+  local S = R.sub
+  out("## 9. Subscriptions: the luasip notifier under SIPp's subscriber")
+  out()
+  out(fmt("Measured at commit %s%s, %s, load average %s at the start of the run and %s at the end.", M0.commit,
+          M0.dirty and " (with uncommitted changes)" or "", M0.date, M0.load, load_end))
+  out()
+  if not S then
+    out("Not available: the section did not run.")
+    out()
+    return
+  end
+  out("The machine was shared: other engineers' builds and test suites ran on both cores during the run " ..
+      "(see the load averages), so single figures move from run to run; what compares two set-ups was " ..
+      "measured in the same run, one right after the other.")
+  out()
+  out(fmt("**Subscriptions a second.** SIPp with bench/subscribe_uac.xml: SUBSCRIBE (Expires 60), its 200, " ..
+          "the first NOTIFY (active) and its 200, then at once the un-SUBSCRIBE in the dialog (Expires 0), " ..
+          "its 200, the NOTIFY that says terminated and its 200: two SUBSCRIBE+NOTIFY pairs, eight messages, " ..
+          "a subscription. The luasip notifier, bench/sub_uas.lua, is `ua:on(\"SUBSCRIBE\", fn)` with " ..
+          "`sub:accept{ body = \"open\", content_type = \"text/plain\" }` and `sub:wait()`; the library " ..
+          "answers the un-SUBSCRIBE. SIPp's own notifier, bench/subscribe_uas.xml, is the reference " ..
+          "(SIPp's `-sn uas` serves INVITE only). Each step: a fresh notifier, %g s of subscriptions at the " ..
+          "rate, section 1's ladder rules. CPU per subscription is the notifier's utime+stime over the step " ..
+          "/ subscriptions completed; the expiry of the luasip notifier's transactions (the SUBSCRIBEs' " ..
+          "Timer J, 32 s later; the NOTIFYs' Timer K, 5 s) falls mostly outside the step.", STEP))
+  out()
+  out("| rate (subs/s) | Lua notifier | CPU/sub (us) | CPU | drops | SIPp notifier | CPU/sub (us) | CPU | drops " ..
+      "| SIPp subscriber CPU (vs Lua / vs SIPp) |")
+  out("|---:|---|---:|---:|---:|---|---:|---:|---:|---:|")
+  local rates, seen = {}, {}
+  for _, l in ipairs{ S.lua, S.sipp } do
+    for _, s in ipairs(l.steps) do
+      if not seen[s.rate] then seen[s.rate] = true; rates[#rates + 1] = s.rate end
+    end
+  end
+  table.sort(rates)
+  for _, rate in ipairs(rates) do
+    local a, b = step_at(S.lua, rate), step_at(S.sipp, rate)
+    local ar, ac, al, ad = cell(a)
+    local br, bc, bl, bd = cell(b)
+    out(fmt("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s |", rate, ar, ac, al, ad, br, bc, bl, bd,
+            a and a.uac_load and pct(a.uac_load) or "-", b and b.uac_load and pct(b.uac_load) or "-"))
+  end
+  out()
+  local common
+  for _, a in ipairs(S.lua.steps) do
+    local b = step_at(S.sipp, a.rate)
+    if a.clean and b and b.clean then common = a.rate end
+  end
+  local la, sb = common and step_at(S.lua, common), common and step_at(S.sipp, common)
+  out(fmt("**Highest rate with 0 failed: Lua notifier %s subscriptions/s, SIPp notifier %s.%s**", best_of(S.lua),
+          best_of(S.sipp), la and fmt(" CPU per subscription at %d/s: Lua %s us, SIPp %s us (ratio %.2f).", common,
+                                       us(la.server_per), us(sb.server_per), la.server_per / sb.server_per) or ""))
+  out()
+  out(fmt("**Live subscriptions.** SIPp's subscriber sets up N subscriptions (Expires 600, %s a second) and " ..
+          "holds them (`-d`: it waits before its un-SUBSCRIBE; `-aa`: it answers the NOTIFYs of the wait " ..
+          "itself). Once every one is up (the luasip notifier counts them; for SIPp's: all created, then 1 s) " ..
+          "and the transactions of the set-up have ended (the luasip notifier's `ua:stats().transactions` at " ..
+          "0, waited for %g s at most; SIPp's: 5 s), RSS per live subscription = (VmRSS - VmRSS before the " ..
+          "first) / N, and the Lua heap per subscription the same with `collectgarbage(\"count\")` after a " ..
+          "full collection in the notifier, before and after. VmHWM is the peak, transactions included. " ..
+          "The set-up's transactions were all live at once (32 s each), and glibc keeps most of what they " ..
+          "freed, so the RSS figure is an upper bound of what a subscription holds; the Lua heap figure is " ..
+          "exact for the Lua side (the subscription, its coroutines, the SUBSCRIBE it keeps) and leaves out " ..
+          "the C core's dialog.",
+          thousands(SUB_HOLD_RATE), SUB_SETTLE))
+  out()
+  out("| notifier | live subscriptions | up (s) | transactions left | RSS before (kB) | RSS (kB) | VmHWM (kB) " ..
+      "| RSS per subscription (KiB) | Lua heap per subscription (KiB) | failed (SIPp) |")
+  out("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  for _, r in ipairs{ S.few, S.many, S.sipp_many } do
+    out(fmt("| %s | %s | %.1f | %s | %s | %s | %s | %.2f | %s | %d |", r.side == "lua" and "luasip" or "SIPp",
+            thousands(r.up), r.setup_s, r.txns and tostring(r.txns) or "-", tostring(r.idle_rss), tostring(r.rss),
+            tostring(r.hwm), r.rss_per, r.heap_per and fmt("%.2f", r.heap_per) or "-", r.failed))
+  end
+  out()
+  local m, sm = S.many, S.sipp_many
+  out(fmt("**%s live subscriptions: luasip %.2f KiB RSS each (Lua heap %s KiB), SIPp's notifier %.2f KiB.**",
+          thousands(m.up), m.rss_per, m.heap_per and fmt("%.2f", m.heap_per) or "-", sm.rss_per))
+  out()
+  out(fmt("**Cost of a NOTIFY.** With the subscriptions above still live (%s in one notifier, %s in another), " ..
+          "each luasip notifier in turn sends %s NOTIFYs, round-robin over its subscriptions, %s a second " ..
+          "(`sub:notify{ body = }`, each in a coroutine of its own; SIPp answers 200), %d rounds each, " ..
+          "alternating (the first pair small then large, the next large then small). The notifier reads its " ..
+          "own CPU time (`os.clock()`: utime+stime of the process to the microsecond, where /proc/self/stat " ..
+          "counts 10 ms ticks; the two agree) when the first is due, once every one has its answer, and once " ..
+          "their client transactions have ended (Timer K, 5 s later): CPU per NOTIFY is that time / NOTIFYs " ..
+          "answered, without and with the expiry. Nothing else runs in the notifier meanwhile (its STAT line " ..
+          "once a second). The figure of a case is its least disturbed round (the lowest).",
+          thousands(SUB_FEW), thousands(SUB_MANY), thousands(SUB_NOTIFIES),
+          thousands(SUB_NOTIFY_RATE), SUB_ROUNDS))
+  out()
+  out("| live subscriptions | round | NOTIFYs | 200 | failed | rate reached (/s) | CPU/NOTIFY (us) " ..
+      "| with Timer K (us) | CPU | SIPp subscriber CPU | answered by SIPp | drops |")
+  out("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+  for _, r in ipairs{ S.few, S.many } do
+    for i, d in ipairs(r.rounds) do
+      out(fmt("| %s | %d | %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %d / %d |", thousands(r.up), i,
+              thousands(d.sent), thousands(d.ok), d.failed, d.rate, us(d.per_answered), us(d.per_drained),
+              d.load and pct(d.load) or "-", d.uac_load and pct(d.uac_load) or "-", thousands(d.auto_answered),
+              d.server_drops, d.client_drops))
+    end
+  end
+  out()
+  local a, b = S.few.best or {}, S.many.best or {}
+  local ratio = a.per_drained and b.per_drained and b.per_drained / a.per_drained
+  out(fmt("**CPU per NOTIFY, lowest round: %s us with %s live subscriptions, %s us with %s: ratio %s** " ..
+          "(with Timer K; without: %s us, %s us, %s).", us(a.per_drained), thousands(S.few.up),
+          us(b.per_drained), thousands(S.many.up), ratio and fmt("%.2f", ratio) or "-", us(a.per_answered),
+          us(b.per_answered),
+          a.per_answered and b.per_answered and fmt("%.2f", b.per_answered / a.per_answered) or "-"))
+  out()
+  local ca, cm = S.cg_few, S.cg_many
+  local cg_ratio = ca and cm and ca.per and cm.per and cm.per / ca.per
+  if ca and cm then
+    out(fmt("**Instructions per NOTIFY.** The same notifier under `valgrind --tool=callgrind` (run by %s), " ..
+            "the subscriptions set up by SIPp at %d a second and settled as above, then %s NOTIFYs at %d a " ..
+            "second. `callgrind_control -d` dumps and zeroes the counters once the subscriptions are up, after " ..
+            "an idle window as long as the phase, and after the phase (its answers and Timer K included); " ..
+            "instructions per NOTIFY = (phase - idle, scaled to the phase's length) / NOTIFYs answered. " ..
+            "Instruction counts do not depend on what else the machine runs; they do depend on when the " ..
+            "Lua collector runs: it is paced by the heap's size (generational: a minor collection each time " ..
+            "the heap grew by a fifth, a major one when it doubled), so over the phase the small heap is " ..
+            "collected several times and the large one (tens of MB) perhaps not at all. Its share, " ..
+            "`luaC_step` with what it calls, is shown apart; the rest is what compares.", S.cg_host, SUB_CG_RATE,
+            thousands(SUB_CG_NOTIFIES), SUB_CG_NOTIFY_RATE))
+    out()
+    out("| live subscriptions | NOTIFYs (200) | failed | phase (Ir) | idle (Ir, same length) | Ir per NOTIFY " ..
+        "| of which the Lua collector | the rest |")
+    out("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for _, r in ipairs{ ca, cm } do
+      out(fmt("| %s | %s (%s) | %d | %s | %s | %s | %s | %s |", thousands(r.up), thousands(r.sent), thousands(r.ok),
+              r.failed, thousands(r.phase), thousands(r.idle * r.phase_s / r.idle_s),
+              r.per and thousands(r.per) or "-", r.gc_per and thousands(r.gc_per) or "-",
+              r.per and r.gc_per and thousands(r.per - r.gc_per) or "-"))
+    end
+    out()
+    out(fmt("**Instructions per NOTIFY: %s with %s live subscriptions, %s with %s (ratio %s).**",
+            ca.per and thousands(ca.per) or "-", thousands(ca.up), cm.per and thousands(cm.per) or "-",
+            thousands(cm.up), cg_ratio and fmt("%.2f", cg_ratio) or "-"))
+    out()
+  else
+    out("Instructions per NOTIFY: not available (" .. tostring(S.cg_na) .. ").")
+    out()
+  end
+  out("| target | figure | met |")
+  out("|---|---|---|")
+  local sub_ok = m.up >= SUB_MANY and m.failed == 0
+  out(fmt("| %s live subscriptions held | %s up, %d failed; %.2f KiB RSS, %s KiB Lua heap each | %s |",
+          thousands(SUB_MANY), thousands(m.up), m.failed, m.rss_per,
+          m.heap_per and fmt("%.2f", m.heap_per) or "-", sub_ok and "yes" or "no"))
+  out(fmt("| CPU per NOTIFY flat in the number of subscriptions (within 20%%, the noise of this machine) " ..
+          "| %s us with %s, %s us with %s | %s |", us(a.per_drained), thousands(S.few.up), us(b.per_drained),
+          thousands(S.many.up), (ratio and ratio <= 1.2) and "yes" or "no"))
+  if cg_ratio then
+    out(fmt("| instructions per NOTIFY flat in the number of subscriptions (within 10%%) | %s Ir with %s, %s Ir " ..
+            "with %s | %s |", thousands(ca.per), thousands(ca.up), thousands(cm.per), thousands(cm.up),
+            cg_ratio <= 1.1 and "yes" or "no"))
+  end
+  out()
+end
+
+---------------------------------------------------------------------------
 -- The machine, and the summary against the targets of issue 7
 
 local function machine()
@@ -2524,6 +2966,9 @@ local SECTIONS = {
            num = 7, head = "\n## 7%. DTMF[^\n]*\n" },
   network = { run = function() section_network() end, render = function(...) render_network(...) end,
               num = 8, head = "\n## 8%. Network[^\n]*\n" },
+  subscriptions = { run = function() section_subscriptions() end,
+                    render = function(...) render_subscriptions(...) end,
+                    num = 9, head = "\n## 9%. Subscriptions[^\n]*\n" },
 }
 
 local ok, err = xpcall(function()
@@ -2544,6 +2989,7 @@ local ok, err = xpcall(function()
   section_media()
   section_dtmf()
   section_network()
+  section_subscriptions()
 end, debug.traceback)
 kill_all()
 
@@ -2595,6 +3041,7 @@ render_non_invite()
 render_media(M, load_end)
 render_dtmf(M, load_end)
 render_network(M, load_end)
+render_subscriptions(M, load_end)
 render_optimisations()
 if #warnings > 0 then
   out("## Warnings from this run")
