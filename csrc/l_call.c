@@ -2,8 +2,9 @@
  * sip.Call - an INVITE session, as UAS (given to ua:on("INVITE", fn)) or
  * UAC (returned by ua:invite). The C half: dialog and transaction
  * plumbing, and events queued for lua/sip/call.lua ("ack", "no_ack",
- * "bye", "cancel", "request", "failed", "closed"), which adds the
- * blocking methods; the class is documented there.
+ * "bye", "cancel", "request", "failed", "closed"; for 100rel "early",
+ * "prack", "no_prack"), which adds the blocking methods; the class is
+ * documented there.
  * @module sip
  */
 #include "lsip.h"
@@ -28,6 +29,9 @@ struct lcall {
 	ev_timer tmo;                   /* UAC: no answer in time: CANCEL */
 	int gave_up;                    /* UAC: timeout or hangup before answer */
 	struct sip_msg *late_2xx;       /* UAC: a 2xx offer the ACK must answer */
+	struct sip_msg *offer_1xx;      /* UAC: a reliable 1xx offer the PRACK must answer */
+	unsigned rel : 1;               /* UAC: our INVITE named 100rel (RFC 3262) */
+	unsigned early_answered : 1;    /* UAC: a PRACK carried our answer */
 	/* UAC: the To tags of forked 2xx we ACKed and BYEd: their copies get
 	 * the ACK again, not another BYE */
 	char byed[4][32];
@@ -109,12 +113,27 @@ static void ist_gone(void *arg, struct sip_txn *st)
 
 static void call_release(lua_State *L, struct lcall *c);
 
+/* UAC: the early dialog of a reliable 1xx ends with the INVITE's
+ * failure, or with a 2xx of another fork */
+static void early_drop(struct lcall *c)
+{
+	if (c->uas || !c->d || sip_dialog_state(c->d) != SIP_DLG_EARLY)
+		return;
+	sip_dialog_free(c->d);
+	c->d = NULL;
+	if (c->offer_1xx) {
+		sip_msg_unref(c->offer_1xx);
+		c->offer_1xx = NULL;
+	}
+}
+
 static void ict_gone(void *arg, struct sip_txn *ct)
 {
 	struct lcall *c = arg;
 
 	(void)ct;
 	c->ict = NULL;
+	early_drop(c);
 	/* a call that never got a dialog is over once its INVITE
 	 * transaction is (late 2xx were ACKed and BYEd until then) */
 	if (!c->d && c->co_ref == LUA_NOREF && c->lu && c->lu->e->L)
@@ -135,11 +154,32 @@ static void dialog_cb(void *arg, struct sip_dialog *d, int ev, struct sip_txn *s
 	case SIP_DLG_NO_ACK:
 		lsip_event(e, c->self_ref, "no_ack", NULL, NULL);
 		break;
+	case SIP_DLG_PRACK:
+		lsip_event(e, c->self_ref, "prack", m, st);
+		break;
+	case SIP_DLG_NO_PRACK:
+		/* RFC 3262 3: no PRACK for our reliable 1xx in 64*T1: 5xx */
+		if (c->ist && c->lu && c->lu->ua) {
+			struct sip_reply r = { .status = 500, .reason = "No PRACK Received" };
+			sip_txn_reply(c->ist, &r);
+			sip_txn_set_owner(c->ist, NULL, NULL);
+			c->ist = NULL;
+		}
+		lsip_event(e, c->self_ref, "no_prack", NULL, NULL);
+		break;
 	default:
-		if (!strcmp(sip_msg_method(m), "BYE"))
+		if (!strcmp(sip_msg_method(m), "BYE")) {
+			/* a BYE in our early dialog: the INVITE ends 487 (15.1.2) */
+			if (c->ist && c->lu && c->lu->ua && !sip_txn_final_sent(c->ist)) {
+				struct sip_reply r = { .status = 487 };
+				sip_txn_reply(c->ist, &r);
+				sip_txn_set_owner(c->ist, NULL, NULL);
+				c->ist = NULL;
+			}
 			lsip_event(e, c->self_ref, "bye", NULL, NULL);      /* nobody reads it */
-		else
+		} else {
 			lsip_event(e, c->self_ref, "request", m, st);
+		}
 		break;
 	}
 }
@@ -173,6 +213,10 @@ static void call_release(lua_State *L, struct lcall *c)
 	if (c->late_2xx) {
 		sip_msg_unref(c->late_2xx);
 		c->late_2xx = NULL;
+	}
+	if (c->offer_1xx) {
+		sip_msg_unref(c->offer_1xx);
+		c->offer_1xx = NULL;
 	}
 	if (c->prov_ref != LUA_NOREF) {
 		luaL_unref(L, LUA_REGISTRYINDEX, c->prov_ref);
@@ -300,7 +344,61 @@ void lsip_calls_listen(struct lua_ua *lu)
 
 /* ---- UAS ---- */
 
-/* call:_reply(status, reason, headers_text, body, content_type) */
+/* "require", "supported" or nil: what the INVITE says of 100rel */
+static const char *peer_100rel(const struct lcall *c)
+{
+	if (!c->invite)
+		return NULL;
+	if (sip_msg_option(c->invite, "Require", "100rel"))
+		return "require";
+	return sip_msg_option(c->invite, "Supported", "100rel") ? "supported" : NULL;
+}
+
+/* call:_peer_100rel() -> "require" | "supported" | nil */
+static int call_peer_100rel(lua_State *L)
+{
+	const char *v = peer_100rel(check_call(L, 1));
+
+	if (v)
+		lua_pushstring(L, v);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+/* a reliable 1xx (RFC 3262) in the early dialog it makes: true, or
+ * nil, err pushed */
+static int reply_reliable(lua_State *L, struct lcall *c, const struct sip_reply *r)
+{
+	int rc;
+
+	if (r->status <= 100 || r->status >= 200)
+		return luaL_argerror(L, 2, "only a 101..199 response is sent reliably");
+	if (!peer_100rel(c)) {
+		lua_pushnil(L);
+		lua_pushstring(L, "the caller does not support 100rel");
+		return 2;
+	}
+	if (!c->d) {
+		if (sip_dialog_new_uas(c->ist, &c->d)) {
+			lua_pushnil(L);
+			lua_pushstring(L, "cannot create the dialog (no Contact in the INVITE?)");
+			return 2;
+		}
+		sip_dialog_set_tu(c->d, dialog_cb, c);
+	}
+	rc = sip_dialog_reliable(c->d, c->ist, r);
+	if (rc) {
+		lua_pushnil(L);
+		lua_pushstring(L, rc == -EBUSY ? "a reliable provisional response waits for its PRACK"
+		                  : rc == -EALREADY ? "already answered" : "transport: send failed");
+		return 2;
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* call:_reply(status, reason, headers_text, body, content_type, reliable) */
 static int call_reply(lua_State *L)
 {
 	struct lcall *c = check_call(L, 1);
@@ -322,6 +420,8 @@ static int call_reply(lua_State *L)
 		lua_pushstring(L, "call is not awaiting an answer");
 		return 2;
 	}
+	if (lua_toboolean(L, 7))
+		return reply_reliable(L, c, &r);
 	if (r.status >= 200 && r.status < 300) {
 		if (!c->d) {
 			rc = sip_dialog_new_uas(c->ist, &c->d);
@@ -398,6 +498,63 @@ static void ack_and_bye(struct lcall *c, struct sip_txn *ct, struct sip_msg *res
 	sip_dialog_free(d);
 }
 
+/* A reliable 1xx (RFC 3262 4): the early dialog of its To tag, and a
+ * PRACK in it. 0 for one to ignore altogether: a copy, or one out of
+ * order. When our INVITE had no offer and this 1xx has one, the PRACK
+ * carries our answer, which the script writes first (call:_prack). */
+static int early_1xx(struct lcall *c, struct sip_txn *ct, struct sip_msg *res)
+{
+	struct sip_dialog *d = c->d;
+	int fork = 0;
+
+	if (d && strcmp(sip_dialog_remote_tag(d), res->to_tag)) {
+		/* another fork: a dialog of its own for this PRACK only (a copy
+		 * of its 1xx is PRACKed again: 481 or 200, harmless) */
+		if (sip_dialog_new_uac(ct, res, &d))
+			return 1;
+		fork = 1;
+	} else if (!d) {
+		if (sip_dialog_new_uac(ct, res, &c->d))
+			return 1;       /* no dialog (a bad Record-Route): as unreliable */
+		d = c->d;
+		sip_dialog_set_tu(d, dialog_cb, c);
+	}
+	if (!sip_dialog_rseq_next(d, res)) {
+		if (fork)
+			sip_dialog_free(d);
+		return 0;
+	}
+	if (!fork && c->invite && c->invite->body_len == 0 && res->body_len > 0 && !c->early_answered &&
+	    !c->offer_1xx)
+		c->offer_1xx = sip_msg_ref(res);
+	else
+		sip_dialog_prack(d, res, NULL, 0, NULL);
+	if (fork)
+		sip_dialog_free(d);
+	else
+		lsip_event(c->lu->e, c->self_ref, "early", res, NULL);
+	return 1;
+}
+
+/* the 2xx that answered the call: its dialog is c->d */
+static void answered(struct lcall *c, struct sip_msg *res)
+{
+	if (c->offer_1xx) {
+		/* the 1xx's offer was never answered: the 2xx's is */
+		sip_msg_unref(c->offer_1xx);
+		c->offer_1xx = NULL;
+	}
+	sip_dialog_set_tu(c->d, dialog_cb, c);
+	if (c->invite && c->invite->body_len == 0 && res->body_len > 0 && !c->early_answered) {
+		/* we sent no offer, the 2xx did: the ACK carries our answer,
+		 * which ua:invite writes (call:_ack) before anything else */
+		c->late_2xx = sip_msg_ref(res);
+	} else {
+		sip_dialog_ack(c->d, res, NULL, 0, NULL);
+	}
+	call_wake(c, 1, NULL, res);
+}
+
 static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const char *err)
 {
 	struct lcall *c = arg;
@@ -405,11 +562,14 @@ static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const 
 	int status = res ? sip_msg_status(res) : 0;
 
 	if (!res) {
+		early_drop(c);
 		call_wake(c, 0, err, NULL);
 		lsip_event(e, c->self_ref, "failed", NULL, NULL);
 		return;
 	}
 	if (status < 200) {
+		if (c->rel && !c->gave_up && res->to_tag && sip_msg_reliable(res) && !early_1xx(c, ct, res))
+			return;         /* ignored: a copy, or out of order */
 		if (c->prov_ref != LUA_NOREF && !c->gave_up) {
 			lua_State *L = e->L;
 			lsip_queued(e);
@@ -424,12 +584,22 @@ static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const 
 		char why[128];
 		snprintf(why, sizeof why, "%d %s", status,
 		         res->reason && res->reason[0] ? res->reason : sip_reason_phrase(status));
+		early_drop(c);
 		call_wake(c, 0, c->gave_up ? NULL : why, res);
 		lsip_event(e, c->self_ref, "failed", res, NULL);
 		return;
 	}
 	/* 2xx: the first confirms the call; the same again is a
 	 * retransmission to ACK again; another tag is a fork to end */
+	if (c->d && sip_dialog_state(c->d) == SIP_DLG_EARLY) {
+		if (!c->gave_up && !strcmp(sip_dialog_remote_tag(c->d), res->to_tag ? res->to_tag : "")) {
+			/* the early dialog of a reliable 1xx is confirmed (13.2.2.4) */
+			sip_dialog_confirm(c->d, res);
+			answered(c, res);
+			return;
+		}
+		early_drop(c);
+	}
 	if (c->d && !strcmp(sip_dialog_remote_tag(c->d), res->to_tag ? res->to_tag : "")) {
 		/* a retransmission: ACK again, unless the script is still
 		 * writing the answer the ACK must carry */
@@ -446,15 +616,27 @@ static void invite_cb(void *arg, struct sip_txn *ct, struct sip_msg *res, const 
 		call_wake(c, 0, "bad 2xx response", res);
 		return;
 	}
-	sip_dialog_set_tu(c->d, dialog_cb, c);
-	if (c->invite && c->invite->body_len == 0 && res->body_len > 0) {
-		/* we sent no offer, the 2xx did: the ACK carries our answer,
-		 * which ua:invite writes (call:_ack) before anything else */
-		c->late_2xx = sip_msg_ref(res);
-	} else {
-		sip_dialog_ack(c->d, res, NULL, 0, NULL);
+	answered(c, res);
+}
+
+/* call:_prack(sdp) -> true when the PRACK went: the PRACK of a reliable
+ * 1xx with the answer to its offer (nil: no answer could be made) */
+static int call_prack(lua_State *L)
+{
+	struct lcall *c = check_call(L, 1);
+	size_t n = 0;
+	const char *body = luaL_optlstring(L, 2, NULL, &n);
+
+	if (!c->offer_1xx || !c->d || !c->lu || !c->lu->ua) {
+		lua_pushboolean(L, 0);
+		return 1;
 	}
-	call_wake(c, 1, NULL, res);
+	sip_dialog_prack(c->d, c->offer_1xx, body, n, body ? "application/sdp" : NULL);
+	sip_msg_unref(c->offer_1xx);
+	c->offer_1xx = NULL;
+	c->early_answered = body != NULL;
+	lua_pushboolean(L, 1);
+	return 1;
 }
 
 /* call:_ack(sdp): the ACK with the answer to the 2xx's offer */
@@ -537,6 +719,8 @@ int lsip_ua_invite(lua_State *L)
 	}
 	sip_txn_set_owner(c->ict, ict_gone, c);
 	c->invite = sip_msg_ref(sip_txn_request(c->ict));
+	/* a reliable 1xx is PRACKed when we said we take them (RFC 3262 4) */
+	c->rel = sip_msg_option(c->invite, "Supported", "100rel") || sip_msg_option(c->invite, "Require", "100rel");
 	lua_pushvalue(L, 4);
 	c->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	ev_init(&c->tmo, invite_timeout);
@@ -554,7 +738,7 @@ static int call_cancel(lua_State *L)
 	struct lcall *c = check_call(L, 1);
 	const char *why = luaL_optstring(L, 2, "cancelled");
 
-	if (c->uas || c->d || !c->ict || c->gave_up) {
+	if (c->uas || (c->d && sip_dialog_state(c->d) != SIP_DLG_EARLY) || !c->ict || c->gave_up) {
 		lua_pushboolean(L, 0);
 		return 1;
 	}
@@ -700,6 +884,8 @@ static const luaL_Reg call_methods[] = {
 	{ "_request", call_request },
 	{ "_end", call_end },
 	{ "_ack", call_ack },
+	{ "_prack", call_prack },
+	{ "_peer_100rel", call_peer_100rel },
 	{ NULL, NULL }
 };
 

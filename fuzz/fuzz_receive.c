@@ -3,7 +3,8 @@
  * several) would take it: sip_ua_receive -> parse -> checks -> transaction
  * matching -> dialog matching -> the TU, which answers like a trivial Lua
  * handler would (200 to everything, INVITE answered 200 with a dialog,
- * CANCEL 487), then the loop runs so the sends happen. Everything is freed
+ * after a reliable 183 when it names 100rel, CANCEL 487), then the loop
+ * runs so the sends happen. Everything is freed
  * each input, so a leak in any layer shows.
  *
  * Input: an optional flags byte (a first byte below 0x20: bit 0 = fast
@@ -78,6 +79,15 @@ static void on_request(void *arg, struct sip_ua *ua, struct sip_txn *st, struct 
 		if (f->ndlg < MAX_DIALOGS && sip_dialog_new_uas(st, &d) == 0) {
 			f->dlg[f->ndlg++] = d;
 			sip_dialog_set_tu(d, dialog_cb, f);
+			if (sip_msg_option(treq, "Require", "100rel") || sip_msg_option(treq, "Supported", "100rel")) {
+				/* a reliable 183 (RFC 3262); when 100rel is required
+				 * the INVITE is left to its PRACK and the resends */
+				struct sip_reply p = { .status = 183, .body = sdp, .body_len = sizeof sdp - 1,
+				                       .content_type = "application/sdp" };
+				sip_dialog_reliable(d, st, &p);
+				if (sip_msg_option(treq, "Require", "100rel"))
+					return;
+			}
 			sip_dialog_answered(d, st);
 			r.body = sdp;
 			r.body_len = sizeof sdp - 1;

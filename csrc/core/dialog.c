@@ -2,7 +2,8 @@
  * dialog.c - dialogs (RFC 3261 section 12): identity, route set, remote
  * target, CSeq spaces, found by Call-ID and both tags through the UA's
  * hash table. Made by a 2xx to an INVITE (as UAS when we send it, as UAC
- * when it arrives), by a SUBSCRIBE we accept or the NOTIFY that answers
+ * when it arrives), early by a reliable provisional (RFC 3262) which the
+ * 2xx then confirms, by a SUBSCRIBE we accept or the NOTIFY that answers
  * ours. What is particular to INVITE (2xx/ACK, re-INVITE glare, RFC 6026)
  * is the INVITE usage's, in dialog_invite.c, reached through ua->inv.
  */
@@ -186,7 +187,9 @@ int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out)
 		sip_env_token(ist->ua->env, ist->to_tag, 12);
 	d->ua = ist->ua;
 	d->uas = 1;
-	d->state = SIP_DLG_CONFIRMED;
+	/* an INVITE not answered yet makes an early dialog (a reliable 18x's,
+	 * which its PRACK must find); its 2xx confirms it */
+	d->state = ist->kind == TXN_IST && !sip_txn_final_sent(ist) ? SIP_DLG_EARLY : SIP_DLG_CONFIRMED;
 	d->proto = ist->proto;
 	d->peer = ist->req->src;
 	from = sip_msg_hdr(m, SIP_H_FROM, 0, &fn);
@@ -228,7 +231,8 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 		return -ENOMEM;
 	d->ua = ict->ua;
 	d->uas = 0;
-	d->state = SIP_DLG_CONFIRMED;
+	/* a reliable 1xx makes the early dialog its PRACK goes in */
+	d->state = sip_msg_status(res) < 200 ? SIP_DLG_EARLY : SIP_DLG_CONFIRMED;
 	d->proto = ict->proto;
 	d->peer = ict->dst;
 	from = sip_msg_hdr(rq, SIP_H_FROM, 0, &fn);
@@ -263,6 +267,34 @@ int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dial
 		}
 	}
 	*out = d;
+	return 0;
+}
+
+int sip_dialog_confirm(struct sip_dialog *d, struct sip_msg *res)
+{
+	if (d->state != SIP_DLG_EARLY)
+		return 0;
+	if (res && !d->uas) {
+		/* 13.2.2.4: the route set is recomputed from the 2xx, and its
+		 * Contact is the target (12.2.1.2); a 2xx that does not read
+		 * leaves what the 1xx gave */
+		char *routes = d->routes, *first = d->first_route;
+		int strict = d->strict;
+		d->routes = d->first_route = NULL;
+		d->strict = 0;
+		if (set_routes(d, res, 1)) {
+			free(d->routes);
+			free(d->first_route);
+			d->routes = routes;
+			d->first_route = first;
+			d->strict = strict;
+		} else {
+			free(routes);
+			free(first);
+		}
+		contact_target(d, res);
+	}
+	d->state = SIP_DLG_CONFIRMED;
 	return 0;
 }
 
@@ -507,6 +539,10 @@ void sip_dialog_receive(struct sip_dialog *d, struct sip_txn *st, struct sip_msg
 		struct sip_reply r = { .status = 200 };
 		sip_txn_reply(st, &r);
 		sip_dialog_terminate(d);
+	} else if (!strcmp(method, "PRACK")) {
+		/* RFC 3262: the INVITE usage answers it and tells the TU */
+		d->ua->inv->prack(d, st, req);
+		return;
 	} else if (!strcmp(method, "INVITE")) {
 		/* glare, or one re-INVITE at a time: answered by the usage */
 		if (d->ua->inv->receive(d, st, req))

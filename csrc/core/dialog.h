@@ -14,6 +14,8 @@ enum sip_dialog_event {
 	SIP_DLG_REQUEST,        /* in-dialog request; BYE was answered 200 already */
 	SIP_DLG_ACK,            /* the ACK for our 2xx arrived */
 	SIP_DLG_NO_ACK,         /* our 2xx was never ACKed (64*T1) */
+	SIP_DLG_PRACK,          /* the PRACK of our reliable 1xx (answered 200 already) */
+	SIP_DLG_NO_PRACK,       /* our reliable 1xx was never PRACKed (64*T1) */
 };
 enum sip_dialog_state { SIP_DLG_EARLY, SIP_DLG_CONFIRMED, SIP_DLG_TERMINATED };
 
@@ -21,11 +23,16 @@ typedef void (*sip_dialog_cb)(void *arg, struct sip_dialog *d, int ev, struct si
                               struct sip_msg *m);
 
 /* UAS: from the INVITE's (or SUBSCRIBE's) server transaction, before
- * its 2xx is sent; from a NOTIFY that carries our tag, the dialog of our
- * SUBSCRIBE (then set the CSeq we are at with sip_dialog_set_local_cseq) */
+ * its 2xx or a reliable 18x is sent (an INVITE's is early until its 2xx);
+ * from a NOTIFY that carries our tag, the dialog of our SUBSCRIBE (then
+ * set the CSeq we are at with sip_dialog_set_local_cseq) */
 int sip_dialog_new_uas(struct sip_txn *ist, struct sip_dialog **out);
-/* UAC: from our INVITE's client transaction and the 2xx that answered it */
+/* UAC: from our INVITE's client transaction and the 2xx that answered
+ * it, or the reliable 1xx that makes it early (RFC 3262) */
 int sip_dialog_new_uac(struct sip_txn *ict, struct sip_msg *res, struct sip_dialog **out);
+/* an early dialog is confirmed: as UAC by the 2xx res (its route set
+ * and target recomputed, 13.2.2.4), as UAS (res NULL) by our 2xx */
+int sip_dialog_confirm(struct sip_dialog *d, struct sip_msg *res);
 /* our CSeq is at least cseq: the next request of ours goes past it */
 void sip_dialog_set_local_cseq(struct sip_dialog *d, unsigned cseq);
 void sip_dialog_set_tu(struct sip_dialog *d, sip_dialog_cb cb, void *arg);

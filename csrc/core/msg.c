@@ -762,3 +762,24 @@ const char *sip_msg_top_via(struct sip_msg *m, size_t *n)
 	*n = b.len;
 	return m->top_via;
 }
+
+int sip_msg_option(const struct sip_msg *m, const char *name, const char *tag)
+{
+	size_t tl = strlen(tag), n, k, s;
+	const char *v;
+	int i;
+
+	for (i = 0; (v = sip_msg_header(m, name, i, &n)); i++) {
+		for (k = 0; k < n;) {
+			/* a folded line keeps its CRLF: blanks like the others */
+			while (k < n && strchr(", \t\r\n", v[k]))
+				k++;
+			s = k;
+			while (k < n && !strchr(", \t\r\n", v[k]))
+				k++;
+			if (k - s == tl && !strncasecmp(v + s, tag, tl))
+				return 1;
+		}
+	}
+	return 0;
+}

@@ -81,6 +81,9 @@ const char *sip_msg_hdr(const struct sip_msg *m, int id, int idx, size_t *vlen);
  * pointer into raw and its length, or NULL */
 const char *sip_msg_header(const struct sip_msg *m, const char *name, int idx, size_t *vlen);
 const char *sip_msg_branch(const struct sip_msg *m);
+/* 1 when an option tag ("100rel") is in the lists of every header line
+ * of that name (Require, Supported or its compact k), any case */
+int sip_msg_option(const struct sip_msg *m, const char *name, const char *tag);
 /* NULL when the header section keeps within max_headers lines of at
  * most max_line bytes each, else why not (checked before any parsing) */
 const char *sip_msg_limits(const char *buf, size_t len, size_t max_headers, size_t max_line);

@@ -76,10 +76,12 @@ static int accepts_sdp(const char *v, size_t n)
 	       strcasestr(buf, "application/*");
 }
 
-/* the option tags we support (RFC 3891 replaces, RFC 4488 norefersub) */
+/* the option tags we support (RFC 3891 replaces, RFC 4488 norefersub,
+ * RFC 3262 100rel) */
 static int supported_tag(const char *t, size_t n)
 {
-	return (n == 8 && !strncasecmp(t, "replaces", 8)) || (n == 10 && !strncasecmp(t, "norefersub", 10));
+	return (n == 8 && !strncasecmp(t, "replaces", 8)) || (n == 10 && !strncasecmp(t, "norefersub", 10)) ||
+	       (n == 6 && !strncasecmp(t, "100rel", 6));
 }
 
 /* 1 with "Unsupported: ...\r\n" in out when a Require tag is not ours */
@@ -189,8 +191,9 @@ static void receive_request(struct sip_ua *ua, struct sip_msg *req, int proto,
 		return;
 	if (strcmp(method, "CANCEL") && uas_checks(ua, st, req))
 		return;
-	if (req->to_tag && strcmp(method, "CANCEL")) {
-		/* a To tag: a request within a dialog (12.2.2) */
+	if ((req->to_tag && strcmp(method, "CANCEL")) || !strcmp(method, "PRACK")) {
+		/* a To tag: a request within a dialog (12.2.2); a PRACK is
+		 * never outside one (RFC 3262 3: else 481) */
 		struct sip_dialog *d = ua->dl->match(ua, req);
 		if (d) {
 			ua->dl->request(d, st, req);

@@ -213,11 +213,11 @@ const char *sip_ua_allow_list(struct sip_ua *ua, char *buf, size_t n)
 
 	off += (size_t)snprintf(buf, n, "OPTIONS");
 	if (sip_ua_served(ua, "INVITE"))
-		off += (size_t)snprintf(buf + off, n - off, ", INVITE, ACK, CANCEL, BYE");
+		off += (size_t)snprintf(buf + off, n - off, ", INVITE, ACK, CANCEL, BYE, PRACK");
 	for (i = 0; i < ua->nserved && off < n; i++) {
 		const char *m = ua->served[i];
 		if (!strcmp(m, "OPTIONS") || !strcmp(m, "INVITE") || !strcmp(m, "ACK") ||
-		    !strcmp(m, "CANCEL") || !strcmp(m, "BYE") || !strcmp(m, "*"))
+		    !strcmp(m, "CANCEL") || !strcmp(m, "BYE") || !strcmp(m, "PRACK") || !strcmp(m, "*"))
 			continue;
 		off += (size_t)snprintf(buf + off, n - off, ", %s", m);
 	}
