@@ -86,7 +86,9 @@ end
 local internal_bye = false
 -- the kinds of waiters an event wakes (constant: no table per event)
 -- a call's end wakes call:wait and a transfer waiting for its NOTIFYs
-local ANSWER, END = { answer = true }, { ["end"] = true, refer = true }
+-- (a wait for the PRACK of a reliable 1xx ends with the answer's)
+local ANSWER, END = { answer = true, prack = true }, { ["end"] = true, refer = true }
+local PRACK = { prack = true }
 
 -- The peer's SDP is kept as text where it already is (the INVITE, the
 -- 2xx) and parsed only when a script reads remote_sdp: a call that
@@ -124,7 +126,7 @@ local function set_remote_sdp(call, text)
 end
 
 -- a coroutine waits for one of the call's events, with an optional timeout
-local WAIT_NAME = { answer = "call:answer", ["end"] = "call:end" }  -- no string per wait
+local WAIT_NAME = { answer = "call:answer", ["end"] = "call:end", prack = "call:answer" }  -- no string per wait
 
 local function wait_for(call, kind, timeout)
   local co = current(WAIT_NAME[kind])
@@ -541,8 +543,8 @@ function Call:tone(what, opts)
   return media.tone(m, what, opts)
 end
 
-local HEADERS = { headers = "table" }
-local PROGRESS = { headers = "table", sdp = "string" }
+local RING = { headers = "table", reliable = "boolean" }
+local PROGRESS = { headers = "table", sdp = "string", reliable = "boolean" }
 local ANSWER_OPTS = { headers = "table", sdp = "string", timeout = "number" }
 local REQUEST_OPTS = { headers = "table", body = "string", content_type = "string",
                        timeout = "number", auth = "table|function", contact = "string" }
@@ -551,6 +553,7 @@ local INVITE_OPTS = {
   sdp = "string", headers = "table", auth = "table|function", timeout = "number",
   proxy = "string", from = "string", to = "string", call_id = "string", cseq = "integer",
   on_provisional = "function", on_call = "function", answer = "function", contact = "string",
+  reliable = "boolean|string",
 }
 
 local function extra_headers(opts)
@@ -560,28 +563,68 @@ end
 -- -------------------------------------------------------------------------
 -- UAS
 
+-- RFC 3262: whether a 1xx goes reliably (every one does when the INVITE
+-- requires 100rel), once the last reliable one was PRACKed (3: one at a
+-- time); nil, err when the caller takes none, or the wait ended
+local function reliable_1xx(call, want, fname)
+  local peer = call:_peer_100rel()
+  if peer == "require" then want = true end
+  if not want then return false end
+  if not peer then return nil, "the caller does not support 100rel" end
+  while call._prack_due do
+    current(fname)
+    local ok, why = wait_for(call, "prack")
+    if not ok then return nil, why end
+    if call.state ~= "incoming" and call.state ~= "early" then return nil, "call is " .. call.state end
+  end
+  return true
+end
+
 --- 180 Ringing.
--- @tab[opt] opts `headers`
+-- With `reliable = true` it goes reliably (RFC 3262, 100rel): with
+-- `Require: 100rel` and an `RSeq`, sent again until the caller's PRACK
+-- comes (which gets 200), in the early dialog it makes. One reliable 1xx
+-- at a time: a second waits for the first one's PRACK. When the INVITE
+-- does not name 100rel in `Supported` or `Require`, `reliable = true`
+-- fails with `nil, "the caller does not support 100rel"` (nothing is
+-- sent); when it requires it, every 180 and 183 goes reliably, whatever
+-- `reliable` says. No PRACK within 64·T1: the core answers the INVITE
+-- 500 and the call ends `"timeout"`.
+-- @tab[opt] opts `headers`, `reliable`
 -- @treturn boolean true
 -- @return[2] nil
 -- @treturn[2] string `"call is STATE"` once the call is past answering
--- (answered, or ended by a CANCEL), or why the send failed
+-- (answered, or ended by a CANCEL), `"the caller does not support
+-- 100rel"`, or why the send (or the wait for an earlier PRACK) failed
 function Call:ring(opts)
-  opts = check_opts(self, opts, "call:ring", 1, HEADERS)
+  opts = check_opts(self, opts, "call:ring", 1, RING)
   if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
-  local ok, err = self:_reply(180, nil, extra_headers(opts))
-  if ok then self.state = "early" end
+  local rel, why = reliable_1xx(self, opts.reliable, "call:ring")
+  if rel == nil then return nil, why end
+  local ok, err = self:_reply(180, nil, extra_headers(opts), nil, nil, rel)
+  if ok then
+    self.state = "early"
+    if rel then self._prack_due = true end
+  end
   return ok, err
 end
 
 --- 183 Session Progress with early media.
--- @tab[opt] opts `sdp` (the early media answer), `headers`
+-- With `reliable = true` it goes reliably, as `call:ring` says. Its SDP
+-- (`sdp`, or the media session's) is the answer to the INVITE's offer,
+-- or, when the INVITE had none, our offer: the PRACK then carries the
+-- answer, which becomes `remote_sdp`. A reliable 183 with SDP holds
+-- `call:answer` back until its PRACK (RFC 3262 3).
+-- @tab[opt] opts `sdp` (the early media answer, or an offer), `headers`,
+-- `reliable`
 -- @treturn boolean true
 -- @return[2] nil
 -- @treturn[2] string as `call:ring`
 function Call:progress(opts)
   opts = check_opts(self, opts, "call:progress", 1, PROGRESS)
   if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
+  local rel, rwhy = reliable_1xx(self, opts.reliable, "call:progress")
+  if rel == nil then return nil, rwhy end
   local body = opts.sdp
   if not body then
     -- early media: the session opens now, so the script can play
@@ -590,10 +633,11 @@ function Call:progress(opts)
     body, why = media_body(self)
     if body == false then return nil, why end
   end
-  local ok, err = self:_reply(183, nil, extra_headers(opts), body, body and "application/sdp")
+  local ok, err = self:_reply(183, nil, extra_headers(opts), body, body and "application/sdp", rel)
   if ok then
     self.state = "early"
     if body then self.local_sdp = body end
+    if rel then self._prack_due = body and "sdp" or true end
   end
   return ok, err
 end
@@ -603,7 +647,8 @@ end
 -- offer itself (`sip.sdp.default_answer`: inactive, port 9); when no
 -- codec is in common it answers 488 with a `Warning: 305` instead, and
 -- the call ends `"rejected"`. An INVITE without an offer gets an offer
--- in the 200.
+-- in the 200. After a reliable 183 with SDP it first waits for that
+-- 183's PRACK (RFC 3262 3).
 -- @tab[opt] opts `sdp` (the answer, or an offer when the INVITE had
 -- none), `headers`, `timeout` (seconds to wait for the ACK)
 -- @treturn boolean true once the ACK arrived
@@ -615,6 +660,12 @@ function Call:answer(opts)
   opts = check_opts(self, opts, "call:answer", 1, ANSWER_OPTS)
   if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
   current("call:answer")
+  -- RFC 3262 3: no 2xx before the PRACK of a reliable 1xx with SDP
+  while self._prack_due == "sdp" do
+    local r, why = wait_for(self, "prack")
+    if not r then return nil, why end
+    if self.state ~= "incoming" and self.state ~= "early" then return nil, "call is " .. self.state end
+  end
   -- the SDP of a 183 stays the answer unless the script gives another
   local body = opts.sdp or self.local_sdp
   local offer = remote_offer(self)
@@ -990,6 +1041,39 @@ function M.call_event(call, name, msg)
       spawn_with(nil, hangup, old, "replaced")
     end
     notify(call, ANSWER, "ack")
+  elseif name == "prack" then
+    -- the PRACK of our reliable 1xx: when that carried our offer (the
+    -- INVITE had none), its SDP is the answer
+    local body = sdp_body(msg)
+    if body and not remote_offer(call) then
+      set_remote_sdp(call, body)
+      if call.media then media.apply(call.media, body, call._media_ours) end
+    end
+    call._prack_due = nil
+    notify(call, PRACK, "prack")
+  elseif name == "no_prack" then
+    -- RFC 3262 3: no PRACK in 64*T1, and the core answered the INVITE 500
+    call._prack_due = nil
+    finish(call, "timeout")
+  elseif name == "early" then
+    -- UAC: a reliable 1xx. Its SDP answers our offer (early media), or
+    -- is an offer (we sent none) that our PRACK answers
+    local body = sdp_body(msg)
+    if body then set_remote_sdp(call, body) end
+    if msg.body ~= "" and not call.local_sdp then
+      spawn_with(nil, function()
+        local answer = body and (call._answer and call._answer(body) or
+                                 sdp.default_answer(body, local_addr(call)))
+        local sent = call:_prack(answer)
+        if sent and answer then
+          call.local_sdp = answer
+          call._early_answer = true
+        elseif sent and call.state == "calling" then
+          -- no answer could be made: the PRACK went without, the call goes
+          call:_cancel("no common codec")
+        end
+      end)
+    end
   elseif name == "no_ack" then
     -- 13.3.1.4: no ACK for our 2xx: the session is over, say so
     notify(call, ANSWER, nil, "timeout")
@@ -1080,7 +1164,14 @@ end
 --   `"calling"`), in a coroutine of its own: `call:hangup()` there sends
 --   CANCEL and `ua:invite` returns `nil, "cancelled"`
 -- - `answer`: `function(offer)` returning our SDP answer to the offer
---   of a 2xx, when we sent none
+--   of a 2xx (or of a reliable 1xx), when we sent none
+-- - `reliable`: `true` sends `Supported: 100rel`, `"require"` sends
+--   `Require: 100rel` (RFC 3262): a reliable 1xx (180, 183) then makes
+--   the early dialog, and the core PRACKs it there (a copy of one, or one
+--   out of order, is ignored, `on_provisional` included); its SDP answers
+--   our offer (early media: `remote_sdp`), or, when we sent none, is an
+--   offer the PRACK answers (`answer`, else the default answer). The 2xx
+--   confirms that dialog
 -- @string uri the callee
 -- @tab[opt] opts the options above
 -- @treturn Call the call, `"confirmed"`
@@ -1099,6 +1190,10 @@ function UA:invite(uri, opts)
   end
   opts = check.opts(opts, "ua:invite", 2, INVITE_OPTS)
   check.lines(opts, "ua:invite", 2, { "contact", "from", "to", "call_id", "proxy" })
+  local rel = opts.reliable
+  if rel ~= nil and type(rel) ~= "boolean" and rel ~= "require" then
+    check.arg(2, "ua:invite", "option 'reliable' must be true, false or \"require\"")
+  end
   local co = current("ua:invite")
   local creds = auth.check_creds(opts.auth, "ua:invite") or state.auth[self]
   local auth_state = creds and auth.new_state(creds)
@@ -1126,8 +1221,11 @@ function UA:invite(uri, opts)
   end
   while true do
     local err
-    call, err = self:_invite(uri, opts, co, opts.proxy or state.proxies[self],
-                             extra_headers(opts))
+    local hdrs = extra_headers(opts)
+    if rel then
+      hdrs = (hdrs or "") .. (rel == "require" and "Require: 100rel\r\n" or "Supported: 100rel\r\n")
+    end
+    call, err = self:_invite(uri, opts, co, opts.proxy or state.proxies[self], hdrs)
     if not call then
       if session then session:close() end
       if err:find("^bad URI") then error("bad argument #1 to 'ua:invite' (" .. err .. ")", 2) end
@@ -1142,6 +1240,7 @@ function UA:invite(uri, opts)
     end
     call_started()
     call.local_sdp = opts.sdp
+    call._answer = opts.answer        -- a reliable 1xx's offer uses it too
     call._auth = opts.auth            -- BYE and re-INVITE use them too
     -- the call before an answer, e.g. for a forking B2BUA to hang up
     -- (CANCEL) the legs that lost
@@ -1164,9 +1263,12 @@ function UA:invite(uri, opts)
   end
   call.state = "confirmed"
   call.response = res
+  -- the 2xx's SDP is the peer's latest, over a reliable 1xx's
+  if call._remote_sdp_text and sdp_body(res) then set_remote_sdp(call, nil) end
   if session and res and res.body ~= "" then media.apply(session, res.body, ours) end
   if res and res.body ~= "" then
-    if not opts.sdp then
+    -- (an offer a PRACK answered is not offered again by its 2xx)
+    if not opts.sdp and not call._early_answer then
       -- we sent no offer: the 2xx has one, our ACK answers it
       -- (opts.answer(offer_text) -> SDP, or the default answer)
       local answer = opts.answer and opts.answer(res.body)
@@ -1186,6 +1288,6 @@ function UA:invite(uri, opts)
   return call
 end
 
-M.hangup, M.wait_for, M.notify = hangup, wait_for, notify
+M.hangup, M.wait_for, M.notify, M.session_for = hangup, wait_for, notify, session_for
 
 return M
