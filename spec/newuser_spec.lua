@@ -77,7 +77,7 @@ describe("a Contact given by the script was sent as a second Contact", function(
       call:answer()
       call:wait()
     end)
-    a:on("SUBSCRIBE", function(req) seen[#seen + 1] = req:headers("Contact"); return 489 end)
+    a:on("SUBSCRIBE", function(sub) seen[#seen + 1] = sub.request:headers("Contact"); return 489 end)
     helper.run(function()
       local call = assert(b:invite(a:uri(), { sdp = OFFER, timeout = 5,
                                              headers = { Contact = "<sip:given@10.1.2.3>" } }))
