@@ -62,6 +62,7 @@ local class = require "sip.class"
 local check = require "sip.check"
 local auth = require "sip.auth"
 local media = require "sip.media"
+local timers = require "sip.session"    -- session timers (RFC 4028)
 
 -- what sip (init.lua) calls: a new incoming call, an event of a call
 local M = {}
@@ -553,7 +554,7 @@ local INVITE_OPTS = {
   sdp = "string", headers = "table", auth = "table|function", timeout = "number",
   proxy = "string", from = "string", to = "string", call_id = "string", cseq = "integer",
   on_provisional = "function", on_call = "function", answer = "function", contact = "string",
-  reliable = "boolean|string",
+  reliable = "boolean|string", session_expires = "number",
 }
 
 local function extra_headers(opts)
@@ -684,7 +685,10 @@ function Call:answer(opts)
     local host = local_addr(self)
     body = sdp.offer{ addr = host, port = 9, direction = "inactive" }
   end
-  local ok, err = self:_reply(200, nil, extra_headers(opts), body, body and "application/sdp")
+  local hdrs = extra_headers(opts)
+  local se = timers.answer_headers(self)
+  if se then hdrs = (hdrs or "") .. headers_text(se) end
+  local ok, err = self:_reply(200, nil, hdrs, body, body and "application/sdp")
   if not ok then return nil, err end
   self.local_sdp = body
   self.state = "answered"
@@ -1004,11 +1008,12 @@ local function in_dialog_request(call, req)
         -- the hook did not answer: the default does (a reply of the
         -- hook's own makes this one fail, and nothing changes)
         local body = default_reoffer(call, req)
-        if req:reply(200, nil, { body = body, content_type = "application/sdp" }) then
+        if req:reply(200, nil, { body = body, content_type = "application/sdp",
+                                 headers = timers.answer_headers(call, req) }) then
           call.local_sdp = body
         end
       elseif a == nil then
-        req:reply(200)
+        req:reply(200, nil, method == "UPDATE" and { headers = timers.answer_headers(call, req) } or nil)
       end
     end, call, hook, call, req)
     return
@@ -1016,9 +1021,12 @@ local function in_dialog_request(call, req)
   if method == "INVITE" or (method == "UPDATE" and req.body ~= "") then
     local body = default_reoffer(call, req)
     call.local_sdp = body
-    req:reply(200, nil, { body = body, content_type = "application/sdp" })
-  elseif method == "INFO" or method == "OPTIONS" or method == "MESSAGE" or
-         method == "NOTIFY" or method == "UPDATE" then
+    -- a session refresh (RFC 4028) is answered with its Session-Expires
+    req:reply(200, nil, { body = body, content_type = "application/sdp",
+                          headers = timers.answer_headers(call, req) })
+  elseif method == "UPDATE" then
+    req:reply(200, nil, { headers = timers.answer_headers(call, req) })
+  elseif method == "INFO" or method == "OPTIONS" or method == "MESSAGE" or method == "NOTIFY" then
     req:reply(200)
   else
     req:reply(405)
@@ -1035,6 +1043,7 @@ function M.call_event(call, name, msg)
     end
     call._acked = true
     if call.state == "answered" then call.state = "confirmed" end
+    if call._se then timers.start(call) end
     -- an INVITE with Replaces: the call it replaces ends now (RFC 3891 3)
     local old = call.replaces
     if old and old.state ~= "ended" and old.state ~= "terminating" then
@@ -1123,18 +1132,22 @@ local function handler_done(call, ok, a, b)
 end
 
 -- a new incoming call for ua's INVITE handler
--- set by sip.refer: an INVITE's admission (Replaces): a status refuses it
-M.admit = nil
+-- an INVITE's admission: each fn(ua, call) may refuse it with a status
+-- (and header lines): 422 for a session too short, sip.refer's 481 for a
+-- Replaces that names no call
+M.admits = { timers.admit }
 
 function M.incoming_call(ua, call, fn)
   call.ua = ua
   call.state = "incoming"
   call_started()
-  local refused = M.admit and M.admit(ua, call)
-  if refused then
-    call:_reply(refused)
-    finish(call, "rejected")
-    return
+  for _, admit in ipairs(M.admits) do
+    local refused, hdrs = admit(ua, call)
+    if refused then
+      call:_reply(refused, nil, hdrs)
+      finish(call, "rejected")
+      return
+    end
   end
   spawn_task(handler_done, call, fn, call, call)
 end
@@ -1172,6 +1185,13 @@ end
 --   our offer (early media: `remote_sdp`), or, when we sent none, is an
 --   offer the PRACK answers (`answer`, else the default answer). The 2xx
 --   confirms that dialog
+-- - `session_expires`: seconds (RFC 4028; default the UA's
+--   `session_timer.expires`, none without; 0: none): the INVITE asks for a
+--   session timer (Session-Expires, Min-SE, `Supported: timer`); a 422
+--   is followed with its Min-SE; the 2xx settles who refreshes: we send
+--   an UPDATE (a re-INVITE when the callee does not allow UPDATE) at half
+--   the interval, or the callee must refresh, else we hang up (the call
+--   ends `"session-expired"`)
 -- @string uri the callee
 -- @tab[opt] opts the options above
 -- @treturn Call the call, `"confirmed"`
@@ -1219,12 +1239,15 @@ function UA:invite(uri, opts)
       opts = o
     end
   end
+  -- a session timer asked for (RFC 4028): Session-Expires, Min-SE
+  local se_h, se_asked, se_min = timers.invite_headers(self, opts)
   while true do
     local err
     local hdrs = extra_headers(opts)
     if rel then
       hdrs = (hdrs or "") .. (rel == "require" and "Require: 100rel\r\n" or "Supported: 100rel\r\n")
     end
+    if se_h then hdrs = (hdrs or "") .. headers_text(se_h) end
     call, err = self:_invite(uri, opts, co, opts.proxy or state.proxies[self], hdrs)
     if not call then
       if session then session:close() end
@@ -1256,6 +1279,13 @@ function UA:invite(uri, opts)
     -- 401/407: the transaction ACKed it; a new INVITE answers (22.2)
     local extra = res and (res.status == 401 or res.status == 407) and
                   auth.answer(auth_state, res, "INVITE", uri, opts.sdp)
+    -- 422: the session interval the callee takes at least (RFC 4028 6)
+    local longer = se_h and res and timers.retry_interval(res, se_asked)
+    if longer then
+      se_asked = longer
+      se_h["Session-Expires"], se_h["Min-SE"] = tostring(longer), tostring(longer)
+      extra = extra or {}
+    end
     if extra then call.media = nil end    -- the session serves the retry
     finish(call, why or "failed", true)   -- else it closes the session
     if not extra then return nil, why or "failed", res end
@@ -1263,6 +1293,7 @@ function UA:invite(uri, opts)
   end
   call.state = "confirmed"
   call.response = res
+  if res then timers.answered(call, res, se_asked, se_min) end
   -- the 2xx's SDP is the peer's latest, over a reliable 1xx's
   if call._remote_sdp_text and sdp_body(res) then set_remote_sdp(call, nil) end
   if session and res and res.body ~= "" then media.apply(session, res.body, ours) end

@@ -266,7 +266,7 @@ local ua_options = {
   auth = "table|function", tls = "table", header_timeout = "number",
   max_connections_per_ip = "number", max_headers = "number", max_header_line = "number",
   contact = "string", media = "table", dns = "table", keepalive = "number",
-  max_subscriptions = "number",
+  max_subscriptions = "number", session_timer = "table",
 }
 local TLS_OPTIONS = {
   cert = "string", key = "string", cafile = "string", capath = "string", verify = "boolean",
@@ -314,6 +314,11 @@ local ua_media, ua_contacts, ua_keepalive = state.media, state.contacts, state.k
 --   `max_connections_per_ip`, `max_server_transactions`,
 --   `max_subscriptions` (subscriptions to us at once; past it a
 --   SUBSCRIBE gets 503, default 10000).
+-- - `session_timer`: `{ expires =, min_se = }` (RFC 4028): our INVITEs
+--   ask for sessions refreshed every `expires` seconds (none without
+--   it; `ua:invite{ session_expires = }` per call); incoming ones shorter
+--   than `min_se` (90 by default, as RFC 4028 asks; less only for tests)
+--   get 422. A session timer an INVITE asks for is always honoured.
 -- @tab[opt] opts the options above
 -- @treturn UA the user agent
 -- @return[2] nil
@@ -337,6 +342,12 @@ function sip.ua(opts)
       check.arg(1, "sip.ua", "option 'tls.key' needs 'tls.cert'")
     end
   end
+  if opts.session_timer then
+    local st = check.opts(opts.session_timer, "sip.ua", 1, { expires = "number", min_se = "number" })
+    if (st.expires and st.expires < 0) or (st.min_se and st.min_se < 0) then
+      check.arg(1, "sip.ua", "option 'session_timer' must have non-negative expires and min_se")
+    end
+  end
   local media = opts.media and check.opts(opts.media, "sip.ua", 1, MEDIA_OPTIONS)
   if media then
     if media.ports and not media.ports:match("^%d+%-%d+$") then
@@ -357,6 +368,7 @@ function sip.ua(opts)
   ua_keepalive[ua] = opts.keepalive
   ua_auth[ua] = auth
   if opts.max_subscriptions then subscriptions.set_limit(ua, opts.max_subscriptions) end
+  state.session_timer[ua] = opts.session_timer
   return ua
 end
 

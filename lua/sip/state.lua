@@ -18,6 +18,7 @@ local M = {
   contacts = per_ua(),      -- ua -> our Contact: sip.ua{contact}, or a registration's public one
   keepalive = per_ua(),     -- ua -> sip.ua{keepalive}
   event_queues = per_ua(),  -- ua -> its ua:events() queue
+  session_timer = per_ua(), -- ua -> sip.ua{session_timer}
 }
 
 --- self must be an open sip.UA; errors name `fname` at the caller's line.
