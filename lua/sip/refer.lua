@@ -283,7 +283,7 @@ calls.usages.NOTIFY = transfer_notify
 
 -- An INVITE with Replaces (RFC 3891 3): the confirmed call it names
 -- becomes call.replaces (ended once the new call is up); none: 481
-calls.admit = function(ua, call)
+calls.admits[#calls.admits + 1] = function(ua, call)
   local v = call.invite and call.invite:header("Replaces")
   if not v then return nil end
   local r = parse_replaces(v)
