@@ -150,6 +150,37 @@ describe("B2BUA", function()
     assert.are.same({ "42" }, got.info)
   end)
 
+  it("carries PRACK on both legs: SIPp requiring 100rel, a callee ringing reliably", function()
+    local callee = ua()
+    callee:on("INVITE", function(call)
+      assert(call:ring{ reliable = true })
+      local answer = OFFER:gsub("45000", "6000")     -- the answer the scenario looks for
+      assert(call:progress{ reliable = true, sdp = answer })
+      assert(call:answer())
+      call:wait(10)
+    end)
+    local mid, results = b2bua(callee:uri("bob"), { media = "direct" })
+    local uac = helper.sipp{ sf = "uac_prack_require.xml", port = helper.free_port(),
+                             remote = hostport(mid), args = { "-m", 1, "-s", "bob" } }
+    assert.are.equal(0, uac:wait(30), uac.log())
+    helper.run(function() sip.sleep(0.2) end)
+    assert.are.same({ "a", "bye" }, results[1])
+  end)
+
+  it("keeps the A leg's session timer: its refresh answered, its expiry ends both legs", function()
+    local callee = ua()
+    local b_why = {}
+    callee:on("INVITE", function(call) assert(call:answer()); b_why[1] = call:wait(30) end)
+    local mid, results = b2bua(callee:uri("bob"), { media = "direct" },
+                               { listen = "udp:127.0.0.1:0", session_timer = { min_se = 1 } })
+    local uac = helper.sipp{ sf = "uac_session_timer.xml", port = helper.free_port(),
+                             remote = hostport(mid), args = { "-m", 1, "-s", "bob" } }
+    assert.are.equal(0, uac:wait(30), uac.log())
+    helper.run(function() sip.sleep(0.3) end)
+    assert.are.same({ "a", "session-expired" }, results[1])
+    assert.are.same({ "bye" }, b_why)
+  end)
+
   it("forks to several B legs: the first answer wins, failures reach A", function()
     local busy, answers = ua(), ua()
     busy:on("INVITE", function() return 486 end)

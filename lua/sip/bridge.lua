@@ -285,19 +285,37 @@ function M.b2bua(a, uri, opts)
   end
   local legs, winner, last_res, last_err = {}, nil, nil, nil
   local pending = #uris
-  local function early(b, prov)
-    if a.state ~= "incoming" and a.state ~= "early" then return end
-    if prov.status == 180 and a.state == "incoming" then
-      spawn_with(nil, function() a:ring() end)
-    elseif prov.status == 183 and prov.body ~= "" then
-      if mode == "direct" then
-        spawn_with(nil, function() a:progress{ sdp = prov.body } end)
-      else
-        spawn_with(nil, function()
-          if a:progress() and a.media and b and b.media then a.media:relay(b.media) end
-        end)
+  -- B's 18x reach A in order, one at a time (a reliable one waits for
+  -- the PRACK of the one before), and A is answered only after them
+  local early_q, early_busy, b_early_sdp = {}, false, nil
+  local function relay_early()
+    early_busy = true
+    while #early_q > 0 do
+      local b, prov = table.unpack(table.remove(early_q, 1))
+      if a.state ~= "incoming" and a.state ~= "early" then break end
+      if prov.status == 180 and a.state == "incoming" then
+        a:ring()
+      elseif prov.status == 183 and prov.body ~= "" then
+        if mode == "direct" then
+          b_early_sdp = prov.body
+          a:progress{ sdp = prov.body }
+        elseif a:progress() and a.media and b and b.media then
+          a.media:relay(b.media)
+        end
       end
     end
+    early_busy = false
+    if early_q.waiter then
+      local w = early_q.waiter
+      early_q.waiter = nil
+      wake_now(w)
+    end
+  end
+  local function early(b, prov)
+    if a.state ~= "incoming" and a.state ~= "early" then return end
+    if prov.status ~= 180 and prov.status ~= 183 then return end
+    early_q[#early_q + 1] = { b, prov }
+    if not early_busy then spawn_with(nil, relay_early) end
   end
   for _, u in ipairs(uris) do
     spawn_with(nil, function()
@@ -305,6 +323,8 @@ function M.b2bua(a, uri, opts)
       local call, err, res = ua:invite(u, {
         sdp = mode == "direct" and offer or nil, timeout = opts.timeout or 60,
         headers = opts.headers, from = opts.from, to = opts.to,
+        -- a caller that takes reliable 1xx: so does the B leg (RFC 3262)
+        reliable = a:_peer_100rel() and true or nil,
         on_call = function(c) this = c; legs[#legs + 1] = c end,
         on_provisional = function(prov) early(this, prov) end,
       })
@@ -342,9 +362,15 @@ function M.b2bua(a, uri, opts)
     a:reject(failed_status(last_res, last_err))
     return nil, last_err or "failed"
   end
+  -- the 18x relayed so far go first
+  while early_busy and (a.state == "incoming" or a.state == "early") do
+    early_q.waiter = co
+    wait()
+  end
   local ok, err
   if mode == "direct" then
-    ok, err = a:answer{ sdp = winner.remote_sdp_text }
+    -- B's answer: in its 2xx, or in a (reliable) 183 before it
+    ok, err = a:answer{ sdp = winner.remote_sdp_text or b_early_sdp }
   else
     ok, err = a:answer()
   end
