@@ -14,6 +14,9 @@
 --   lua5.4 bench/run.lua --only subscriptions
 --                                   section 9 alone (SUBSCRIBE/NOTIFY against SIPp; 10,000 live
 --                                   subscriptions; a NOTIFY's cost with 100 and with 10,000)
+--   lua5.4 bench/run.lua --only bridging [--relay-steps 100,1000]
+--                                   section 10 alone (calls a second through the luasip B2BUA;
+--                                   RTP relayed by it: CPU, loss, the relay's latency)
 --
 -- Run from the repository root after `make build` (make bench / make bench-smoke do both).
 -- Plain Lua 5.4: the peers are SIPp and the Lua scripts bench/uas.lua and bench/uac.lua
@@ -22,9 +25,10 @@
 -- See bench/README.md for what each figure means.
 
 local SMOKE = false
-local ONLY              -- --only media|dtmf|network|subscriptions: that section alone, spliced into RESULTS.md
+local ONLY              -- --only media|dtmf|network|subscriptions|bridging: that section alone, spliced into RESULTS.md
 local MEDIA_STEPS_ARG   -- --media-steps 100,1000: the media section's stream counts
 local DTMF_STEPS_ARG    -- --dtmf-steps 250,1000: the DTMF section's call counts
+local RELAY_STEPS_ARG   -- --relay-steps 100,1000: the bridging section's relayed call counts
 do
   local i = 1
   while i <= #arg do
@@ -32,7 +36,7 @@ do
     if a == "--smoke" then
       SMOKE = true
     elseif a == "--only" and (arg[i + 1] == "media" or arg[i + 1] == "dtmf" or arg[i + 1] == "network" or
-                              arg[i + 1] == "subscriptions") then
+                              arg[i + 1] == "subscriptions" or arg[i + 1] == "bridging") then
       ONLY = arg[i + 1]
       i = i + 1
     elseif a == "--media-steps" and (arg[i + 1] or ""):match("^[%d,]+$") then
@@ -41,9 +45,12 @@ do
     elseif a == "--dtmf-steps" and (arg[i + 1] or ""):match("^[%d,]+$") then
       DTMF_STEPS_ARG = arg[i + 1]
       i = i + 1
+    elseif a == "--relay-steps" and (arg[i + 1] or ""):match("^[%d,]+$") then
+      RELAY_STEPS_ARG = arg[i + 1]
+      i = i + 1
     elseif a == "-h" or a == "--help" then
-      print("usage: lua5.4 bench/run.lua [--smoke] [--only media|dtmf|network|subscriptions] " ..
-            "[--media-steps N,N,...] [--dtmf-steps N,N,...]")
+      print("usage: lua5.4 bench/run.lua [--smoke] [--only media|dtmf|network|subscriptions|bridging] " ..
+            "[--media-steps N,N,...] [--dtmf-steps N,N,...] [--relay-steps N,N,...]")
       os.exit(0)
     else
       io.stderr:write("bench/run.lua: unknown argument ", a, "\n")
@@ -2849,6 +2856,751 @@ local function render_subscriptions(M0, load_end)
 end
 
 ---------------------------------------------------------------------------
+-- 10. Bridging: calls a second through the luasip B2BUA (bench/b2bua.lua:
+-- sip.b2bua, media "direct") between SIPp's -sn uac and -sn uas, against
+-- SIPp's uac straight into its uas; then N calls with RTP both ways
+-- relayed in C by the B2BUA (media "relay": bench/relay_rtp's streams to
+-- leg A, SIPp's -rtp_echo behind leg B) against the same streams into
+-- SIPp's echo alone; the relay's own latency from a sampled capture on lo
+
+local section_bridging, render_bridging
+do
+  local RATES = SMOKE and { 50 } or { 250, 500, 1000, 2000, 3000, 4000 }
+  local WINDOW = SMOKE and 1.5 or 10   -- seconds of CPU, loss and round trip a step
+  local SETTLE = SMOKE and 0.5 or 2    -- seconds between the streams' start and the window
+  local IDLE = SMOKE and 0.5 or 2      -- seconds with every call up and no RTP (the idle CPU)
+  local CAPTURE = SMOKE and 2 or 5     -- seconds of capture for the relay's latency (whole seconds)
+  local CAP_PPS = 4000                 -- captured packets a second at most: 1 sequence number in 2^k
+  local PORT_LO, PORT_HI = 10000, 19999  -- the B2BUA's media.ports: apart from free_port's and the ephemeral ones
+  local OTHERS_MAX = 0.25              -- others' share of the server's core above which a step runs again
+
+  local function relay_steps()
+    if RELAY_STEPS_ARG then
+      local t = {}
+      for n in RELAY_STEPS_ARG:gmatch("%d+") do t[#t + 1] = tonumber(n) end
+      return t
+    end
+    return SMOKE and { 10 } or { 100, 250, 500, 1000 }
+  end
+
+  -- the B2BUA, with its command file; pin: a taskset prefix
+  local function start_b2bua(mode, target_port, pin)
+    local port = free_port()
+    local ctl = fmt("%s/b2bua-ctl-%d", TMP, port)
+    writefile(ctl, "")
+    local cmd = (pin or "") .. q(LUASIP) .. " " .. q(ROOT .. "/bench/b2bua.lua") .. " " .. port .. " 127.0.0.1:" ..
+                target_port .. " --media " .. mode .. " --ports " .. PORT_LO .. "-" .. PORT_HI .. " --ctl " ..
+                q(ctl) .. " --parent " .. SELF_PID
+    local p = spawn("lua-b2bua-" .. mode, cmd)
+    p.port, p.ctl, p.cmds = port, ctl, 0
+    local deadline = now() + 10
+    while not (readfile(p.out) or ""):find("READY", 1, true) do
+      if rc_of(p) or now() > deadline then
+        error("bench/b2bua.lua did not start (" .. cmd .. "):\n" .. tail(p.out, 10), 0)
+      end
+      sleep(0.05)
+    end
+    return p
+  end
+
+  -- a command to the B2BUA, its DONE line as a table
+  local function b2bua_command(p, line, timeout)
+    p.cmds = p.cmds + 1
+    local f = assert(io.open(p.ctl, "a"))
+    f:write(line, "\n")
+    f:close()
+    local pat = "\nDONE " .. p.cmds .. " ([^\n]*)\n"
+    local deadline = now() + timeout
+    while true do
+      local m = (readfile(p.out) or ""):match(pat)
+      if m then
+        local t = {}
+        for k, v in m:gmatch("([%w_]+)=(%S+)") do t[k] = tonumber(v) or v end
+        return t
+      end
+      if rc_of(p) or now() > deadline then
+        error("bench/b2bua.lua did not answer '" .. line .. "':\n" .. tail(p.out, 10), 0)
+      end
+      sleep(0.1)
+    end
+  end
+
+  -- the first line of a process's output starting with `word`, as a table
+  local function line_of(p, word, timeout)
+    local deadline = now() + timeout
+    while true do
+      local l = (readfile(p.out) or ""):match("\n?" .. word .. " ([^\n]*)\n")
+      if l then
+        local t = {}
+        for k, v in l:gmatch("([%w_]+)=(%S+)") do t[k] = tonumber(v) or v end
+        return t
+      end
+      if rc_of(p) or now() > deadline then
+        error(p.name .. " printed no " .. word .. " line:\n" .. tail(p.out, 5), 0)
+      end
+      sleep(0.05)
+    end
+  end
+
+  -- the kernel's drops (receive buffer full) of every UDP socket bound to
+  -- a port in lo..hi (/proc/net/udp)
+  local function udp_drops_range(lo, hi)
+    local sum = 0
+    for line in (readfile("/proc/net/udp") or ""):gmatch("[^\n]+") do
+      local p = line:match("^%s*%d+:%s+%x+:(%x+)%s")
+      p = p and tonumber(p, 16)
+      if p and p >= lo and p <= hi then sum = sum + (tonumber(line:match("(%d+)%s*$")) or 0) end
+    end
+    return sum
+  end
+
+  -- the RTP packets of a pcap file (libpcap format, IPv4/UDP) as
+  -- { t, sport, dport, ssrc, seq }; nil and why
+  local function read_rtp_seq(path)
+    local s = readfile(path)
+    if not s or #s < 24 then return nil, "no capture" end
+    local e, nano
+    for _, en in ipairs{ "<", ">" } do
+      local m = string.unpack(en .. "I4", s, 1)
+      if m == 0xa1b2c3d4 or m == 0xa1b23c4d then e, nano = en, m == 0xa1b23c4d end
+    end
+    if not e then return nil, "not a libpcap file" end
+    local l2 = ({ [0] = 4, [1] = 14, [113] = 16, [276] = 20, [101] = 0 })[string.unpack(e .. "I4", s, 21)]
+    if not l2 then return nil, "unknown link type" end
+    local pk, pos = {}, 25
+    while pos + 16 <= #s do
+      local sec, frac, incl = string.unpack(e .. "I4I4I4", s, pos)
+      local p = pos + 16
+      pos = p + incl
+      local ip = p + l2
+      if incl >= l2 + 20 + 8 + 12 and (s:byte(ip) >> 4) == 4 then
+        local udp = ip + (s:byte(ip) & 15) * 4
+        if udp + 8 + 12 <= p + incl then
+          local sport, dport = string.unpack(">I2I2", s, udp)
+          local sn, _, ssrc = string.unpack(">I2I4I4", s, udp + 8 + 2)
+          pk[#pk + 1] = { t = sec + frac / (nano and 1e9 or 1e6), sport = sport, dport = dport, ssrc = ssrc,
+                          seq = sn }
+        end
+      end
+    end
+    return pk
+  end
+
+  -- the relay's latency from a capture: each sampled packet into leg A
+  -- (from the source) against the same packet (SSRC, sequence number) out
+  -- of leg B (to SIPp's echo), and the echo into leg B against it out of
+  -- leg A (back to the source); aset and bset: the legs' ports
+  local function relay_latency(path, aset, bset)
+    local pk, why = read_rtp_seq(path)
+    if not pk then return nil, why end
+    local first = {}
+    local function role(p)
+      if aset[p.dport] then return "ai" end     -- into leg A
+      if bset[p.sport] then return "bo" end     -- out of leg B, A to B
+      if bset[p.dport] then return "bi" end     -- into leg B (the echo)
+      if aset[p.sport] then return "ao" end     -- out of leg A, B to A
+    end
+    local seen = 0
+    for _, p in ipairs(pk) do
+      local r = role(p)
+      if r then
+        seen = seen + 1
+        local k = p.ssrc .. ":" .. p.seq .. ":" .. r
+        if not first[k] then first[k] = p.t end   -- a packet seen twice: its first time
+      end
+    end
+    local ab, ba, all, unmatched, negative = {}, {}, {}, 0, 0
+    local last_t = pk[#pk] and pk[#pk].t or 0
+    for k, t in pairs(first) do
+      local base, r = k:match("^(.*):(%a%a)$")
+      local out_role = (r == "ai" and "bo") or (r == "bi" and "ao") or nil
+      if out_role then
+        local o = first[base .. ":" .. out_role]
+        if o then
+          local d = o - t
+          if d < 0 then negative = negative + 1 end
+          local list = r == "ai" and ab or ba
+          list[#list + 1] = d
+          all[#all + 1] = d
+        elseif t < last_t - 0.1 then
+          unmatched = unmatched + 1             -- not the capture's last moments: lost on the way
+        end
+      end
+    end
+    table.sort(ab)
+    table.sort(ba)
+    table.sort(all)
+    return { packets = #pk, seen = seen, n = #all, n_ab = #ab, n_ba = #ba, unmatched = unmatched,
+             negative = negative, p50 = percentile(all, 0.5), p99 = percentile(all, 0.99),
+             p999 = percentile(all, 0.999), max = all[#all], p99_ab = percentile(ab, 0.99),
+             p99_ba = percentile(ba, 0.99), under_1ms = #all > 0 and percentile(all, 0.99) < 0.001 }
+  end
+
+  -- 1. one step: `rate` calls a second for STEP s from SIPp's -sn uac,
+  -- through a fresh B2BUA into a fresh SIPp -sn uas ("b2bua"), or straight
+  -- into it ("direct")
+  local function bridge_step(kind, rate)
+    local uas = start_sipp_uas("-sn uas", "sipp-uas")
+    local b2b = kind == "b2bua" and start_b2bua("direct", uas.port) or nil
+    local server = b2b or uas
+    sleep(0.2)
+    local b0, u0 = b2b and cpu_of(b2b.pid), cpu_of(uas.pid)
+    local ud0 = udp_drops(uas.port) or 0
+    local calls = math.max(1, math.floor(rate * STEP))
+    local r = run_sipp_uac{ scen = "-sn uac", rate = rate, calls = calls, port = server.port, timeout = STEP + 10,
+                            server = server }
+    local b1, u1 = b2b and cpu_of(b2b.pid), cpu_of(uas.pid)
+    if (b2b and not b1) or not u1 then
+      error(fmt("bridging: %s died during the %d/s step:\n%s", (b2b and not b1) and "the B2BUA" or "SIPp's uas",
+                rate, tail(((b2b and not b1) and b2b or uas).out, 10)), 0)
+    end
+    r.kind = kind
+    r.uas_cpu = u1 - u0
+    r.uas_per = r.ok > 0 and r.uas_cpu / r.ok or nil
+    r.uas_drops = (udp_drops(uas.port) or 0) - ud0
+    if b2b then
+      r.b2b_cpu = b1 - b0
+      r.b2b_per = r.ok > 0 and r.b2b_cpu / r.ok or nil
+      r.b2b_load = r.server_load or r.b2b_cpu / r.elapsed
+      r.uas_load = r.uas_cpu / math.max(1e-9, r.elapsed)
+      sleep(1.1)                                -- its next STAT line
+      r.stat = uas_stat(b2b)
+      if (r.stat.failed or 0) > 0 and r.clean then
+        r.clean, r.why = false, r.stat.failed .. " failed in the B2BUA"
+      end
+    else
+      r.uas_load = r.server_load or r.uas_cpu / math.max(1e-9, r.elapsed)
+    end
+    kill(server)
+    kill(uas)
+    note(fmt("%-22s %6d/s: %-17s %sSIPp uas %s us/call (%s CPU), SIPp uac %s CPU, %d retrans, drops %d/%d/%d",
+             kind == "b2bua" and "uac -> B2BUA -> uas" or "uac -> uas", rate, r.why,
+             b2b and fmt("B2BUA %s us/call (%s CPU, %s retrans), ", us(r.b2b_per), pct(r.b2b_load),
+                         tostring(r.stat.retx or "?")) or "",
+             us(r.uas_per), pct(r.uas_load), r.uac_load and pct(r.uac_load) or "?", r.retrans,
+             b2b and r.server_drops or 0, r.client_drops, r.uas_drops))
+    return r
+  end
+
+  -- 2. one try of a step: n calls from SIPp's bench/b2bua_uac.xml, through
+  -- a fresh B2BUA relaying their RTP ("relay") into SIPp's -sn uas
+  -- -rtp_echo, or straight into it ("direct"); bench/relay_rtp sends a
+  -- stream a call and reads what comes back
+  local function relay_try(kind, n, dumpcap)
+    local relay = kind == "relay"
+    local label = fmt("%s, %d calls", relay and "relay" or "direct", n)
+    -- SIPp's echo runs on the server's core when it is the server, else
+    -- with the load (the caller, the source, the capture)
+    local uas_port, mport = free_port(), free_ports(4)
+    local uas = spawn("sipp-echo", (relay and PIN_LOAD or PIN_SERVER) .. "sipp -nostdin -i 127.0.0.1 -p " ..
+                      uas_port .. " -mi 127.0.0.1 -mp " .. mport .. " -rtp_echo -sn uas -timeout 600 " .. SIPP_BUF)
+    uas.port = uas_port
+    sleep(0.4)
+    if rc_of(uas) then error("SIPp's echo UAS did not start:\n" .. tail(uas.out, 10), 0) end
+    local b2b = relay and start_b2bua("relay", uas_port, PIN_SERVER) or nil
+    local server = b2b or uas
+    local rate = math.min(250, math.max(10, n // 4))
+    local ramp = n / rate
+    local hold = ramp + IDLE + SETTLE + WINDOW + CAPTURE + 40
+    local lport, cmport = free_port(), free_ports(4)
+    local uac = spawn("sipp-relay-uac", PIN_LOAD .. table.concat({
+      "sipp -nostdin -i 127.0.0.1 -p", lport, "-mi 127.0.0.1 -mp", cmport, "-sf", q(ROOT .. "/bench/b2bua_uac.xml"),
+      "-key rtp_port", free_port(), SIPP_BUF, "-r", rate, "-rp 1000", "-m", n, "-l", n,
+      "-d", math.floor(hold * 1000), "-timeout", fmt("%ds", math.ceil(hold + 30)),
+      "-trace_stat -stf", q(fmt("%s/sipp-relay-%d.csv", TMP, lport)), "-fd 1", "127.0.0.1:" .. server.port }, " "))
+    uac.csv = fmt("%s/sipp-relay-%d.csv", TMP, lport)
+    local r = { kind = kind, n = n, rate = rate }
+    -- every call up: bridged (the B2BUA says so, with its ports), or all
+    -- created and a second for the last answers
+    local aports, aset, bset = {}, {}, {}
+    local deadline = now() + ramp + 20
+    while now() < deadline do
+      if relay then
+        local k = 0
+        for _ in (readfile(b2b.out) or ""):gmatch("BRIDGED ") do k = k + 1 end
+        if k >= n then break end
+      elseif csv_num(last_csv(uac), "TotalCallCreated") >= n then
+        sleep(1)
+        break
+      end
+      if rc_of(uac) or not alive(server.pid) or not alive(uas.pid) then break end
+      sleep(0.2)
+    end
+    if relay then
+      for a, b in (readfile(b2b.out) or ""):gmatch("BRIDGED a=(%d+) b=(%d+)") do
+        aports[#aports + 1] = tonumber(a)
+        aset[tonumber(a)], bset[tonumber(b)] = true, true
+      end
+      r.up = #aports
+    else
+      local c = last_csv(uac)
+      r.up = csv_num(c, "TotalCallCreated") - csv_num(c, "FailedCall(C)")
+    end
+    if r.up == 0 then
+      error(fmt("bridging (%s): no call came up:\n%s", label, tail((b2b or uac).out, 10)), 0)
+    end
+    -- the idle CPU: every call up, no RTP yet
+    local i0, it = cpu_of(server.pid), now()
+    sleep(IDLE)
+    local i1 = cpu_of(server.pid)
+    r.idle_load = i0 and i1 and (i1 - i0) / (now() - it) or nil
+    -- the streams: to each call's leg A, or all to SIPp's echo port
+    local dests = {}
+    for i = 1, relay and #aports or r.up do dests[i] = relay and aports[i] or mport end
+    local pf = fmt("%s/relay-ports-%s-%d", TMP, kind, n)
+    writefile(pf, table.concat(dests, "\n") .. "\n")
+    -- the kernel's drops on the B2BUA's sockets and on the echo's, from
+    -- before the first packet to after the last
+    local d0, e0 = udp_drops_range(PORT_LO, PORT_HI), udp_drops(mport) or 0
+    local src = spawn("relay-rtp", PIN_LOAD .. q(TMP .. "/relay_rtp") .. " " .. q(pf))
+    line_of(src, "READY", 10)
+    sleep(SETTLE)
+    -- the kernel's softirq threads: loopback delivery deferred to them
+    -- (ksoftirqd/N) runs after a packet's capture point and before it
+    -- reaches its socket
+    local sirq = { tonumber(sh("pgrep -x ksoftirqd/0")), tonumber(sh("pgrep -x ksoftirqd/1")) }
+    local function snap()
+      local s = { t = now() }
+      s.srv, s.sys = cpu_of(server.pid)
+      s.uas, s.src, s.uac = cpu_of(uas.pid), cpu_of(src.pid), cpu_of(uac.pid)
+      s.busy, s.jiffies = cpu_jiffies(PIN and 1 or 0)
+      s.drops = udp_drops_range(PORT_LO, PORT_HI)
+      s.echo_drops = udp_drops(mport) or 0
+      s.sirq = { cpu_of(sirq[1]), cpu_of(sirq[2]) }
+      return s
+    end
+    -- the share of a core a process (or the others on the server's core,
+    -- or a ksoftirqd) took between two snapshots
+    local function shares(a, b)
+      local w = b.t - a.t
+      local x = { wall = w, sirq = {} }
+      x.server = a.srv and b.srv and (b.srv - a.srv) / w
+      x.others = a.busy and b.busy and b.jiffies > a.jiffies and x.server and
+                 math.max(0, (b.busy - a.busy) / (b.jiffies - a.jiffies) - x.server) or nil
+      for i = 1, 2 do x.sirq[i] = a.sirq[i] and b.sirq[i] and (b.sirq[i] - a.sirq[i]) / w end
+      return x
+    end
+    local a = snap()
+    os.execute("kill -USR1 " .. src.pid)
+    sleep(WINDOW)
+    os.execute("kill -USR2 " .. src.pid)
+    local b = snap()
+    r.rx = line_of(src, "RESULT", 10)
+    -- the relay's latency: a sampled capture, after the window (a tap on
+    -- lo costs every sender a copy of each packet: not in the CPU figures)
+    if relay and dumpcap then
+      local mask = 1
+      while n * 50 * 4 / mask > CAP_PPS do mask = mask * 2 end
+      local filter = fmt("udp and udp[8] & 0xc0 == 0x80 and udp[9] & 0x7f == 0 and udp[10:2] & %d == 0", mask - 1)
+      local capf = fmt("%s/relay-%d.pcap", TMP, n)
+      local cap = spawn("dumpcap", PIN_LOAD .. "dumpcap -i lo -P -q -s 64 -B 64 -f " .. q(filter) ..
+                        " -a duration:" .. CAPTURE .. " -w " .. q(capf))
+      local c0 = snap()
+      if not wait_proc(cap, CAPTURE + 15) then kill(cap) end
+      local cw = shares(c0, snap())
+      local cs = readfile(cap.out) or ""
+      local got, drop = cs:match("received/dropped on interface.-: (%d+)/(%d+)")
+      local lat, why = relay_latency(capf, aset, bset)
+      r.lat = lat or { na = why .. ": " .. tail(cap.out, 2) }
+      r.lat.mask, r.lat.cap_received, r.lat.cap_drops = mask, tonumber(got), tonumber(drop)
+      r.lat.others, r.lat.sirq = cw.others, cw.sirq
+    end
+    -- the end: the source stops, reads what was on its way and sums up;
+    -- then the B2BUA's counts (every packet since the streams started)
+    os.execute("kill -TERM " .. src.pid)
+    r.total = line_of(src, "TOTAL", 10)
+    if relay then r.legs = b2bua_command(b2b, "stats", 10) end
+    r.drops_total = udp_drops_range(PORT_LO, PORT_HI) - d0
+    r.echo_drops_total = (udp_drops(mport) or 0) - e0
+    r.stat = b2b and uas_stat(b2b) or {}
+    kill(uac)
+    if b2b then kill(b2b) end
+    kill(uas)
+    kill(src)
+    if not (a.srv and b.srv) then
+      error(fmt("bridging (%s): the %s died:\n%s", label, relay and "B2BUA" or "SIPp echo", tail(server.out, 10)), 0)
+    end
+    local wall = b.t - a.t
+    local sh_w = shares(a, b)
+    r.window = r.rx.window or wall
+    r.server_cpu = b.srv - a.srv
+    r.server_load = r.server_cpu / wall
+    r.sys_share = r.server_cpu > 0 and (b.sys - a.sys) / r.server_cpu or nil
+    r.echo_load = relay and a.uas and b.uas and (b.uas - a.uas) / wall or r.server_load
+    r.src_load = a.src and b.src and (b.src - a.src) / wall or nil
+    r.uac_load = a.uac and b.uac and (b.uac - a.uac) / wall or nil
+    r.others, r.sirq = sh_w.others, sh_w.sirq
+    r.drops = b.drops - a.drops
+    r.echo_drops = b.echo_drops - a.echo_drops
+    r.streams = r.rx.returning or 0
+    -- a call: a stream each way; the B2BUA relays both, the echo one
+    r.per_call = r.streams > 0 and r.server_cpu / (r.streams * r.window) or nil
+    r.per_stream = r.per_call and (relay and r.per_call / 2 or r.per_call)
+    -- where the packets went missing, over the streams' whole life: in
+    -- the B2BUA (its sockets' drops, or received and not relayed), in
+    -- SIPp's echo (its socket's drops), at the source (its sockets')
+    local t, g = r.total, r.legs or {}
+    r.lost_total = (t.sent or 0) - (t.received or 0)
+    if relay then
+      r.lost_b2bua = r.drops_total + math.max(0, (g.a_packets_received or 0) - (g.a_relayed or 0)) +
+                     math.max(0, (g.b_packets_received or 0) - (g.b_relayed or 0))
+    end
+    -- clean: every stream up and nothing lost in the process measured
+    -- (behind the B2BUA, SIPp's echo shares its core with the load and
+    -- may drop: that is the load generator's, shown apart)
+    r.complete = r.up >= n and r.streams >= n
+    if relay then
+      r.clean = r.complete and r.lost_b2bua == 0
+    else
+      r.clean = r.complete and r.lost_total == 0 and (r.rx.lost or 0) == 0
+    end
+    r.why = (not r.complete and fmt("%d of %d streams", r.streams, n)) or
+            (relay and r.lost_b2bua > 0 and fmt("%d lost in it", r.lost_b2bua)) or
+            (r.lost_total > 0 and fmt(relay and "%d lost behind it" or "%d lost", r.lost_total)) or
+            ((r.rx.lost or 0) > 0 and fmt("%d lost", r.rx.lost)) or "no loss"
+    local l = r.lat
+    note(fmt("%-8s %5d calls: %-18s %s CPU (%s sys, idle %s): %s us/s a stream, round trip p50 %.3f p99 %.3f " ..
+             "max %.3f ms, window: sent %d, back %d, lost %d; in all: sent %d, back %d, drops (B2BUA / echo / " ..
+             "source) %d/%d/%d; echo %s, source %s (late sends %d), others on the server's core %s, ksoftirqd " ..
+             "%s/%s%s",
+             kind, n, r.why, pct(r.server_load), r.sys_share and pct(r.sys_share) or "?",
+             r.idle_load and pct(r.idle_load) or "?", us(r.per_stream), (r.rx.rtt_p50_us or 0) / 1000,
+             (r.rx.rtt_p99_us or 0) / 1000, (r.rx.rtt_max_us or 0) / 1000, r.rx.sent or 0, r.rx.received or 0,
+             r.rx.lost or 0, t.sent or 0, t.received or 0, r.drops_total, r.echo_drops_total, t.drops or 0,
+             pct(r.echo_load), r.src_load and pct(r.src_load) or "?", r.rx.late_sends or 0,
+             r.others and pct(r.others) or "?", r.sirq[1] and pct(r.sirq[1]) or "?",
+             r.sirq[2] and pct(r.sirq[2]) or "?",
+             (l and l.n) and fmt("; relay latency p50 %.3f p99 %.3f max %.3f ms over %d samples (1 in %d, %d " ..
+                                 "unmatched, capture dropped %s, others on the B2BUA's core %s)", (l.p50 or 0) * 1e3,
+                                 (l.p99 or 0) * 1e3, (l.max or 0) * 1e3, l.n, l.mask, l.unmatched,
+                                 tostring(l.cap_drops), l.others and pct(l.others) or "?")
+                                or (l and ("; latency: " .. tostring(l.na)) or "")))
+    return r
+  end
+
+  -- a step; when other processes took more than a quarter of the
+  -- server's core in its window or in its capture (the machine is
+  -- shared), it runs again, once, and the try with the least is kept
+  local function relay_step(kind, n, dumpcap)
+    local best
+    for try = 1, SMOKE and 1 or 2 do
+      local r = relay_try(kind, n, dumpcap)
+      r.tries = try
+      -- over the window, and over the capture
+      r.others_max = math.max(r.others or 0, r.lat and r.lat.others or 0)
+      if not best or r.others_max < best.others_max then best = r end
+      if r.others_max <= OTHERS_MAX then break end
+      if try < 2 and not SMOKE then
+        note(fmt("other processes took %s of the server's core: again", pct(r.others_max)))
+      end
+    end
+    return best
+  end
+
+  function section_bridging()
+    note("10. bridging: SIPp uac -> luasip B2BUA -> SIPp uas against SIPp uac -> SIPp uas, rate by rate; " ..
+         "RTP relayed by the B2BUA against SIPp's echo alone")
+    local B = { calls = { b2bua = { steps = {}, top = RATES[#RATES] }, direct = { steps = {}, top = RATES[#RATES] } },
+                relay = { steps = {} }, direct = { steps = {} }, list = relay_steps() }
+    for _, rate in ipairs(RATES) do
+      for _, kind in ipairs{ "b2bua", "direct" } do
+        local l = B.calls[kind]
+        if not l.stopped then
+          local r = bridge_step(kind, rate)
+          l.steps[#l.steps + 1] = r
+          if r.clean then l.best = r else l.stopped = true end
+        end
+      end
+    end
+    -- the relay: a C source and sink of its own (bench/relay_rtp.c)
+    if not have("cc") then
+      B.na = "no C compiler for bench/relay_rtp.c"
+    elseif os.execute(fmt("cc -O2 -Wall -o %s %s >%s 2>&1", q(TMP .. "/relay_rtp"), q(ROOT .. "/bench/relay_rtp.c"),
+                          q(TMP .. "/relay-cc.log"))) ~= true then
+      B.na = "bench/relay_rtp.c did not build: " .. tail(TMP .. "/relay-cc.log", 3)
+    end
+    if B.na then
+      note("bridging: the RTP relay is not available (" .. B.na .. ")")
+      R.bridging = B
+      return
+    end
+    local dumpcap = have("dumpcap")
+    if not dumpcap then B.lat_na = "no dumpcap (wireshark's capture tool)" end
+    -- sockets: 4 a call in the B2BUA (RTP and RTCP, two legs), 1 a call in the source
+    local nofile = tonumber(sh("ulimit -n")) or 1024
+    for _, n in ipairs(B.list) do
+      if 4 * n + 256 > nofile then
+        note(fmt("bridging: %d calls need %d file descriptors in the B2BUA (ulimit -n is %d): not run", n,
+                 4 * n + 256, nofile))
+        B.skipped = (B.skipped and (B.skipped .. ", ") or "") .. n
+      else
+        for _, kind in ipairs{ "relay", "direct" } do
+          local l = B[kind]
+          if not l.stopped then
+            local r = relay_step(kind, n, dumpcap)
+            l.steps[#l.steps + 1] = r
+            if r.clean then l.best = r end
+            if not r.complete or r.server_load >= 0.95 then l.stopped = true end
+          end
+        end
+      end
+    end
+    if B.lat_na == nil and dumpcap then
+      for _, r in ipairs(B.relay.steps) do
+        if r.lat and r.lat.na then B.lat_na = r.lat.na end
+      end
+    end
+    R.bridging = B
+  end
+
+  local function ms3(x) return x and fmt("%.3f", x) or "-" end
+
+  function render_bridging(M0, load_end)
+    local B = R.bridging
+    out("## 10. Bridging: the luasip B2BUA between SIPp's caller and callee")
+    out()
+    out(fmt("Measured at commit %s%s, %s, load average %s at the start of the run and %s at the end.", M0.commit,
+            M0.dirty and " (with uncommitted changes)" or "", M0.date, M0.load, load_end))
+    out()
+    if not B then
+      out("Not available: the section did not run.")
+      out()
+      return
+    end
+    out("The machine was shared: other engineers' builds and test suites ran on both cores during the run " ..
+        "(see the load averages), so single figures move from run to run; what compares two set-ups was " ..
+        "measured in the same run, one right after the other.")
+    out()
+    out(fmt("**Bridged calls a second.** SIPp `-sn uac` places %g s of calls at the rate into bench/b2bua.lua, " ..
+            "whose INVITE handler is `sip.b2bua(call, \"sip:b2bua@<SIPp uas>\", { media = \"direct\" })`: the B " ..
+            "leg placed to SIPp `-sn uas` with A's offer, A answered with B's answer when B answers, the legs " ..
+            "bridged until the BYE (from A), which the B2BUA passes on to B; no RTP (the UA has no media " ..
+            "settings, SDP passes through). Twelve SIP messages a call go through the B2BUA (each leg's INVITE, " ..
+            "180, 200, ACK, BYE, 200), against six at a UAS. The reference is SIPp's uac straight into SIPp's " ..
+            "uas, rate by rate, right after. Each step: a fresh B2BUA and uas; section 1's rules (clean: SIPp " ..
+            "exited 0, every call successful, 90%% of the rate reached, and no call failed in the B2BUA). CPU " ..
+            "per call: utime+stime over the step / calls completed, for the B2BUA and for SIPp's uas (behind " ..
+            "the B2BUA, and alone); the B2BUA's transactions end 32 s later (Timers J and L), outside the step, " ..
+            "as in section 1. \"CPU\" is the share of a core while calls were being created (the B2BUA's, " ..
+            "sampled; the uas's, over the step).", STEP))
+    out()
+    out("| rate (cps) | uac → B2BUA → uas | B2BUA CPU/call (us) | B2BUA CPU | uas CPU/call (us) | retrans " ..
+        "(SIPp / B2BUA) | drops (B2BUA / uac / uas) | uac → uas | uas CPU/call (us) | uas CPU | retrans | " ..
+        "drops (uas / uac) | SIPp uac CPU (via B2BUA / direct) |")
+    out("|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    local C = B.calls
+    for _, rate in ipairs(RATES) do
+      local a, d = step_at(C.b2bua, rate), step_at(C.direct, rate)
+      if a or d then
+        local ac = a and { a.clean and "0 failed" or a.why, us(a.b2b_per), pct(a.b2b_load), us(a.uas_per),
+                           fmt("%d / %s", a.retrans, tostring(a.stat.retx or "-")),
+                           fmt("%d / %d / %d", a.server_drops, a.client_drops, a.uas_drops) } or
+                   { "-", "-", "-", "-", "-", "-" }
+        local dc = d and { d.clean and "0 failed" or d.why, us(d.uas_per), pct(d.uas_load), tostring(d.retrans),
+                           fmt("%d / %d", d.uas_drops, d.client_drops) } or { "-", "-", "-", "-", "-" }
+        out(fmt("| %d | %s | %s | %s / %s |", rate, table.concat(ac, " | "), table.concat(dc, " | "),
+                a and a.uac_load and pct(a.uac_load) or "-", d and d.uac_load and pct(d.uac_load) or "-"))
+      end
+    end
+    out()
+    local common
+    for _, a in ipairs(C.b2bua.steps) do
+      local d = step_at(C.direct, a.rate)
+      if a.clean and d and d.clean then common = a.rate end
+    end
+    local ca, cd = common and step_at(C.b2bua, common), common and step_at(C.direct, common)
+    B.common = common
+    out(fmt("**Highest rate with 0 failed calls: through the B2BUA %s cps, SIPp uac into SIPp uas %s cps.**",
+            best_of(C.b2bua), best_of(C.direct)))
+    if ca and cd and ca.b2b_per and cd.uas_per then
+      out(fmt("**At %d cps the B2BUA takes %s us of CPU per bridged call, SIPp's uas %s us per call it answers " ..
+              "(alone; %s us behind the B2BUA): the middle costs %.1f times the far end.**", common,
+              us(ca.b2b_per), us(cd.uas_per), us(ca.uas_per), ca.b2b_per / cd.uas_per))
+    end
+    out()
+    if B.na then
+      out("RTP relay: not available (" .. B.na .. ").")
+      out()
+      return
+    end
+    out(fmt("**RTP relayed.** N calls from SIPp's bench/b2bua_uac.xml (N/4 a second, at most 250; held, no RTP " ..
+            "of SIPp's own) into bench/b2bua.lua with `media = \"relay\"` (`sip.ua{ media = { ports = \"%d-%d\", " ..
+            "codecs = { \"PCMU\" } } }`: each leg negotiates PCMU with the B2BUA, whose C core passes each " ..
+            "packet received on one leg's socket out of the other's, as it came), the B legs to SIPp `-sn uas " ..
+            "-rtp_echo` (SIPp sends back whatever reaches its media port, to where it came from). Once every call " ..
+            "is bridged (and %g s with no RTP, the idle CPU), bench/relay_rtp.c sends a stream a call: 172-byte " ..
+            "PCMU packets every 20 ms from a socket of its own to the call's leg A, the calls' 20 ms phases " ..
+            "spread evenly (it wakes every millisecond and sends the packets due, N/20 of them: calls placed at " ..
+            "random moments, not one burst of N), and reads what comes back. A call thus carries two streams " ..
+            "through the B2BUA, A to B and the echo B to A: 100 packets a second relayed. The reference: the same " ..
+            "calls from SIPp's caller straight into SIPp's echo, the same streams to its media port, echoed " ..
+            "once. %g s after the streams started, a window of %g s: CPU per stream is the process's utime+stime " ..
+            "over it / (streams x seconds), in microseconds of CPU per second of a 50-packet stream (a stream " ..
+            "is one packet in and one out every 20 ms: two a call for the B2BUA, one for the echo); \"a core per " ..
+            "100 calls\" is the B2BUA's CPU for 100 calls. The round trip is from the source's send time (in the " ..
+            "packet) to the kernel's receive timestamp of the packet back (SO_TIMESTAMPNS); lost: sequence numbers " ..
+            "missing from what came back.", PORT_LO, PORT_HI, IDLE, SETTLE, WINDOW))
+    out()
+    out(fmt("The machine has %d cores: %s On loopback the receiving side's network stack (UDP queueing, the " ..
+            "wake-up) runs inside the sender's sendto(), so the B2BUA's CPU holds the delivery of what it sends " ..
+            "to SIPp's echo and to the source, and the echo's (alone) the delivery back to the source. A step " ..
+            "where other processes took more than a quarter of the server's core (over the window or the " ..
+            "capture) runs again, once, and the try with the least of them is kept.", NPROC,
+            PIN and "the B2BUA (or, in the reference, SIPp's echo) is pinned to CPU 1, the caller, the source, " ..
+            "SIPp's echo behind the B2BUA and the capture to CPU 0 (taskset)." or
+            "nothing is pinned (no taskset or a single core)."))
+    out()
+    out("| calls | relayed by the B2BUA | B2BUA CPU/stream (us/s) | a core per 100 calls | B2BUA CPU (sys) " ..
+        "| idle | round trip p50 / p99 / max (ms) | lost / sent (window) | SIPp echo behind it | SIPp echo alone " ..
+        "| echo CPU/stream (us/s) | echo CPU (sys) | idle | round trip p50 / p99 / max (ms) | lost / sent " ..
+        "| source / others on the server's core (relay ; alone) |")
+    out("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    local function at(l, n)
+      for _, s in ipairs(l.steps) do if s.n == n then return s end end
+    end
+    local function rtt(s)
+      local x = s.rx
+      return fmt("%s / %s / %s", ms3((x.rtt_p50_us or 0) / 1000), ms3((x.rtt_p99_us or 0) / 1000),
+                 ms3((x.rtt_max_us or 0) / 1000))
+    end
+    local function loads(s)
+      if not s then return "-" end
+      return (s.src_load and pct(s.src_load) or "?") .. " / " .. (s.others and pct(s.others) or "?")
+    end
+    for _, n in ipairs(B.list) do
+      local a, d = at(B.relay, n), at(B.direct, n)
+      if a or d then
+        local ac = a and { a.clean and "no loss" or a.why, us(a.per_stream),
+                           a.per_call and pct(a.per_call * 100) or "-",
+                           pct(a.server_load) .. (a.sys_share and (" (" .. pct(a.sys_share) .. ")") or ""),
+                           a.idle_load and pct(a.idle_load) or "-", rtt(a),
+                           fmt("%s / %s", thousands(a.rx.lost or 0), thousands(a.rx.sent or 0)), pct(a.echo_load) } or
+                   { "-", "-", "-", "-", "-", "-", "-", "-" }
+        local dc = d and { d.clean and "no loss" or d.why, us(d.per_stream),
+                           pct(d.server_load) .. (d.sys_share and (" (" .. pct(d.sys_share) .. ")") or ""),
+                           d.idle_load and pct(d.idle_load) or "-", rtt(d),
+                           fmt("%s / %s", thousands(d.rx.lost or 0), thousands(d.rx.sent or 0)) } or
+                   { "-", "-", "-", "-", "-", "-" }
+        out(fmt("| %d | %s | %s | %s ; %s |", n, table.concat(ac, " | "), table.concat(dc, " | "), loads(a), loads(d)))
+      end
+    end
+    out()
+    local top
+    for _, n in ipairs(B.list) do
+      local a, d = at(B.relay, n), at(B.direct, n)
+      if a and d and a.complete and d.complete then top = n end
+    end
+    if top then
+      local a, d = at(B.relay, top), at(B.direct, top)
+      out(fmt("**%d relayed calls (%d streams): the B2BUA %s us/s a stream, %s of a core for 100 calls " ..
+              "(%s in all); the same streams echoed by SIPp alone: %s us/s a stream (ratio %s).**", top, 2 * top,
+              us(a.per_stream), pct(a.per_call * 100), pct(a.server_load), us(d.per_stream),
+              (d.per_stream or 0) > 0 and fmt("%.2f", a.per_stream / d.per_stream) or "-"))
+      out()
+    end
+    -- where the packets went, over the streams' whole life
+    out("Packets relayed against packets sent, over the streams' whole life (from the first packet; at the end " ..
+        "the source stops, reads for 0.5 s what is still on its way and counts; the B2BUA then sums " ..
+        "`call.media:stats()` over its legs): into legs A (`packets_received`), relayed A to B (`relayed`), " ..
+        "the echo into legs B, relayed B to A, back at the source. Lost in the B2BUA: its sockets' " ..
+        "receive-buffer drops (the kernel's count, /proc/net/udp, every socket in its media ports) and what it " ..
+        "received and did not relay (`relay_dropped`, send errors); the other drops are the echo's socket and " ..
+        "the source's. The echo behind the B2BUA shares its core with the caller, the source and the capture: " ..
+        "its drops are the load generator's.")
+    out()
+    out("| calls | sent by the source | into legs A | relayed A → B | into legs B (echo) | relayed B → A | back at " ..
+        "the source | lost, end to end | lost in the B2BUA | drops: echo / source sockets | SIPp echo alone: " ..
+        "sent / back / echo drops |")
+    out("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for _, n in ipairs(B.list) do
+      local a, d = at(B.relay, n), at(B.direct, n)
+      if a or d then
+        local t, g = a and a.total or {}, a and a.legs or {}
+        out(fmt("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |", n,
+                a and thousands(t.sent or 0) or "-", a and thousands(g.a_packets_received or 0) or "-",
+                a and thousands(g.a_relayed or 0) or "-", a and thousands(g.b_packets_received or 0) or "-",
+                a and thousands(g.b_relayed or 0) or "-", a and thousands(t.received or 0) or "-",
+                a and thousands(a.lost_total) or "-", a and thousands(a.lost_b2bua) or "-",
+                a and fmt("%s / %s", thousands(a.echo_drops_total), thousands(t.drops or 0)) or "-",
+                d and fmt("%s / %s / %s", thousands(d.total.sent or 0), thousands(d.total.received or 0),
+                          thousands(d.echo_drops_total)) or "-"))
+      end
+    end
+    out()
+    -- the relay's latency
+    local with_lat = {}
+    for _, r in ipairs(B.relay.steps) do
+      if r.lat and r.lat.n then with_lat[#with_lat + 1] = r end
+    end
+    if #with_lat > 0 then
+      out(fmt("**The relay's latency**: from a packet's arrival at the B2BUA's leg A socket to its departure from " ..
+              "leg B's (and the echo's, from leg B to leg A). After the window, dumpcap captures on lo for %d s " ..
+              "(pinned with the load), with a BPF filter that keeps RTP (version 2, PCMU) whose sequence number " ..
+              "is a multiple of 2^k, about %s packets a second at most: the relay keeps SSRC and sequence " ..
+              "number, so each sampled packet is seen four times (source to leg A, leg B to the echo, the echo " ..
+              "to leg B, leg A to the source) and matched by SSRC, sequence number and the legs' ports (the " ..
+              "B2BUA prints them). On loopback a packet's capture timestamp is taken inside its sender's " ..
+              "sendto(), as it is handed to the loopback device; it reaches the receiving socket right after, " ..
+              "in the same call, unless the kernel defers that delivery to the ksoftirqd thread of the " ..
+              "sender's CPU (their CPU is in the table). So the difference is the wait in the B2BUA's socket, " ..
+              "its loop's wake-up and the relay, up to its own sendto(). Capture timestamps are in " ..
+              "microseconds. The capture is not in the CPU window: a tap on lo costs every sender a copy of " ..
+              "each packet.",
+              CAPTURE, thousands(CAP_PPS)))
+      out()
+      out("| calls | sampled | samples (A → B / B → A) | unmatched | captured / dropped by the capture " ..
+          "| latency p50 / p99 / p99.9 / max (ms) | p99 A → B / B → A (ms) | p99 under 1 ms " ..
+          "| others on the B2BUA's core / ksoftirqd/0 / ksoftirqd/1 |")
+      out("|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+      for _, r in ipairs(with_lat) do
+        local l = r.lat
+        local function p(x) return x and pct(x) or "?" end
+        out(fmt("| %d | 1 in %d | %s (%s / %s) | %d | %s / %s | %s / %s / %s / %s | %s / %s | %s | %s / %s / %s |",
+                r.n, l.mask, thousands(l.n), thousands(l.n_ab), thousands(l.n_ba), l.unmatched,
+                l.cap_received and thousands(l.cap_received) or "?", l.cap_drops and thousands(l.cap_drops) or "?",
+                ms3(l.p50 and l.p50 * 1e3), ms3(l.p99 and l.p99 * 1e3), ms3(l.p999 and l.p999 * 1e3),
+                ms3(l.max and l.max * 1e3), ms3(l.p99_ab and l.p99_ab * 1e3), ms3(l.p99_ba and l.p99_ba * 1e3),
+                l.under_1ms and "yes" or "no", p(l.others), p(l.sirq and l.sirq[1]), p(l.sirq and l.sirq[2])))
+      end
+      out()
+    elseif B.lat_na then
+      out("The relay's latency: not available (" .. tostring(B.lat_na) .. ").")
+      out()
+    end
+    -- against the brief's targets
+    out("| target | figure | met |")
+    out("|---|---|---|")
+    out(fmt("| bridged calls with 0 failed | highest clean: %s cps through the B2BUA (SIPp uac into uas: %s)%s | - |",
+            best_of(C.b2bua), best_of(C.direct),
+            ca and fmt("; %s us per bridged call at %d cps against %s us at SIPp's uas", us(ca.b2b_per), common,
+                       us(cd.uas_per)) or ""))
+    local lost, relayed, all_clean = 0, 0, #B.relay.steps > 0
+    for _, r in ipairs(B.relay.steps) do
+      lost = lost + (r.lost_b2bua or 0)
+      relayed = relayed + ((r.legs or {}).a_relayed or 0) + ((r.legs or {}).b_relayed or 0)
+      if not r.clean then all_clean = false end
+    end
+    out(fmt("| no loss in the relay | %s lost in the B2BUA, %s packets relayed, up to %s calls | %s |",
+            thousands(lost), thousands(relayed),
+            B.relay.steps[#B.relay.steps] and B.relay.steps[#B.relay.steps].n or "-", all_clean and "yes" or "no"))
+    if #with_lat > 0 then
+      local worst, all_under = nil, true
+      for _, r in ipairs(with_lat) do
+        if not worst or (r.lat.p99 or 0) > (worst.lat.p99 or 0) then worst = r end
+        if not r.lat.under_1ms then all_under = false end
+      end
+      out(fmt("| relay latency p99 under 1 ms | worst p99 %s ms (%d calls, max %s ms) | %s |",
+              ms3(worst.lat.p99 and worst.lat.p99 * 1e3), worst.n, ms3(worst.lat.max and worst.lat.max * 1e3),
+              all_under and "yes" or "no"))
+    end
+    if B.skipped then
+      out(fmt("| (not run: %s calls; ulimit -n too low) | | |", B.skipped))
+    end
+    out()
+  end
+end
+
+---------------------------------------------------------------------------
 -- The machine, and the summary against the targets of issue 7
 
 local function machine()
@@ -2969,6 +3721,8 @@ local SECTIONS = {
   subscriptions = { run = function() section_subscriptions() end,
                     render = function(...) render_subscriptions(...) end,
                     num = 9, head = "\n## 9%. Subscriptions[^\n]*\n" },
+  bridging = { run = function() section_bridging() end, render = function(...) render_bridging(...) end,
+               num = 10, head = "\n## 10%. Bridging[^\n]*\n" },
 }
 
 local ok, err = xpcall(function()
@@ -2990,6 +3744,7 @@ local ok, err = xpcall(function()
   section_dtmf()
   section_network()
   section_subscriptions()
+  section_bridging()
 end, debug.traceback)
 kill_all()
 
@@ -3021,7 +3776,7 @@ if ONLY then
     text = old:sub(1, a) .. mine .. (b and old:sub(b + 1) or "")
   else
     local b
-    for k = sec.num + 1, 9 do
+    for k = sec.num + 1, 10 do
       b = b or old:find("\n## " .. k .. "%. ")
     end
     b = b or old:find("\n## What each optimisation bought")
@@ -3042,6 +3797,7 @@ render_media(M, load_end)
 render_dtmf(M, load_end)
 render_network(M, load_end)
 render_subscriptions(M, load_end)
+render_bridging(M, load_end)
 render_optimisations()
 if #warnings > 0 then
   out("## Warnings from this run")
